@@ -1,0 +1,3 @@
+from rlvr_explore.cli import main
+
+raise SystemExit(main())

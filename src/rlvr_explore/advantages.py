@@ -1,0 +1,284 @@
+"""Advantage estimators and advantage shaping, as pure tensor functions in registries.
+
+An estimator maps sequence rewards to token advantages:
+    ``estimator(rewards (B,), group_ids (B,), response_mask (B, T), cfg) -> (B, T)``
+A shaping step rewrites token advantages, reading what it needs from ``extra``:
+    ``shaping(advantages (B, T), response_mask, group_ids, cfg, extra) -> (B, T)``
+:func:`compute_advantages` runs one estimator followed by any shaping steps, in order.
+Responses of the same prompt share a group id; padding positions get advantage 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from fractions import Fraction
+from math import comb, sqrt
+from typing import Callable
+
+import torch
+
+
+def _hp(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class AdvantageConfig:
+    """Hyper-parameters of the estimators and shaping steps."""
+
+    eps: float = _hp(1e-6, "Added to the group std in GRPO's normalisation (CaSP §2).")
+    correct_threshold: float = _hp(0.5, "A response counts as correct when its reward exceeds this (PSR/NSR, pass@k).")
+    w_reinforce_lambda: float = _hp(0.1, "W-REINFORCE weight of correct responses, A = +lambda (Zhu et al. 2025).")
+    passk_k: int = _hp(4, "k of the pass@k advantage, k < group size (Chen et al. 2025b).")
+    entropy_adv_alpha: float = _hp(0.4, "alpha of the entropy advantage term min(alpha H, |A| / kappa) (Cheng et al. 2025).")
+    entropy_adv_kappa: float = _hp(2.0, "kappa, the cap |A| / kappa of the entropy advantage term (Cheng et al. 2025).")
+    ppl_alpha: float = _hp(0.01, "alpha of the PPL weight A (1 - alpha w_ppl) (STILL §4.4.2 Eq. 11).")
+    position_gamma: float = _hp(0.1, "gamma of the position bonus gamma * sigmoid(d m (l - n)) (STILL §4.4.2 Eq. 8).")
+    position_direction: float = _hp(1.0, "d: +1 favours late tokens, -1 early ones (STILL §3.2.4).")
+    position_scale: float = _hp(15.0, "m, the slope of the position sigmoid (STILL §4.4.2).")
+    position_shift: float = _hp(
+        0.5, "n, the centre of the position sigmoid. STILL's text prints n = -0.5 with r = m (l - n), which "
+        "saturates the sigmoid over the whole response; DESIGN §3 centres it at 0.5."
+    )
+    position_window: tuple[int, int] = _hp((200, 300), "Steps [start, end) in which the position bonus applies (STILL §4.4.2).")
+
+    def validate(self) -> None:
+        if self.passk_k < 1:
+            raise ValueError(f"passk_k must be >= 1, got {self.passk_k}")
+        if self.entropy_adv_kappa <= 0:
+            raise ValueError(f"entropy_adv_kappa must be > 0, got {self.entropy_adv_kappa}")
+        if self.eps < 0:
+            raise ValueError(f"eps must be >= 0, got {self.eps}")
+
+
+ADVANTAGE_CONFIG_KEYS = tuple(f.name for f in fields(AdvantageConfig))
+Estimator = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, AdvantageConfig], torch.Tensor]
+ESTIMATORS: dict[str, Estimator] = {}
+SHAPINGS: dict[str, Callable] = {}
+
+
+def register_advantage(name: str):
+    def wrap(fn):
+        ESTIMATORS[name] = fn
+        return fn
+
+    return wrap
+
+
+def register_shaping(name: str):
+    def wrap(fn):
+        SHAPINGS[name] = fn
+        return fn
+
+    return wrap
+
+
+# ---------------------------------------------------------------- group statistics
+
+
+def group_index(group_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Dense group index 0..G-1 for each response, and the number of groups."""
+    _, index = torch.unique(group_ids, return_inverse=True)
+    return index, int(index.max()) + 1 if index.numel() else 0
+
+
+def group_mean_std(values: torch.Tensor, group_ids: torch.Tensor):
+    """Per-response group mean, unbiased group std (torch.std, as verl) and group size."""
+    index, n_groups = group_index(group_ids)
+    values = values.double()
+    size = torch.zeros(n_groups, dtype=values.dtype, device=values.device).index_add_(0, index, torch.ones_like(values))
+    total = torch.zeros_like(size).index_add_(0, index, values)
+    mean = (total / size)[index]
+    square = torch.zeros_like(size).index_add_(0, index, (values - mean) ** 2)
+    std = (square / (size - 1).clamp(min=1)).sqrt()[index]
+    return mean, std, size[index]
+
+
+def broadcast(per_response: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) -> (B, T), zero at padding."""
+    return per_response.unsqueeze(-1).to(torch.float32) * response_mask.to(torch.float32)
+
+
+def is_correct(rewards: torch.Tensor, cfg: AdvantageConfig) -> torch.Tensor:
+    return rewards > cfg.correct_threshold
+
+
+# ---------------------------------------------------------------- estimators
+
+
+@register_advantage("grpo")
+def grpo(rewards, group_ids, response_mask, cfg):
+    """A_i = (R_i - mean_g R) / (std_g R + eps); 0 for a group of one (CaSP §2)."""
+    mean, std, size = group_mean_std(rewards, group_ids)
+    adv = torch.where(size > 1, (rewards.double() - mean) / (std + cfg.eps), torch.zeros_like(mean))
+    return broadcast(adv, response_mask)
+
+
+@register_advantage("dr_grpo")
+def dr_grpo(rewards, group_ids, response_mask, cfg):
+    """A_i = R_i - mean_g R, no std normalisation (Liu et al. 2025)."""
+    mean, _, _ = group_mean_std(rewards, group_ids)
+    return broadcast(rewards.double() - mean, response_mask)
+
+
+@register_advantage("rloo")
+def rloo(rewards, group_ids, response_mask, cfg):
+    """Leave-one-out baseline: A_i = R_i - mean_{j != i} R_j = G/(G-1) (R_i - mean_g R)."""
+    mean, _, size = group_mean_std(rewards, group_ids)
+    adv = torch.where(size > 1, (rewards.double() - mean) * size / (size - 1).clamp(min=1), torch.zeros_like(mean))
+    return broadcast(adv, response_mask)
+
+
+@register_advantage("psr")
+def psr(rewards, group_ids, response_mask, cfg):
+    """A = +1 for correct responses, 0 otherwise; no baseline (Zhu et al. 2025)."""
+    return broadcast(is_correct(rewards, cfg).double(), response_mask)
+
+
+@register_advantage("nsr")
+def nsr(rewards, group_ids, response_mask, cfg):
+    """A = -1 for incorrect responses, 0 otherwise; no baseline (Zhu et al. 2025)."""
+    return broadcast(torch.where(is_correct(rewards, cfg), 0.0, -1.0).double(), response_mask)
+
+
+@register_advantage("w_reinforce")
+def w_reinforce(rewards, group_ids, response_mask, cfg):
+    """A = +lambda for correct, -1 for incorrect; no baseline (Zhu et al. 2025)."""
+    correct = is_correct(rewards, cfg)
+    return broadcast(torch.where(correct, cfg.w_reinforce_lambda, -1.0).double(), response_mask)
+
+
+def passk_group_advantages(n: int, c: int, k: int) -> tuple[float, float]:
+    """(advantage of a correct, of an incorrect response) for a group of n with c correct.
+
+    rho = 1 - C(n-c, k)/C(n, k) is the mean pass@k of the group's k-subsets and
+    sigma = sqrt(rho (1 - rho)) their std; a response's advantage is the mean normalised reward
+    of the k-subsets that contain it (Chen et al. 2025b). Exact rational arithmetic.
+    """
+    if not 1 <= k < n:
+        raise ValueError(f"passk_adv needs 1 <= k < group size; got k={k} for a group of {n}")
+    rho = 1 - Fraction(comb(n - c, k), comb(n, k))
+    if rho in (0, 1):
+        return 0.0, 0.0
+    sigma = sqrt(rho * (1 - rho))
+    all_wrong_with_me = Fraction(comb(n - c - 1, k - 1), comb(n - 1, k - 1))
+    return float(1 - rho) / sigma, float(1 - rho - all_wrong_with_me) / sigma
+
+
+@register_advantage("passk_adv")
+def passk_adv(rewards, group_ids, response_mask, cfg):
+    """Pass@k advantages of Chen et al. (2025b), group by group."""
+    index, n_groups = group_index(group_ids)
+    correct = is_correct(rewards, cfg)
+    adv = torch.zeros(rewards.shape[0], dtype=torch.float64, device=rewards.device)
+    for g in range(n_groups):
+        members = index == g
+        n, c = int(members.sum()), int(correct[members].sum())
+        pos, neg = passk_group_advantages(n, c, cfg.passk_k)
+        adv[members] = torch.where(correct[members], pos, neg).double()
+    return broadcast(adv, response_mask)
+
+
+# ---------------------------------------------------------------- shaping
+
+
+def _need(extra: dict, name: str, step: str):
+    if extra.get(name) is None:
+        raise ValueError(f"advantage shaping '{step}' needs {name}=...")
+    return extra[name]
+
+
+@register_shaping("entropy_adv")
+def entropy_adv(advantages, response_mask, group_ids, cfg, extra):
+    """A'_t = A_t + min(alpha sg(H_t), |A_t| / kappa) (Cheng et al. 2025)."""
+    entropy = _need(extra, "entropy", "entropy_adv").detach().to(advantages.dtype)
+    bonus = torch.minimum(cfg.entropy_adv_alpha * entropy, advantages.abs() / cfg.entropy_adv_kappa)
+    return (advantages + bonus) * response_mask
+
+
+@register_shaping("ppl_shaping")
+def ppl_shaping(advantages, response_mask, group_ids, cfg, extra):
+    """A'_i = A_i (1 - alpha w_i), w_i = (ln PPL_i - mu_g) / sigma_g under the old policy (STILL Eq. 7, 11)."""
+    old_logp = _need(extra, "old_logp", "ppl_shaping").detach().double()
+    mask = response_mask.double()
+    log_ppl = -(old_logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    mean, std, size = group_mean_std(log_ppl, group_ids)
+    weight = torch.where((size > 1) & (std > 0), (log_ppl - mean) / (std + cfg.eps), torch.zeros_like(mean))
+    return advantages * (1.0 - cfg.ppl_alpha * weight).unsqueeze(-1).to(advantages.dtype)
+
+
+@register_shaping("position_bonus")
+def position_bonus(advantages, response_mask, group_ids, cfg, extra):
+    """A'_t = A_t + sign(A_t) min(b_t, |A_t| / 2), b_t = gamma sigmoid(d m (l_t - n)), inside the
+    step window only (STILL Eq. 8, 12)."""
+    step = _need(extra, "step", "position_bonus")
+    start, end = cfg.position_window
+    if not start <= step < end:
+        return advantages
+    mask = response_mask.to(advantages.dtype)
+    index = mask.cumsum(-1) - 1
+    length = mask.sum(-1, keepdim=True)
+    relative = index / (length - 1).clamp(min=1)
+    bonus = cfg.position_gamma * torch.sigmoid(
+        cfg.position_direction * cfg.position_scale * (relative - cfg.position_shift)
+    )
+    return (advantages + advantages.sign() * torch.minimum(bonus, advantages.abs() / 2)) * mask
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def available() -> dict[str, list[str]]:
+    return {"estimators": sorted(ESTIMATORS), "shaping": sorted(SHAPINGS)}
+
+
+def compute_advantages(
+    estimator: str,
+    rewards: torch.Tensor,
+    group_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+    *,
+    shaping: tuple[str, ...] | list[str] = (),
+    entropy: torch.Tensor | None = None,
+    old_logp: torch.Tensor | None = None,
+    step: int | None = None,
+    **hyperparameters,
+) -> torch.Tensor:
+    """Token advantages (B, T): ``estimator`` then each ``shaping`` step in order."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown advantage estimator {estimator!r}; available: {', '.join(sorted(ESTIMATORS))}")
+    unknown_steps = [s for s in shaping if s not in SHAPINGS]
+    if unknown_steps:
+        raise ValueError(f"unknown advantage shaping {unknown_steps}; available: {', '.join(sorted(SHAPINGS))}")
+    bad = sorted(set(hyperparameters) - set(ADVANTAGE_CONFIG_KEYS))
+    if bad:
+        raise ValueError(f"unknown advantage hyper-parameter(s) {bad}; known: {list(ADVANTAGE_CONFIG_KEYS)}")
+    if rewards.dim() != 1 or group_ids.shape != rewards.shape:
+        raise ValueError(f"rewards and group_ids must both be (B,), got {tuple(rewards.shape)} and {tuple(group_ids.shape)}")
+    if response_mask.dim() != 2 or response_mask.shape[0] != rewards.shape[0]:
+        raise ValueError(f"response_mask must be (B={rewards.shape[0]}, T), got {tuple(response_mask.shape)}")
+    if not torch.isfinite(rewards).all():
+        raise ValueError("rewards contain NaN or inf")
+    cfg = AdvantageConfig(**hyperparameters)
+    cfg.validate()
+    mask = response_mask.bool()
+    advantages = ESTIMATORS[estimator](rewards, group_ids, mask, cfg).float()
+    extra = {"entropy": entropy, "old_logp": old_logp, "step": step}
+    for name in shaping:
+        advantages = SHAPINGS[name](advantages, mask, group_ids, cfg, extra).float()
+    return advantages
+
+
+def informative_groups(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: responses whose group's rewards are not all equal (DAPO dynamic sampling)."""
+    _, std, size = group_mean_std(rewards, group_ids)
+    return (size > 1) & (std > 0)
+
+
+def overlong_penalty(lengths: torch.Tensor, max_length: int, cache_length: int) -> torch.Tensor:
+    """DAPO's soft overlong punishment added to the reward (Yu et al. 2025; SPS App. B.2):
+    0 up to max - cache tokens, then falling linearly to -1 at max, -1 beyond."""
+    if not 0 < cache_length <= max_length:
+        raise ValueError(f"need 0 < cache_length <= max_length, got {cache_length} and {max_length}")
+    excess = lengths.double() - (max_length - cache_length)
+    return (-excess / cache_length).clamp(min=-1.0, max=0.0)

@@ -1,0 +1,154 @@
+"""Policy losses keyed by name, and the one keyword entry point :func:`policy_loss`.
+
+>>> from rlvr_explore import losses
+>>> loss, metrics = losses.policy_loss("casp", logp=..., old_logp=..., advantages=...,
+...                                    response_mask=..., response_ids=..., topn_logp=...,
+...                                    topn_ids=..., entropy=..., alpha=0.01, lam=1.1)
+
+Every method is one short module of this package (see DESIGN §3 and docs/methods.md).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import casp, cov, forking, gspo, ppo  # noqa: F401  (modules register their losses)
+from .core import (
+    AGG_MODES,
+    LOSSES,
+    LossConfig,
+    LossInputs,
+    aggregate,
+    available,
+    batch_normalizers,
+    entropy_gate,
+    get_method,
+    k3_kl,
+    make_config,
+    masked_mean,
+    register_loss,
+)
+
+__all__ = [
+    "AGG_MODES", "LOSSES", "LossConfig", "LossInputs", "aggregate", "available", "batch_normalizers",
+    "entropy_gate", "get_method", "k3_kl", "policy_loss", "register_loss", "token_gate",
+]
+
+
+def _validate(inputs: LossInputs) -> LossInputs:
+    """Shapes, dtypes and the mask; (B,) advantages are broadcast over the response."""
+    logp = inputs.logp
+    if logp.dim() != 2:
+        raise ValueError(f"logp must be (B, T), got shape {tuple(logp.shape)}")
+    shape = tuple(logp.shape)
+    advantages = inputs.advantages
+    if advantages.dim() == 1 and advantages.shape[0] == shape[0]:
+        advantages = advantages.unsqueeze(-1).expand(shape)
+    for name in ("old_logp", "response_mask", "response_ids", "entropy", "ref_logp", "token_gate"):
+        value = getattr(inputs, name)
+        if value is not None and tuple(value.shape) != shape:
+            raise ValueError(f"{name} has shape {tuple(value.shape)}, expected {shape} like logp")
+    if tuple(advantages.shape) != shape:
+        raise ValueError(f"advantages has shape {tuple(inputs.advantages.shape)}, expected {shape} or ({shape[0]},)")
+    for name in ("topn_logp", "topn_ids"):
+        value = getattr(inputs, name)
+        if value is not None and (value.dim() != 3 or tuple(value.shape[:2]) != shape):
+            raise ValueError(f"{name} has shape {tuple(value.shape)}, expected {shape + ('N',)}")
+    if inputs.rewards is not None and tuple(inputs.rewards.shape) != shape[:1]:
+        raise ValueError(f"rewards has shape {tuple(inputs.rewards.shape)}, expected ({shape[0]},)")
+    mask = inputs.response_mask.bool()
+    if not mask.any():
+        raise ValueError("response_mask has no valid token: there is nothing to compute a loss on")
+    if not torch.isfinite(advantages[mask]).all():
+        raise ValueError("advantages contain NaN or inf at valid tokens")
+    inputs.advantages = advantages.to(logp.dtype)
+    inputs.response_mask = mask
+    return inputs
+
+
+def _prepare(method: str, tensors: dict, hyperparameters: dict):
+    spec = get_method(method)
+    cfg = make_config(spec, hyperparameters)
+    inputs = _validate(LossInputs(**tensors))
+    return spec, cfg, inputs
+
+
+def token_gate(method: str, **tensors_and_hyperparameters) -> torch.Tensor | None:
+    """The method's token selection over the tensors given (None for methods without one).
+
+    Call it once on the whole batch and pass slices as ``token_gate=`` to each micro-batch's
+    :func:`policy_loss`, so that batch-wide quantiles and covariances see the global batch.
+    """
+    tensors = {k: v for k, v in tensors_and_hyperparameters.items() if k in LossInputs.__dataclass_fields__}
+    hyper = {k: v for k, v in tensors_and_hyperparameters.items() if k not in tensors}
+    spec, cfg, inputs = _prepare(method, tensors, hyper)
+    if spec.gate is None:
+        return None
+    with torch.no_grad():
+        return spec.gate(inputs, cfg)
+
+
+def policy_loss(
+    method: str,
+    *,
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    response_ids: torch.Tensor | None = None,
+    topn_logp: torch.Tensor | None = None,
+    topn_ids: torch.Tensor | None = None,
+    entropy: torch.Tensor | None = None,
+    ref_logp: torch.Tensor | None = None,
+    rewards: torch.Tensor | None = None,
+    token_gate: torch.Tensor | None = None,
+    num_tokens: int | None = None,
+    num_seqs: int | None = None,
+    **hyperparameters,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The scalar loss of ``method`` on one (micro-)batch, and detached metrics.
+
+    Tensors follow DESIGN §2 ((B, T), ``topn_*`` (B, T, N), ``rewards`` (B,)); ``advantages`` may
+    be (B,). ``num_tokens``/``num_seqs`` are the global batch's counts
+    (:func:`batch_normalizers`) so that micro-batch losses add up to the full-batch loss;
+    ``token_gate`` is a precomputed global selection (:func:`token_gate`). Hyper-parameters are the
+    fields of :class:`LossConfig` that the method takes, including ``loss_agg_mode``,
+    ``kl_coef`` (needs ``ref_logp``) and ``entropy_coeff`` (needs ``entropy`` with gradient).
+    """
+    tensors = dict(
+        logp=logp, old_logp=old_logp, advantages=advantages, response_mask=response_mask,
+        response_ids=response_ids, topn_logp=topn_logp, topn_ids=topn_ids, entropy=entropy,
+        ref_logp=ref_logp, rewards=rewards, token_gate=token_gate,
+    )
+    spec, cfg, inputs = _prepare(method, tensors, hyperparameters)
+    if spec.gate is not None and inputs.token_gate is None:
+        with torch.no_grad():
+            inputs.token_gate = spec.gate(inputs, cfg)
+    if inputs.token_gate is not None:
+        inputs.token_gate = inputs.token_gate.bool() & inputs.response_mask
+
+    pg_token_loss, metrics = spec.token_loss(inputs, cfg)
+    mask = inputs.response_mask
+    token_loss = pg_token_loss
+    if cfg.entropy_coeff:
+        inputs.require(f"{spec.name} with entropy_coeff", "entropy")
+        token_loss = token_loss - cfg.entropy_coeff * inputs.entropy
+    if cfg.kl_coef:
+        inputs.require(f"{spec.name} with kl_coef", "ref_logp")
+        kl = k3_kl(inputs.logp, inputs.ref_logp)
+        token_loss = token_loss + cfg.kl_coef * kl
+        metrics["kl"] = masked_mean(kl, mask)
+
+    def reduce(values):
+        return aggregate(
+            values, mask, cfg.loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs,
+            max_response_length=cfg.max_response_length,
+        )
+
+    loss = reduce(token_loss)
+    metrics["pg_loss"] = reduce(pg_token_loss.detach())
+    metrics["loss"] = loss.detach()
+    metrics["ppo_kl"] = masked_mean(inputs.old_logp - inputs.logp, mask)
+    if inputs.entropy is not None:
+        metrics["entropy"] = masked_mean(inputs.entropy, mask)
+    return loss, metrics

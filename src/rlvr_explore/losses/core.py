@@ -1,0 +1,262 @@
+"""The pieces every policy loss shares: inputs, hyper-parameters, registry, aggregation.
+
+A registered loss is a pure function ``token_loss(inputs, cfg) -> (loss (B, T), metrics)``
+returning the per-token loss; :func:`rlvr_explore.losses.policy_loss` adds the entropy bonus and
+the KL term and reduces with :func:`aggregate`, the one aggregation helper every loss goes
+through. Notation follows DESIGN §3: r_t = exp(logp_t - old_logp_t), A the advantage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Callable
+
+import torch
+
+AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
+
+
+@dataclass
+class LossInputs:
+    """Tensors of one (micro-)batch in the padded layout of DESIGN §2 (all (B, T) unless noted)."""
+
+    logp: torch.Tensor
+    old_logp: torch.Tensor
+    advantages: torch.Tensor
+    response_mask: torch.Tensor
+    response_ids: torch.Tensor | None = None
+    topn_logp: torch.Tensor | None = None  # (B, T, N), with gradient
+    topn_ids: torch.Tensor | None = None  # (B, T, N)
+    entropy: torch.Tensor | None = None
+    ref_logp: torch.Tensor | None = None
+    rewards: torch.Tensor | None = None  # (B,)
+    token_gate: torch.Tensor | None = None  # (B, T) bool, precomputed over the global batch
+
+    def require(self, method: str, *names: str) -> None:
+        missing = [n for n in names if getattr(self, n) is None]
+        if missing:
+            raise ValueError(f"method '{method}' needs {', '.join(missing)}; pass them to policy_loss")
+
+
+def _hp(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class LossConfig:
+    """Hyper-parameters of the policy losses. Each method reads the subset it declares."""
+
+    clip_eps_low: float = _hp(0.2, "Lower PPO clip: ratio >= 1 - eps_low (CaSP §2, Eq. 1; DAPO keeps 0.2).")
+    clip_eps_high: float = _hp(0.2, "Upper PPO clip: ratio <= 1 + eps_high (DAPO 'clip-higher' 0.28, SPS App. B.2).")
+    loss_agg_mode: str = _hp("seq-mean-token-mean", f"Aggregation over tokens, one of {AGG_MODES} (verl's names).")
+    max_response_length: int | None = _hp(
+        None, "Constant divisor of 'seq-mean-token-sum-norm' (Dr.GRPO); defaults to the padded length T."
+    )
+    kl_coef: float = _hp(
+        0.0, "beta of the k3 KL to the reference policy; needs ref_logp. CaSP §2 uses 0.001 (set in configs)."
+    )
+    entropy_coeff: float = _hp(0.0, "c of the entropy bonus, loss - c * H (CaSP baselines 0.01; 001 App. C.2 1e-4).")
+    alpha: float = _hp(0.01, "CaSP smoothing strength in [0, 1] (CaSP §4.1 Eq. 4; App. E: math 0.01, logic 0.005, code 0.05).")
+    top_n: int = _hp(3, "N, the number of top candidates CaSP smooths over (CaSP §4.1, App. E: 3).")
+    lam: float = _hp(1.1, "lambda_top1 > 1, the rank-1 penalty on negatives (CaSP §4.2 Eq. 5; App. E: math 1.1, logic 1.05).")
+    q: float = _hp(
+        0.8, "Entropy quantile of the gate H_t > quantile_q(H) (CaSP §4, App. E tau_0.8; forking tokens top 20%)."
+    )
+    quantile_scope: str = _hp(
+        "response", "Where the entropy quantile is taken: 'response' (CaSP App. E) or 'batch' (SimKO, forking)."
+    )
+    positive_on: str = _hp(
+        "advantage", "CaSP positive branch keys on 'advantage' > 0 (the paper) or 'reward' == 1 (the SimKO code)."
+    )
+    topn_weighting: str = _hp("uniform", "CaSP top-N weights: 'uniform' 1/N (§4.1) or 'softmax' of top-N log-probs (App. F.3).")
+    kl_cov_ratio: float = _hp(2e-3, "KL-Cov: fraction k of valid tokens with the largest covariance (Cui et al. 2025).")
+    kl_cov_coef: float = _hp(1.0, "KL-Cov: beta_kl of the |logp - old_logp| penalty on selected tokens (Cui et al. 2025).")
+    clip_cov_ratio: float = _hp(2e-4, "Clip-Cov: fraction of valid tokens whose gradient is cut (Cui et al. 2025).")
+    clip_cov_lb: float = _hp(1.0, "Clip-Cov: lower covariance bound of the candidates (Cui et al. 2025).")
+    clip_cov_ub: float = _hp(5.0, "Clip-Cov: upper covariance bound of the candidates (Cui et al. 2025).")
+
+    def validate(self) -> None:
+        checks = [
+            (self.clip_eps_low >= 0 and self.clip_eps_high >= 0, "clip_eps_low/high must be >= 0"),
+            (self.loss_agg_mode in AGG_MODES, f"loss_agg_mode must be one of {AGG_MODES}, got {self.loss_agg_mode!r}"),
+            (self.max_response_length is None or self.max_response_length > 0, "max_response_length must be > 0"),
+            (self.kl_coef >= 0, f"kl_coef must be >= 0, got {self.kl_coef}"),
+            (0.0 <= self.alpha <= 1.0, f"alpha must be in [0, 1], got {self.alpha}"),
+            (self.top_n >= 1, f"top_n must be >= 1, got {self.top_n}"),
+            (self.lam > 0, f"lam must be > 0, got {self.lam}"),
+            (0.0 <= self.q <= 1.0, f"q must be in [0, 1], got {self.q}"),
+            (self.quantile_scope in ("response", "batch"), f"quantile_scope must be 'response' or 'batch', got {self.quantile_scope!r}"),
+            (self.positive_on in ("advantage", "reward"), f"positive_on must be 'advantage' or 'reward', got {self.positive_on!r}"),
+            (self.topn_weighting in ("uniform", "softmax"), f"topn_weighting must be 'uniform' or 'softmax', got {self.topn_weighting!r}"),
+            (0.0 < self.kl_cov_ratio <= 1.0, f"kl_cov_ratio must be in (0, 1], got {self.kl_cov_ratio}"),
+            (0.0 < self.clip_cov_ratio <= 1.0, f"clip_cov_ratio must be in (0, 1], got {self.clip_cov_ratio}"),
+            (self.clip_cov_lb < self.clip_cov_ub, "clip_cov_lb must be < clip_cov_ub"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+LOSS_CONFIG_KEYS = tuple(f.name for f in fields(LossConfig))
+COMMON_KEYS = ("clip_eps_low", "clip_eps_high", "loss_agg_mode", "max_response_length", "kl_coef", "entropy_coeff")
+
+TokenLoss = Callable[[LossInputs, LossConfig], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered policy loss: its token-loss function and what it reads."""
+
+    name: str
+    token_loss: TokenLoss
+    source: str
+    keys: tuple[str, ...] = ()  # method-specific hyper-parameters beyond COMMON_KEYS
+    defaults: dict = field(default_factory=dict)  # overrides of LossConfig defaults
+    advantage: str = "grpo"  # the advantage estimator the method is defined with
+    gate: Callable | None = None  # (inputs, cfg) -> (B, T) bool token selection from detached statistics
+
+
+LOSSES: dict[str, Method] = {}
+ALIASES: dict[str, str] = {}
+
+
+def register_loss(name: str, source: str, *, keys=(), defaults=None, advantage="grpo", aliases=(), gate=None):
+    """Decorator: add a token-loss function to the registry under ``name`` (and ``aliases``).
+
+    ``gate(inputs, cfg) -> (B, T) bool`` selects tokens from detached batch statistics; the
+    selection reaches the token loss as ``inputs.token_gate``.
+    """
+
+    def wrap(fn: TokenLoss) -> TokenLoss:
+        unknown = set(keys) | set(defaults or {})
+        unknown -= set(LOSS_CONFIG_KEYS)
+        if unknown:
+            raise ValueError(f"loss '{name}' declares unknown hyper-parameters {sorted(unknown)}")
+        LOSSES[name] = Method(name, fn, source, tuple(keys), dict(defaults or {}), advantage, gate)
+        for alias in aliases:
+            ALIASES[alias] = name
+        return fn
+
+    return wrap
+
+
+def get_method(name: str) -> Method:
+    canonical = ALIASES.get(name, name)
+    if canonical not in LOSSES:
+        raise ValueError(f"unknown policy loss {name!r}; available: {', '.join(available())}")
+    return LOSSES[canonical]
+
+
+def available() -> list[str]:
+    """Names of every registered policy loss, aliases included."""
+    return sorted([*LOSSES, *ALIASES])
+
+
+def make_config(method: Method, hyperparameters: dict) -> LossConfig:
+    allowed = set(COMMON_KEYS) | set(method.keys)
+    bad = sorted(set(hyperparameters) - allowed)
+    if bad:
+        raise ValueError(
+            f"hyper-parameter(s) {bad} do not apply to loss '{method.name}'; it takes {sorted(allowed)}"
+        )
+    cfg = LossConfig(**{**method.defaults, **hyperparameters})
+    cfg.validate()
+    return cfg
+
+
+# ---------------------------------------------------------------- aggregation
+
+
+def batch_normalizers(response_mask: torch.Tensor) -> dict[str, int]:
+    """Token and sequence counts of a whole batch, to pass to every micro-batch's loss.
+
+    With them, the micro-batch losses sum to the full-batch loss whatever the split.
+    """
+    mask = response_mask.bool()
+    return {"num_tokens": int(mask.sum()), "num_seqs": int(mask.any(-1).sum())}
+
+
+def aggregate(
+    values: torch.Tensor,
+    response_mask: torch.Tensor,
+    mode: str,
+    *,
+    num_tokens: int | None = None,
+    num_seqs: int | None = None,
+    max_response_length: int | None = None,
+) -> torch.Tensor:
+    """Reduce per-token ``values`` (B, T) to a scalar; the one reduction every loss uses.
+
+    ``num_tokens``/``num_seqs`` are the global batch's counts (:func:`batch_normalizers`); left
+    out, they are this batch's own. Sequences without a valid token do not count.
+    """
+    mask = response_mask.to(values.dtype)
+    masked = values * mask
+    if mode == "token-mean":
+        return masked.sum() / (num_tokens if num_tokens is not None else mask.sum().clamp(min=1))
+    seq_tokens = mask.sum(-1)
+    if mode == "seq-mean-token-mean":
+        per_seq = masked.sum(-1) / seq_tokens.clamp(min=1)
+    elif mode == "seq-mean-token-sum":
+        per_seq = masked.sum(-1)
+    elif mode == "seq-mean-token-sum-norm":
+        per_seq = masked.sum(-1) / (max_response_length or values.shape[-1])
+    else:
+        raise ValueError(f"loss_agg_mode must be one of {AGG_MODES}, got {mode!r}")
+    return per_seq.sum() / (num_seqs if num_seqs is not None else (seq_tokens > 0).sum().clamp(min=1))
+
+
+def masked_mean(values: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over valid tokens, for metrics."""
+    return aggregate(values.detach().float(), response_mask, "token-mean")
+
+
+# ---------------------------------------------------------------- shared terms
+
+
+def ratio(inputs: LossInputs) -> torch.Tensor:
+    """r_t = exp(logp_t - old_logp_t)."""
+    return torch.exp(inputs.logp - inputs.old_logp)
+
+
+def clipped_token_loss(ratio: torch.Tensor, advantages: torch.Tensor, cfg: LossConfig):
+    """L_t = -min(r A, clip(r, 1 - eps_low, 1 + eps_high) A), and where the clip is active."""
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1.0 - cfg.clip_eps_low, 1.0 + cfg.clip_eps_high)
+    return torch.maximum(unclipped, clipped), clipped > unclipped
+
+
+def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """k3 estimator of KL(pi || ref): exp(ref - logp) - (ref - logp) - 1, clamped to [-10, 10] as verl does."""
+    delta = ref_logp - logp
+    return (torch.exp(delta) - delta - 1.0).clamp(-10.0, 10.0)
+
+
+def linear_quantile(values: torch.Tensor, mask: torch.Tensor, q: float) -> torch.Tensor:
+    """Row-wise quantile of ``values`` over ``mask`` with linear interpolation (as torch.quantile).
+
+    Rows without a valid entry give NaN (so every comparison with them is False). Works for any
+    size, where torch.quantile refuses inputs of more than 16M elements.
+    """
+    filled = values.detach().float().masked_fill(~mask, float("inf"))
+    ordered = filled.sort(dim=-1).values
+    count = mask.sum(-1, keepdim=True)
+    position = q * (count - 1).clamp(min=0).to(ordered.dtype)
+    low = position.floor().long()
+    high = position.ceil().long()
+    lo_val = ordered.gather(-1, low)
+    hi_val = ordered.gather(-1, high)
+    result = lo_val + (hi_val - lo_val) * (position - low)
+    return result.masked_fill(count == 0, float("nan"))
+
+
+def entropy_gate(inputs: LossInputs, cfg: LossConfig) -> torch.Tensor:
+    """w_t = 1[H_t > quantile_q(H)] over the response's valid tokens (``scope='response'``) or
+    over all valid tokens of the batch (``scope='batch'``); strict '>' (CaSP §4, App. E)."""
+    inputs.require("an entropy-gated loss", "entropy")
+    entropy, mask = inputs.entropy.detach(), inputs.response_mask.bool()
+    if cfg.quantile_scope == "response":
+        threshold = linear_quantile(entropy, mask, cfg.q)
+    else:
+        threshold = linear_quantile(entropy.reshape(1, -1), mask.reshape(1, -1), cfg.q).reshape(())
+    return (entropy > threshold) & mask

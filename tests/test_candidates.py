@@ -1,0 +1,90 @@
+"""Candidate statistics against a direct computation, through both paths, with gradients."""
+
+import pytest
+import torch
+
+from rlvr_explore.candidates import token_stats, token_stats_from_hidden
+
+
+def reference(logits, ids, top_n, temperature):
+    logp_all = torch.log_softmax(logits / temperature, -1)
+    probs = logp_all.exp()
+    top = logp_all.topk(top_n, -1)
+    return dict(
+        logp=logp_all.gather(-1, ids[..., None])[..., 0],
+        entropy=-(probs * logp_all).sum(-1),
+        topn_logp=top.values,
+        topn_ids=top.indices,
+    )
+
+
+@pytest.mark.parametrize("temperature,chunk", [(1.0, 1024), (0.7, 5), (1.3, 1)])
+def test_matches_direct_computation_with_gradients(temperature, chunk):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 7, 19, generator=g, dtype=torch.float64, requires_grad=True)
+    ids = torch.randint(19, (3, 7), generator=g)
+    stats = token_stats(logits, ids, top_n=4, temperature=temperature, chunk_tokens=chunk)
+    ref = reference(logits, ids, 4, temperature)
+    for name in ("logp", "entropy", "topn_logp"):
+        torch.testing.assert_close(getattr(stats, name), ref[name])
+    assert torch.equal(stats.topn_ids, ref["topn_ids"])
+    weights = [torch.rand(ref[n].shape, generator=g, dtype=torch.float64) for n in ("logp", "entropy", "topn_logp")]
+    ours = sum((w * getattr(stats, n)).sum() for w, n in zip(weights, ("logp", "entropy", "topn_logp")))
+    theirs = sum((w * ref[n]).sum() for w, n in zip(weights, ("logp", "entropy", "topn_logp")))
+    torch.testing.assert_close(torch.autograd.grad(ours, logits)[0], torch.autograd.grad(theirs, logits)[0])
+
+
+def test_hidden_state_path_matches_logits_path():
+    g = torch.Generator().manual_seed(1)
+    hidden = torch.randn(2, 9, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(23, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(23, generator=g, dtype=torch.float64, requires_grad=True)
+    ids = torch.randint(23, (2, 9), generator=g)
+    chunked = token_stats_from_hidden(hidden, weight, ids, top_n=3, temperature=0.9, lm_head_bias=bias, chunk_tokens=4)
+    direct = token_stats(hidden @ weight.t() + bias, ids, top_n=3, temperature=0.9)
+    for name in ("logp", "entropy", "topn_logp"):
+        torch.testing.assert_close(getattr(chunked, name), getattr(direct, name))
+    params = (hidden, weight, bias)
+    a = torch.autograd.grad(chunked.logp.sum() + chunked.entropy.sum() + chunked.topn_logp.sum(), params)
+    b = torch.autograd.grad(direct.logp.sum() + direct.entropy.sum() + direct.topn_logp.sum(), params)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y)
+
+
+def test_hidden_path_never_keeps_full_logits_for_backward():
+    """No tensor of B*T*V elements or more is saved for backward: logits are recomputed per chunk."""
+    B, T, d, V = 4, 32, 8, 64
+    hidden = torch.randn(B, T, d, requires_grad=True)
+    weight = torch.randn(V, d, requires_grad=True)
+    ids = torch.randint(V, (B, T))
+    largest = []
+
+    def pack(t):
+        largest.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        stats = token_stats_from_hidden(hidden, weight, ids, chunk_tokens=16)
+        loss = stats.logp.sum() + stats.entropy.sum() + stats.topn_logp.sum()
+    loss.backward()
+    assert max(largest) < B * T * V
+    assert max(largest) <= max(16 * V, B * T * d, V * d)
+    assert hidden.grad is not None and weight.grad is not None
+
+
+def test_branching_factor_counts_candidates_to_the_mass():
+    probs = torch.tensor([[[0.5, 0.3, 0.15, 0.05], [0.97, 0.01, 0.01, 0.01], [0.25, 0.25, 0.25, 0.25]]])
+    stats = token_stats(probs.log(), torch.zeros(1, 3, dtype=torch.long), top_n=2, branching_mass=0.95)
+    assert stats.branching_factor.tolist() == [[3, 1, 4]]
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: token_stats(torch.randn(2, 3), torch.zeros(2, 3, dtype=torch.long)), r"logits must be \(B, T, V\)"),
+    (lambda: token_stats(torch.randn(2, 3, 5), torch.zeros(2, 4, dtype=torch.long)), r"response_ids has shape \(2, 4\)"),
+    (lambda: token_stats(torch.randn(2, 3, 5), torch.zeros(2, 3, dtype=torch.long), top_n=6), "top_n must be in"),
+    (lambda: token_stats(torch.randn(2, 3, 5), torch.zeros(2, 3, dtype=torch.long), temperature=0), "temperature must be > 0"),
+    (lambda: token_stats_from_hidden(torch.randn(2, 3, 4), torch.randn(5, 3), torch.zeros(2, 3, dtype=torch.long)), r"lm_head_weight must be \(V, d=4\)"),
+])
+def test_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
