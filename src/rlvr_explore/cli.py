@@ -1,0 +1,59 @@
+"""The ``rlvr-explore`` command line. Each sub-command lives in the module that does its work and
+registers itself here through ``add_parser(subparsers)``; this file only wires them together."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+
+
+def _methods(args) -> int:
+    from rlvr_explore import advantages, losses
+
+    print("policy losses (rlvr_explore.losses.policy_loss):")
+    for name in sorted(losses.LOSSES):
+        spec = losses.LOSSES[name]
+        aliases = [a for a, target in losses.core.ALIASES.items() if target == name]
+        alias_text = f" (alias {', '.join(aliases)})" if aliases else ""
+        defaults = {**{f.name: f.default for f in fields(losses.LossConfig) if f.name in spec.keys}, **spec.defaults}
+        default_text = ", ".join(f"{k}={v}" for k, v in defaults.items())
+        print(f"  {name}{alias_text}: {spec.source}; advantage '{spec.advantage}'" + (f"; {default_text}" if default_text else ""))
+    names = advantages.available()
+    print("advantage estimators:", ", ".join(names["estimators"]))
+    print("advantage shaping:", ", ".join(names["shaping"]))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from rlvr_explore import __version__
+    from rlvr_explore.toys import cli as toys_cli
+
+    parser = argparse.ArgumentParser(
+        prog="rlvr-explore",
+        description="RL with verifiable rewards, built around the methods that keep exploration alive.",
+    )
+    parser.add_argument("--version", action="version", version=f"rlvr-explore {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    methods = sub.add_parser("methods", help="list the registered losses, advantage estimators and shaping steps")
+    methods.set_defaults(func=_methods)
+    toys_cli.add_parser(sub)
+    demo = sub.add_parser("demo", help="the main job: run the paper toys and write their plots and summaries")
+    demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
+    demo.set_defaults(func=lambda args: __import__("rlvr_explore.demo", fromlist=["run"]).run(args))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, KeyError) as error:
+        print(f"rlvr-explore {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
