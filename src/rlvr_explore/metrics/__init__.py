@@ -1,0 +1,24 @@
+"""Evaluation metrics (pass@k and friends), answer statistics and exploration diagnostics."""
+
+from .answers import (
+    answer_entropy, category_counts, extract_boxed, ngram_redundancy, response_quality, token_category,
+    trajectory_similarity,
+)
+from .diagnostics import (
+    accuracy_buckets, detect_stages, entropy_performance_fit, entropy_summary, expected_distinct_tokens,
+    gradient_norm_proxy, greedy_logprob, grouped_candidates, mean_branching_factor, probability_bins,
+    rank_logprobs, sampled_logprob, token_replacement_impact,
+)
+from .passk import (
+    avg_at_k, bootstrap_ci, maj_at_k, majority_answer, pass_at_k, pass_at_k_curve, powers_of_two, set_overlaps,
+    unsolvable,
+)
+
+__all__ = [
+    "accuracy_buckets", "answer_entropy", "avg_at_k", "bootstrap_ci", "category_counts", "detect_stages",
+    "entropy_performance_fit", "entropy_summary", "expected_distinct_tokens", "extract_boxed",
+    "gradient_norm_proxy", "greedy_logprob", "grouped_candidates", "maj_at_k", "majority_answer",
+    "mean_branching_factor", "ngram_redundancy", "pass_at_k", "pass_at_k_curve", "powers_of_two",
+    "probability_bins", "rank_logprobs", "response_quality", "sampled_logprob", "set_overlaps",
+    "token_category", "token_replacement_impact", "trajectory_similarity", "unsolvable",
+]

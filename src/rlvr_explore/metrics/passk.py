@@ -1,0 +1,135 @@
+"""Evaluation metrics over n samples per problem (STILL Eq. 2, Tab. 4; CaSP §5).
+
+pass@k = 1 - C(n-c, k) / C(n, k), the probability that k of the n samples, drawn without
+replacement, contain a correct one. It is computed as -expm1(sum_{i=n-c+1..n} log1p(-k/i)):
+no binomial is formed (no overflow at n = 10^4) and no 1 - x is taken of an x near 1 (no
+cancellation when pass@k is tiny).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Hashable, Sequence
+
+import numpy as np
+
+
+def _pass_at_k_scalar(n: int, c: int, k: int) -> float:
+    if n - c < k:
+        return 1.0
+    if c == 0:
+        return 0.0
+    terms = [math.log1p(-k / i) for i in range(n - c + 1, n + 1)]
+    return -math.expm1(math.fsum(terms))
+
+
+def pass_at_k(n, c, k):
+    """Unbiased pass@k for scalars or arrays (broadcast); rejects impossible input clearly."""
+    n_arr, c_arr, k_arr = np.broadcast_arrays(np.asarray(n), np.asarray(c), np.asarray(k))
+    for name, arr in (("n", n_arr), ("c", c_arr), ("k", k_arr)):
+        if not np.issubdtype(arr.dtype, np.integer) and not np.all(np.mod(arr, 1) == 0):
+            raise ValueError(f"pass_at_k: {name} must be integers, got {arr.ravel()[:5].tolist()}")
+        if np.any(arr < 0):
+            raise ValueError(f"pass_at_k: {name} must be >= 0, got {arr[arr < 0].ravel()[:5].tolist()}")
+    if np.any(k_arr < 1):
+        raise ValueError("pass_at_k: k must be >= 1")
+    if np.any(c_arr > n_arr):
+        bad = np.argwhere(c_arr > n_arr)[0]
+        raise ValueError(f"pass_at_k: c > n (c={c_arr[tuple(bad)]}, n={n_arr[tuple(bad)]}): more correct than samples")
+    if np.any(k_arr > n_arr):
+        bad = np.argwhere(k_arr > n_arr)[0]
+        raise ValueError(f"pass_at_k: k > n (k={k_arr[tuple(bad)]}, n={n_arr[tuple(bad)]}): not enough samples")
+    out = np.vectorize(_pass_at_k_scalar, otypes=[float])(n_arr.astype(int), c_arr.astype(int), k_arr.astype(int))
+    return float(out) if out.ndim == 0 else out
+
+
+def bootstrap_ci(per_problem: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0):
+    """Percentile bootstrap over problems of the mean: (low, high)."""
+    per_problem = np.asarray(per_problem, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = per_problem[rng.integers(0, len(per_problem), (n_boot, len(per_problem)))].mean(1)
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def pass_at_k_curve(num_samples, num_correct, ks: Sequence[int], n_boot: int = 1000, seed: int = 0) -> dict:
+    """Mean pass@k over problems for each k, with bootstrap confidence intervals.
+
+    ``num_samples``/``num_correct`` are per problem; ks larger than a problem's n are an error.
+    """
+    n = np.asarray(num_samples)
+    c = np.asarray(num_correct)
+    curve = {}
+    for k in ks:
+        per_problem = pass_at_k(n, c, k)
+        low, high = bootstrap_ci(np.atleast_1d(per_problem), n_boot, seed=seed)
+        curve[int(k)] = {"mean": float(np.mean(per_problem)), "ci_low": low, "ci_high": high}
+    return curve
+
+
+def powers_of_two(n: int) -> list[int]:
+    """1, 2, 4, ... up to n (and n itself): the k grid of the papers' pass@k plots."""
+    ks, k = [], 1
+    while k <= n:
+        ks.append(k)
+        k *= 2
+    return ks if ks[-1] == n else ks + [n]
+
+
+def avg_at_k(correct: np.ndarray, k: int) -> float:
+    """Mean correctness of the first k samples of each problem; ``correct`` is (problems, n)."""
+    correct = np.asarray(correct, dtype=float)
+    if not 1 <= k <= correct.shape[1]:
+        raise ValueError(f"avg_at_k: k must be in [1, {correct.shape[1]}], got {k}")
+    return float(correct[:, :k].mean())
+
+
+def majority_answer(answers: Sequence[Hashable | None]) -> Hashable | None:
+    """The most frequent non-None answer; ties go to the answer seen first."""
+    counts = Counter(a for a in answers if a is not None)
+    if not counts:
+        return None
+    best = max(counts.values())
+    return next(a for a in answers if a is not None and counts[a] == best)
+
+
+def maj_at_k(answers: Sequence[Sequence[Hashable | None]], references: Sequence[Hashable], k: int,
+             resamples: int = 1, seed: int = 0) -> float:
+    """Majority-vote accuracy over k samples per problem (STILL Tab. 4).
+
+    With ``resamples`` > 1, the vote is averaged over random k-subsets of each problem's samples;
+    with 1, the first k samples vote. Ties go to the answer that comes first in sample order.
+    ``answers[p][j]`` is the extracted answer (None if none).
+    """
+    if len(answers) != len(references):
+        raise ValueError(f"maj_at_k: {len(answers)} answer lists for {len(references)} references")
+    rng = np.random.default_rng(seed)
+    hits = []
+    for sample_answers, reference in zip(answers, references):
+        if not 1 <= k <= len(sample_answers):
+            raise ValueError(f"maj_at_k: k must be in [1, {len(sample_answers)}], got {k}")
+        for _ in range(resamples):
+            indices = range(k) if resamples == 1 else np.sort(rng.choice(len(sample_answers), k, replace=False))
+            chosen = [sample_answers[i] for i in indices]
+            hits.append(majority_answer(chosen) == reference)
+    return float(np.mean(hits))
+
+
+def unsolvable(correct: np.ndarray, k: int) -> set[int]:
+    """k-rollout unsolvable problems (STILL §2.1): indices with no correct answer among the first k."""
+    correct = np.asarray(correct, dtype=bool)
+    if not 1 <= k <= correct.shape[1]:
+        raise ValueError(f"unsolvable: k must be in [1, {correct.shape[1]}], got {k}")
+    return set(np.flatnonzero(~correct[:, :k].any(1)).tolist())
+
+
+def set_overlaps(sets: dict[str, set]) -> dict[str, int]:
+    """Sizes of every Venn region: key 'A&B' counts items in exactly A and B (and no other set)."""
+    names = list(sets)
+    everything = set().union(*sets.values()) if sets else set()
+    regions: dict[str, int] = {}
+    for item in everything:
+        key = "&".join(n for n in names if item in sets[n])
+        regions[key] = regions.get(key, 0) + 1
+    return dict(sorted(regions.items()))
