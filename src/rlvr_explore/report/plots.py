@@ -1,0 +1,182 @@
+"""The papers' figures as PNG files: each function takes plain data (dicts of per-run series)
+and a path, and draws one titled, labelled figure. Used by the report and by the CLI."""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path: str) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def pass_at_k_curves(curves: Mapping[str, Mapping[int, Mapping[str, float]]], path: str, title: str = "pass@k") -> str:
+    """One line per model: mean pass@k against k (log2 axis) with its bootstrap band (STILL Fig. 1, CaSP Fig. 6)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for name, curve in curves.items():
+        ks = sorted(int(k) for k in curve)
+        mean = [curve[k]["mean"] for k in ks]
+        line, = ax.plot(ks, mean, marker="o", ms=3, label=name)
+        if all("ci_low" in curve[k] for k in ks):
+            ax.fill_between(ks, [curve[k]["ci_low"] for k in ks], [curve[k]["ci_high"] for k in ks],
+                            color=line.get_color(), alpha=0.15)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k (samples per problem)")
+    ax.set_ylabel("pass@k")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def rank_logprob_dynamics(series: Mapping[str, Mapping[str, Sequence[float]]], path: str) -> str:
+    """Lambda^(n) and Lambda^sample over training steps, one panel per run (CaSP Fig. 3, 7).
+
+    ``series[run]`` has 'step', 'rank1', 'rank2', ... and optionally 'sample'.
+    """
+    runs = list(series)
+    fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 4), squeeze=False, sharey=True)
+    for ax, name in zip(axes[0], runs):
+        data = series[name]
+        for key in sorted(k for k in data if k.startswith("rank")):
+            ax.plot(data["step"], data[key], label=f"Lambda^({key[4:]})")
+        if "sample" in data:
+            ax.plot(data["step"], data["sample"], "k--", label="Lambda^sample")
+        ax.set_title(name)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("mean log-prob")
+    fig.suptitle("rank-n candidate log-probs (CaSP Eq. 2)")
+    return _save(fig, path)
+
+
+def entropy_histograms(entropies: Mapping[str, Sequence[float]], path: str, bins: int = 40) -> str:
+    """Token-level entropy distributions, one per run (CaSP Fig. 8)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    values = [np.asarray(v, float) for v in entropies.values()]
+    top = max((v.max() for v in values if len(v)), default=1.0)
+    edges = np.linspace(0, max(top, 1e-3), bins + 1)
+    for name, v in zip(entropies, values):
+        ax.hist(v, bins=edges, alpha=0.45, density=True, label=f"{name} (mean {v.mean():.3f})")
+    ax.set_yscale("log")
+    ax.set_xlabel("token entropy (nats)")
+    ax.set_ylabel("density (log scale)")
+    ax.set_title("token entropy")
+    ax.legend()
+    return _save(fig, path)
+
+
+def probability_bins(bins_by_run: Mapping[str, dict], path: str) -> str:
+    """Fraction of tokens per probability bin for ranks 1..3 (CaSP Fig. 9)."""
+    runs = list(bins_by_run)
+    first = bins_by_run[runs[0]]
+    edges = first["edges"]
+    labels = [f"{lo:.2g}-{hi:.2g}" for lo, hi in zip(edges[:-1], edges[1:])]
+    ranks = list(first["fractions"])
+    fig, axes = plt.subplots(1, len(ranks), figsize=(5 * len(ranks), 4), squeeze=False, sharey=True)
+    width = 0.8 / len(runs)
+    for ax, rank in zip(axes[0], ranks):
+        for i, name in enumerate(runs):
+            ax.bar(np.arange(len(labels)) + i * width, bins_by_run[name]["fractions"][rank], width, label=name)
+        ax.set_xticks(np.arange(len(labels)) + width * (len(runs) - 1) / 2, labels, rotation=30)
+        ax.set_xlabel(f"probability of the {rank.replace('rank', 'rank-')} candidate")
+        ax.set_title(rank.replace("rank", "rank-"))
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("fraction of tokens")
+    return _save(fig, path)
+
+
+def grouped_candidate_matrix(columns, path: str, decode=str, title: str = "grouped candidates (CaSP App. G)") -> str:
+    """Heatmap: column t holds the candidates reaching 0.95 mass at position t, most likely on top;
+    the sampled token is outlined in red and the sampled path joined by a line."""
+    depth = max(len(c) for c in columns)
+    grid = np.full((depth, len(columns)), np.nan)
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(columns)), max(3, 0.5 * depth + 1)))
+    path_y = []
+    for t, column in enumerate(columns):
+        for row, (token, prob, sampled) in enumerate(column):
+            grid[row, t] = prob
+            ax.text(t, row, decode(token), ha="center", va="center", fontsize=7, color="white" if prob > 0.5 else "black")
+            if sampled:
+                path_y.append(row)
+                ax.add_patch(plt.Rectangle((t - 0.5, row - 0.5), 1, 1, fill=False, ec="red", lw=2))
+    image = ax.imshow(grid, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    ax.plot(range(len(path_y)), path_y, color="red", lw=1, alpha=0.6)
+    ax.set_xlabel("position")
+    ax.set_ylabel("candidate rank")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="probability")
+    return _save(fig, path)
+
+
+def unsolvable_overlap(sets: Mapping[str, set], path: str, title: str = "k-rollout unsolvable problems") -> str:
+    """Venn diagram of up to three sets, drawn with circles and region counts (STILL Fig. 2)."""
+    from rlvr_explore.metrics import set_overlaps
+
+    names = list(sets)
+    if not 1 <= len(names) <= 3:
+        raise ValueError(f"unsolvable_overlap draws 1 to 3 sets, got {len(names)}")
+    regions = set_overlaps(sets)
+    centres = [(-0.6, 0.35), (0.6, 0.35), (0.0, -0.65)][: len(names)]
+    fig, ax = plt.subplots(figsize=(6, 5.4))
+    for (x, y), name, colour in zip(centres, names, ["tab:blue", "tab:orange", "tab:green"]):
+        ax.add_patch(plt.Circle((x, y), 1.1, alpha=0.25, color=colour))
+        ax.text(x * 1.9, y * 1.9 + (0.25 if y > 0 else -0.25), f"{name} ({len(sets[name])})", ha="center", fontsize=10)
+    for key, count in regions.items():
+        members = key.split("&")
+        idx = [names.index(m) for m in members]
+        x = np.mean([centres[i][0] for i in idx])
+        y = np.mean([centres[i][1] for i in idx])
+        if len(members) < len(names):  # push partial regions away from the all-sets centre
+            cx = np.mean([c[0] for c in centres])
+            cy = np.mean([c[1] for c in centres])
+            x, y = x + 0.45 * (x - cx) / (math.hypot(x - cx, y - cy) or 1), y + 0.45 * (y - cy) / (math.hypot(x - cx, y - cy) or 1)
+        ax.text(x, y, str(count), ha="center", va="center", fontsize=12, weight="bold")
+    ax.set_xlim(-2.2, 2.2)
+    ax.set_ylim(-2.2, 2)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def accuracy_buckets(buckets_by_run: Mapping[str, dict], path: str) -> str:
+    """Histogram of per-problem accuracy, one bar group per run (SPS Fig. 2)."""
+    runs = list(buckets_by_run)
+    labels = buckets_by_run[runs[0]]["labels"]
+    width = 0.8 / len(runs)
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.6 * len(labels)), 4.2))
+    for i, name in enumerate(runs):
+        ax.bar(np.arange(len(labels)) + i * width, buckets_by_run[name]["counts"], width, label=name)
+    ax.set_xticks(np.arange(len(labels)) + width * (len(runs) - 1) / 2, labels, rotation=30)
+    ax.set_xlabel("per-problem accuracy")
+    ax.set_ylabel("number of problems")
+    ax.set_title("accuracy buckets (SPS Fig. 2)")
+    ax.legend()
+    return _save(fig, path)
+
+
+def metric_over_steps(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str, ylabel: str,
+                      title: str) -> str:
+    """A scalar metric (entropy, reward, branching factor) against training step, one line per run."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, (steps, values) in series.items():
+        ax.plot(steps, values, marker="o", ms=3, label=name)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
