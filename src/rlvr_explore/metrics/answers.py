@@ -27,6 +27,15 @@ def extract_boxed(text: str) -> str | None:
     return None
 
 
+CODE_BLOCK = re.compile(r"```(?:python|py)?\n(.*?)```", re.DOTALL)
+
+
+def extract_code(text: str) -> str:
+    """The last fenced code block of a response, or the whole text when it has none."""
+    blocks = CODE_BLOCK.findall(text)
+    return blocks[-1] if blocks else text
+
+
 def answer_entropy(answers: Sequence[Hashable | None]) -> float:
     """-sum_j p_j log p_j over distinct answers of one problem; invalid (None) is its own 'NA' class."""
     counts = Counter("NA" if a is None else a for a in answers)

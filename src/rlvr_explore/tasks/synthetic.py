@@ -1,0 +1,135 @@
+"""Built-in verifiable tasks generated from a seed, each with several distinct correct answers
+per prompt so that pass@k at large k and answer diversity mean something (DESIGN §6).
+
+* ``countdown``: reach a target with + - * over some of the given numbers, each used at most once.
+  ``difficulty`` is the count of numbers (2..5); a target is drawn from the values reachable in
+  at least ``min_solutions`` distinct ways.
+* ``graph_path``: a simple path between two nodes of a small random graph. ``difficulty`` grows
+  the graph; only pairs joined by at least ``min_solutions`` simple paths are asked.
+
+Every problem is a dict {"prompt", "answer", "task", "solutions"}: ``answer`` is one reference,
+``solutions`` (a sample of) the distinct correct answers, used to make SFT data and measure diversity.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+
+OPS = "+-*"
+
+
+# ------------------------------------------------------------------ countdown
+
+def _expressions(numbers: list[int]):
+    """Every left-to-right expression over an ordered subset of the numbers (length >= 2)."""
+    for size in range(2, len(numbers) + 1):
+        for subset in itertools.permutations(numbers, size):
+            for ops in itertools.product(OPS, repeat=size - 1):
+                yield "".join(str(n) + op for n, op in zip(subset, ops)) + str(subset[-1])
+
+
+def countdown_problem(rng: random.Random, difficulty: int = 3, max_number: int = 9, min_solutions: int = 3) -> dict:
+    if not 2 <= difficulty <= 5:
+        raise ValueError(f"countdown difficulty is the count of numbers, 2..5; got {difficulty}")
+    while True:
+        numbers = sorted(rng.randint(1, max_number) for _ in range(difficulty))
+        by_value: dict[int, set[str]] = {}
+        for expr in _expressions(numbers):
+            value = eval(expr)  # only digits and + - * ever reach here
+            if 0 < value <= 99:
+                by_value.setdefault(value, set()).add(expr)
+        rich = sorted(v for v, exprs in by_value.items() if len(exprs) >= min_solutions)
+        if rich:
+            target = rng.choice(rich)
+            solutions = sorted(by_value[target])
+            return {"task": "countdown", "prompt": f"{' '.join(map(str, numbers))}>{target}:",
+                    "answer": rng.choice(solutions), "solutions": solutions, "numbers": numbers, "target": target}
+
+
+COUNTDOWN_ANSWER = re.compile(r"^\d+([+\-*]\d+)+$")
+
+
+def verify_countdown(prompt: str, response: str) -> float:
+    numbers_text, target_text = prompt.rstrip(":").split(">")
+    available = sorted(int(x) for x in numbers_text.split())
+    answer = response.strip()
+    if not COUNTDOWN_ANSWER.match(answer):
+        return 0.0
+    used = [int(x) for x in re.findall(r"\d+", answer)]
+    pool = list(available)
+    for n in used:
+        if n not in pool:
+            return 0.0
+        pool.remove(n)
+    return float(eval(answer) == int(target_text))
+
+
+# ------------------------------------------------------------------ graph path
+
+NODES = "abcdefghij"
+
+
+def _simple_paths(adjacency: dict[str, set[str]], start: str, goal: str, limit: int = 200) -> list[str]:
+    paths, stack = [], [(start, start)]
+    while stack and len(paths) < limit:
+        node, path = stack.pop()
+        if node == goal:
+            paths.append(path)
+            continue
+        for nxt in sorted(adjacency[node]):
+            if nxt not in path:
+                stack.append((nxt, path + nxt))
+    return sorted(paths)
+
+
+def graph_path_problem(rng: random.Random, difficulty: int = 2, min_solutions: int = 3) -> dict:
+    if not 1 <= difficulty <= 4:
+        raise ValueError(f"graph_path difficulty is 1..4; got {difficulty}")
+    n_nodes = 3 + 2 * difficulty
+    nodes = NODES[:n_nodes]
+    while True:
+        edges = {tuple(sorted(e)) for e in itertools.combinations(nodes, 2) if rng.random() < 0.45}
+        adjacency = {n: set() for n in nodes}
+        for a, b in edges:
+            adjacency[a].add(b)
+            adjacency[b].add(a)
+        start, goal = rng.sample(nodes, 2)
+        paths = _simple_paths(adjacency, start, goal)
+        if len(paths) >= min_solutions:
+            edge_text = " ".join(a + b for a, b in sorted(edges))
+            return {"task": "graph_path", "prompt": f"{edge_text}|{start}{goal}:", "answer": rng.choice(paths),
+                    "solutions": paths}
+
+
+def verify_graph_path(prompt: str, response: str) -> float:
+    edge_text, ends = prompt.rstrip(":").split("|")
+    edges = {frozenset(e) for e in edge_text.split()}
+    path = response.strip()
+    if len(path) < 2 or len(set(path)) != len(path) or path[0] != ends[0] or path[-1] != ends[1]:
+        return 0.0
+    return float(all(frozenset(pair) in edges for pair in zip(path, path[1:])))
+
+
+# ------------------------------------------------------------------ registry
+
+TASKS = {
+    "countdown": (countdown_problem, verify_countdown),
+    "graph_path": (graph_path_problem, verify_graph_path),
+}
+
+
+def generate(task: str, n: int, seed: int, difficulty: int | None = None, **kwargs) -> list[dict]:
+    """``n`` problems of a built-in task, deterministic in ``seed``."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; built-in tasks: {', '.join(TASKS)}")
+    make, _ = TASKS[task]
+    rng = random.Random(f"{task}:{seed}")
+    extra = {"difficulty": difficulty} if difficulty is not None else {}
+    return [make(rng, **extra, **kwargs) for _ in range(n)]
+
+
+def characters() -> str:
+    """Every character a built-in prompt or answer can contain."""
+    return "0123456789+-*>:| " + NODES
