@@ -72,11 +72,13 @@ def test_avg_maj_unsolvable():
     assert metrics.avg_at_k(correct, 2) == pytest.approx(1 / 6)
     assert metrics.unsolvable(correct, 2) == {1, 2} and metrics.unsolvable(correct, 4) == {1}
     answers = [["5", "3", "3", None], ["1", None, None, None], ["2", "7", "7", "2"]]
-    assert metrics.maj_at_k(answers, ["3", "1", "2"], k=4) == pytest.approx(1.0)  # ties go to the first seen
-    assert metrics.maj_at_k(answers, ["3", "1", "2"], k=1) == pytest.approx(2 / 3)
+    references = ["3", "1", "2"]
+    right = [[a == ref for a in row] for row, ref in zip(answers, references)]
+    assert metrics.maj_at_k(answers, right, k=4) == pytest.approx(1.0)  # ties go to the first seen
+    assert metrics.maj_at_k(answers, right, k=1) == pytest.approx(2 / 3)
     # brute force over all 2-subsets
     all_pairs = [metrics.majority_answer(p) == "3" for p in itertools.combinations(answers[0], 2)]
-    estimate = metrics.maj_at_k([answers[0]], ["3"], k=2, resamples=20_000, seed=1)
+    estimate = metrics.maj_at_k([answers[0]], [right[0]], k=2, resamples=20_000, seed=1)
     assert estimate == pytest.approx(np.mean(all_pairs), abs=0.02)
 
 

@@ -31,7 +31,7 @@ from .core import (
 
 __all__ = [
     "AGG_MODES", "LOSSES", "LossConfig", "LossInputs", "aggregate", "available", "batch_normalizers",
-    "entropy_gate", "get_method", "k3_kl", "policy_loss", "register_loss", "token_gate",
+    "entropy_gate", "get_method", "k3_kl", "needs_batch_gate", "policy_loss", "register_loss", "token_gate",
 ]
 
 
@@ -86,6 +86,13 @@ def token_gate(method: str, **tensors_and_hyperparameters) -> torch.Tensor | Non
         return None
     with torch.no_grad():
         return spec.gate(inputs, cfg)
+
+
+def needs_batch_gate(method: str, **hyperparameters) -> bool:
+    """True when the method's token selection reads other responses (batch quantile, covariance):
+    a batch split into micro-batches must then share one :func:`token_gate`."""
+    spec = get_method(method)
+    return spec.gate is not None and spec.batch_wide_gate(make_config(spec, hyperparameters))
 
 
 def policy_loss(

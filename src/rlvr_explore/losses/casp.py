@@ -55,11 +55,13 @@ def _casp(inputs, cfg, weighting: str):
     return loss, metrics
 
 
-@register_loss("casp", "CaSP 000 §4, Fig. 10, App. E (SimKO 002)", keys=CASP_KEYS, aliases=("simko",), gate=entropy_gate)
+@register_loss("casp", "CaSP 000 §4, Fig. 10, App. E (SimKO 002)", keys=CASP_KEYS, aliases=("simko",), gate=entropy_gate,
+               batch_wide_gate=lambda cfg: cfg.quantile_scope == "batch")
 def casp(inputs, cfg):
     return _casp(inputs, cfg, weighting="uniform")
 
 
-@register_loss("casp_softmax", "CaSP 000 App. F.3", keys=CASP_KEYS, gate=entropy_gate)
+@register_loss("casp_softmax", "CaSP 000 App. F.3", keys=CASP_KEYS, gate=entropy_gate,
+               batch_wide_gate=lambda cfg: cfg.quantile_scope == "batch")
 def casp_softmax(inputs, cfg):
     return _casp(inputs, cfg, weighting="softmax")

@@ -114,17 +114,20 @@ class Method:
     defaults: dict = field(default_factory=dict)  # overrides of LossConfig defaults
     advantage: str = "grpo"  # the advantage estimator the method is defined with
     gate: Callable | None = None  # (inputs, cfg) -> (B, T) bool token selection from detached statistics
+    batch_wide_gate: Callable[[LossConfig], bool] = lambda cfg: False  # does the gate read other responses?
 
 
 LOSSES: dict[str, Method] = {}
 ALIASES: dict[str, str] = {}
 
 
-def register_loss(name: str, source: str, *, keys=(), defaults=None, advantage="grpo", aliases=(), gate=None):
+def register_loss(name: str, source: str, *, keys=(), defaults=None, advantage="grpo", aliases=(), gate=None,
+                  batch_wide_gate=None):
     """Decorator: add a token-loss function to the registry under ``name`` (and ``aliases``).
 
     ``gate(inputs, cfg) -> (B, T) bool`` selects tokens from detached batch statistics; the
-    selection reaches the token loss as ``inputs.token_gate``.
+    selection reaches the token loss as ``inputs.token_gate``. ``batch_wide_gate(cfg)`` says
+    whether it reads statistics of other responses (then a split batch must share one gate).
     """
 
     def wrap(fn: TokenLoss) -> TokenLoss:
@@ -132,7 +135,8 @@ def register_loss(name: str, source: str, *, keys=(), defaults=None, advantage="
         unknown -= set(LOSS_CONFIG_KEYS)
         if unknown:
             raise ValueError(f"loss '{name}' declares unknown hyper-parameters {sorted(unknown)}")
-        LOSSES[name] = Method(name, fn, source, tuple(keys), dict(defaults or {}), advantage, gate)
+        LOSSES[name] = Method(name, fn, source, tuple(keys), dict(defaults or {}), advantage, gate,
+                              batch_wide_gate or (lambda cfg: False))
         for alias in aliases:
             ALIASES[alias] = name
         return fn

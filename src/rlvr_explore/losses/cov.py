@@ -45,7 +45,8 @@ def clip_cov_selection(inputs, cfg) -> torch.Tensor:
     return chosen.reshape(mask.shape)
 
 
-@register_loss("kl_cov", "Cui et al. 2025 (STILL §4.3)", keys=("kl_cov_ratio", "kl_cov_coef"), gate=kl_cov_selection)
+@register_loss("kl_cov", "Cui et al. 2025 (STILL §4.3)", keys=("kl_cov_ratio", "kl_cov_coef"), gate=kl_cov_selection,
+               batch_wide_gate=lambda cfg: True)
 def kl_cov(inputs, cfg):
     """Selected tokens: -A r + beta_kl |logp - old_logp|; all others: unclipped -A r."""
     selected = inputs.token_gate
@@ -54,7 +55,8 @@ def kl_cov(inputs, cfg):
     return loss, {"cov_selected_frac": masked_mean(selected.float(), inputs.response_mask)}
 
 
-@register_loss("clip_cov", "Cui et al. 2025 (STILL §4.3)", keys=("clip_cov_ratio", "clip_cov_lb", "clip_cov_ub"), gate=clip_cov_selection)
+@register_loss("clip_cov", "Cui et al. 2025 (STILL §4.3)", keys=("clip_cov_ratio", "clip_cov_lb", "clip_cov_ub"), gate=clip_cov_selection,
+               batch_wide_gate=lambda cfg: True)
 def clip_cov(inputs, cfg):
     """The clipped term, with the loss (and so the gradient) of the selected tokens set to zero."""
     selected = inputs.token_gate

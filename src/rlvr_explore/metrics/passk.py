@@ -94,25 +94,30 @@ def majority_answer(answers: Sequence[Hashable | None]) -> Hashable | None:
     return next(a for a in answers if a is not None and counts[a] == best)
 
 
-def maj_at_k(answers: Sequence[Sequence[Hashable | None]], references: Sequence[Hashable], k: int,
+def maj_at_k(answers: Sequence[Sequence[Hashable | None]], correct: Sequence[Sequence[bool]], k: int,
              resamples: int = 1, seed: int = 0) -> float:
     """Majority-vote accuracy over k samples per problem (STILL Tab. 4).
 
-    With ``resamples`` > 1, the vote is averaged over random k-subsets of each problem's samples;
-    with 1, the first k samples vote. Ties go to the answer that comes first in sample order.
-    ``answers[p][j]`` is the extracted answer (None if none).
+    ``answers[p][j]`` is sample j's extracted answer (None if none) and ``correct[p][j]`` whether
+    that sample was verified correct; the vote is right when the winning answer's samples are.
+    (With a reference string, pass ``correct = [[a == ref for a in row] ...]``.) With
+    ``resamples`` > 1 the vote is averaged over random k-subsets (kept in sample order); with 1
+    the first k samples vote. Ties go to the answer that comes first.
     """
-    if len(answers) != len(references):
-        raise ValueError(f"maj_at_k: {len(answers)} answer lists for {len(references)} references")
+    if len(answers) != len(correct):
+        raise ValueError(f"maj_at_k: {len(answers)} answer lists for {len(correct)} correctness lists")
     rng = np.random.default_rng(seed)
     hits = []
-    for sample_answers, reference in zip(answers, references):
+    for sample_answers, sample_correct in zip(answers, correct):
+        if len(sample_answers) != len(sample_correct):
+            raise ValueError("maj_at_k: answers and correct must have the same length for every problem")
         if not 1 <= k <= len(sample_answers):
             raise ValueError(f"maj_at_k: k must be in [1, {len(sample_answers)}], got {k}")
         for _ in range(resamples):
             indices = range(k) if resamples == 1 else np.sort(rng.choice(len(sample_answers), k, replace=False))
             chosen = [sample_answers[i] for i in indices]
-            hits.append(majority_answer(chosen) == reference)
+            winner = majority_answer(chosen)
+            hits.append(winner is not None and any(sample_correct[i] for i in indices if sample_answers[i] == winner))
     return float(np.mean(hits))
 
 

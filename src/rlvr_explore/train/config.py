@@ -1,0 +1,304 @@
+"""The run configuration: nested dataclasses, read from YAML, overridden with ``key.sub=value``.
+
+Every field carries help text (``rlvr-explore train --help-config`` prints them all). Errors name
+the file, the line where YAML knows it, the dotted key and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+def _f(default, help: str):
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = _f("runs/default", "directory for checkpoints, metrics.jsonl, TensorBoard events and plots")
+    seed: int = _f(0, "seed of the task split, the model init and the sampler")
+    device: str = _f("auto", "'auto' (cuda when available), 'cpu' or 'cuda'")
+    threads: int = _f(0, "torch CPU threads (0: torch's default)")
+
+
+@dataclass
+class ModelConfig:
+    path: str | None = _f(None, "local directory of a transformers causal LM (nothing is downloaded); None builds a tiny GPT-2")
+    n_layer: int = _f(2, "tiny GPT-2: layers")
+    n_head: int = _f(4, "tiny GPT-2: attention heads")
+    n_embd: int = _f(64, "tiny GPT-2: width")
+    n_positions: int = _f(96, "tiny GPT-2: context length")
+
+
+@dataclass
+class TaskConfig:
+    name: str = _f("countdown", "built-in task: countdown or graph_path (ignored when dataset is set)")
+    difficulty: int = _f(3, "countdown: count of numbers (2..5); graph_path: graph size (1..4)")
+    train_size: int = _f(2000, "training problems generated from the seed")
+    eval_size: int = _f(64, "held-out evaluation problems (a different seed)")
+    dataset: str | None = _f(None, "local jsonl/json/parquet/`datasets` directory with prompt and answer fields")
+    eval_dataset: str | None = _f(None, "local evaluation set (default: the last eval_size records of dataset)")
+    verifier: str = _f("builtin", "builtin, exact, math (math-verify) or code (sandbox)")
+    verifier_timeout_s: float = _f(5.0, "per-answer timeout of the math and code verifiers")
+
+
+@dataclass
+class RolloutConfig:
+    group_size: int = _f(8, "G responses per prompt (CaSP App. E: 8 for math, 16 for logic)")
+    prompts_per_step: int = _f(16, "prompts per RL step (the batch is prompts_per_step * group_size)")
+    max_new_tokens: int = _f(16, "response length limit")
+    temperature: float = _f(1.0, "sampling temperature for training (CaSP App. E: 1.0; code 0.6)")
+    top_p: float = _f(1.0, "nucleus sampling for training")
+    top_n: int = _f(3, "candidates tracked per token: Lambda^(1..N) and CaSP's N")
+
+
+@dataclass
+class AlgorithmConfig:
+    method: str = _f("grpo", "policy loss, any of `rlvr-explore methods`")
+    advantage: str | None = _f(None, "advantage estimator (default: the method's own)")
+    shaping: list = _f([], "advantage shaping steps in order: entropy_adv, ppl_shaping, position_bonus")
+    loss: dict = _f({}, "loss hyper-parameters, e.g. {alpha: 0.01, lam: 1.1} (docs/methods.md)")
+    advantage_hp: dict = _f({}, "advantage hyper-parameters, e.g. {passk_k: 4} (docs/methods.md)")
+    kl_coef: float = _f(0.0, "beta of the k3 KL to the reference model (CaSP §2: 0.001); > 0 loads a reference")
+    entropy_coeff: float = _f(0.0, "entropy bonus c (CaSP baseline 0.01)")
+    ppo_epochs: int = _f(1, "passes over each step's rollouts")
+    mini_batch_size: int = _f(128, "responses per optimizer step (CaSP App. E: 256 of 1024 for math)")
+    micro_batch_size: int = _f(64, "responses per forward/backward; gradients accumulate over a mini-batch")
+    dynamic_sampling: bool = _f(False, "DAPO: drop groups whose rewards are all equal and resample (SPS App. B.2)")
+    max_resample: int = _f(3, "DAPO: extra sampling rounds to refill the batch")
+    warmup_method: str | None = _f(None, "method used for the first warmup_method_steps (CaSP logic tasks: 50 steps of grpo)")
+    warmup_method_steps: int = _f(0, "steps of warmup_method before switching to method")
+    kl_reset_every: int = _f(0, "ProRL (STILL §4.3): every M steps reference <- policy and optimizer state reset; 0 off")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = _f(1e-4, "AdamW learning rate (CaSP App. E: 1e-6 for 7B models)")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    grad_clip: float = _f(1.0, "max global gradient norm (0: off)")
+    warmup_steps: int = _f(0, "linear learning-rate warm-up, in optimizer steps")
+    schedule: str = _f("constant", "constant, linear or cosine decay after warm-up")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = _f(60, "RL steps (SFT: optimizer steps)")
+    log_every: int = _f(1, "steps between metric lines")
+    eval_every: int = _f(20, "steps between evaluations (0: only at the end)")
+    save_every: int = _f(20, "steps between checkpoints (0: only at the end)")
+    keep_checkpoints: int = _f(2, "checkpoints kept on disk")
+
+
+@dataclass
+class EvalConfig:
+    n_samples: int = _f(64, "samples per evaluation problem (pass@k up to k = n; CaSP: 256)")
+    temperature: float = _f(1.0, "sampling temperature (CaSP App. E.2: 0.6)")
+    top_p: float = _f(1.0, "nucleus (CaSP App. E.2: 0.95)")
+    batch_size: int = _f(1024, "responses sampled at once")
+
+
+@dataclass
+class SPSConfig:
+    enabled: bool = _f(False, "interleave IRL phases with RL (SPS §4, Alg. 1)")
+    every: int = _f(10, "T: RL steps between IRL phases")
+    irl_steps: int = _f(4, "S: optimizer steps of each IRL phase")
+    keep_per_prompt: int = _f(3, "k of the G responses per prompt kept as demonstrations (SPS: 3 of 8)")
+    lr_scale: float = _f(1e-3, "IRL learning rate = lr_scale * RL lr (SPS App. C)")
+    quantile: float = _f(0.5, "L2TE: demonstrations come from the responses below this likelihood quantile")
+
+
+@dataclass
+class RFTConfig:
+    iterations: int = _f(3, "sample -> filter -> select -> SFT rounds (STILL §4.4.1)")
+    samples_per_prompt: int = _f(8, "responses sampled per training prompt each round")
+    select: str = _f("entropy", "selection among kept responses: entropy, branching or random")
+    select_size: int = _f(512, "responses kept for SFT each round (STILL: 1.1k)")
+    noisy_fraction: float = _f(0.05, "share of incorrect responses added back (STILL: 5%)")
+    max_redundancy: float = _f(0.31, "3-gram redundancy filter (STILL §4.4.1)")
+    sft_steps: int = _f(100, "SFT steps per round")
+
+
+@dataclass
+class SFTConfig:
+    steps: int = _f(400, "optimizer steps")
+    batch_size: int = _f(64, "sequences per step")
+    lr: float = _f(3e-3, "AdamW learning rate")
+    incorrect_fraction: float = _f(0.3, "share of corrupted (incorrect) attempts mixed into the data, so the base policy errs")
+    solutions_per_prompt: int = _f(4, "distinct correct answers used per prompt (diversity of the base policy)")
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    sps: SPSConfig = field(default_factory=SPSConfig)
+    rft: RFTConfig = field(default_factory=RFTConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _type_ok(value, annotation) -> bool:
+    hint = typing.get_origin(annotation)
+    if hint in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def _merge(target, values: dict, where: str, lines: dict) -> None:
+    hints = typing.get_type_hints(type(target))
+    known = {f.name for f in dataclasses.fields(target)}
+    for key, value in values.items():
+        dotted = f"{where}.{key}" if where else key
+        line = f", line {lines[dotted]}" if dotted in lines else ""
+        if key not in known:
+            raise ConfigError(f"{{source}}{line}: unknown key '{dotted}'; known keys here: {', '.join(sorted(known))}")
+        current = getattr(target, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{{source}}{line}: '{dotted}' must be a mapping, got {value!r}")
+            _merge(current, value, dotted, lines)
+            continue
+        if isinstance(value, str) and _type_ok(1.0, hints[key]):
+            try:  # YAML 1.1 reads 1e-6 (no dot) as a string
+                value = float(value)
+            except ValueError:
+                pass
+        if not _type_ok(value, hints[key]):
+            expected = getattr(hints[key], "__name__", str(hints[key]))
+            raise ConfigError(f"{{source}}{line}: '{dotted}' expects {expected}, got {value!r}")
+        setattr(target, key, float(value) if hints[key] is float and value is not None else value)
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Dotted key -> line number, from YAML's node marks."""
+    lines: dict[str, int] = {}
+
+    def walk(node, prefix):
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                dotted = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+                lines[dotted] = key_node.start_mark.line + 1
+                walk(value_node, dotted)
+
+    walk(yaml.compose(text), "")
+    return lines
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. algorithm.method=casp")
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+
+
+def nest(key: str, value) -> dict:
+    out: dict = {}
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults, then the YAML file, then each ``key.sub=value`` override; validated."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"config file not found: {path}")
+        text = path.read_text()
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f", line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        try:
+            _merge(cfg, data, "", _key_lines(text))
+        except ConfigError as error:
+            raise ConfigError(str(error).replace("{source}", str(path))) from None
+    for text in overrides:
+        key, value = parse_override(text)
+        try:
+            _merge(cfg, nest(key, value), "", {})
+        except ConfigError as error:
+            raise ConfigError(str(error).replace("{source}", f"override {text!r}")) from None
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    from rlvr_explore import advantages, losses
+    from rlvr_explore.tasks.synthetic import TASKS
+
+    def need(ok: bool, message: str):
+        if not ok:
+            raise ConfigError(f"config: {message}")
+
+    for method in filter(None, (cfg.algorithm.method, cfg.algorithm.warmup_method)):
+        need(method in losses.available(), f"algorithm.method {method!r} is not a registered loss; available: {', '.join(losses.available())}")
+    if cfg.algorithm.advantage is not None:
+        need(cfg.algorithm.advantage in advantages.ESTIMATORS,
+             f"algorithm.advantage {cfg.algorithm.advantage!r} unknown; available: {', '.join(sorted(advantages.ESTIMATORS))}")
+    for step in cfg.algorithm.shaping:
+        need(step in advantages.SHAPINGS, f"algorithm.shaping step {step!r} unknown; available: {', '.join(sorted(advantages.SHAPINGS))}")
+    need(cfg.task.dataset is not None or cfg.task.name in TASKS, f"task.name {cfg.task.name!r} unknown; built-in: {', '.join(TASKS)}")
+    need(cfg.task.verifier in ("builtin", "exact", "math", "code"), f"task.verifier must be builtin, exact, math or code, got {cfg.task.verifier!r}")
+    need(cfg.task.dataset is None or cfg.task.verifier != "builtin", "task.verifier 'builtin' only checks built-in tasks; use exact, math or code with task.dataset")
+    need(cfg.rollout.group_size >= 2, f"rollout.group_size must be >= 2 for group baselines, got {cfg.rollout.group_size}")
+    need(cfg.rollout.prompts_per_step >= 1, "rollout.prompts_per_step must be >= 1")
+    need(cfg.rollout.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1")
+    need(cfg.rollout.temperature > 0 and cfg.eval.temperature > 0, "temperatures must be > 0")
+    need(0 < cfg.rollout.top_p <= 1 and 0 < cfg.eval.top_p <= 1, "top_p must be in (0, 1]")
+    need(cfg.algorithm.micro_batch_size >= 1 and cfg.algorithm.mini_batch_size >= cfg.algorithm.micro_batch_size,
+         "need 1 <= algorithm.micro_batch_size <= algorithm.mini_batch_size")
+    need(cfg.algorithm.ppo_epochs >= 1, "algorithm.ppo_epochs must be >= 1")
+    need(cfg.optim.schedule in ("constant", "linear", "cosine"), f"optim.schedule must be constant, linear or cosine, got {cfg.optim.schedule!r}")
+    need(cfg.optim.lr > 0, "optim.lr must be > 0")
+    need(cfg.train.steps >= 1, "train.steps must be >= 1")
+    need(cfg.eval.n_samples >= 1, "eval.n_samples must be >= 1")
+    need(cfg.rft.select in ("entropy", "branching", "random"), f"rft.select must be entropy, branching or random, got {cfg.rft.select!r}")
+    need(1 <= cfg.sps.keep_per_prompt <= cfg.rollout.group_size, "sps.keep_per_prompt must be in [1, rollout.group_size]")
+    need(cfg.run.device in ("auto", "cpu", "cuda"), f"run.device must be auto, cpu or cuda, got {cfg.run.device!r}")
+
+
+def describe() -> str:
+    """Every field with its default and help, section by section."""
+    lines = []
+    for section in dataclasses.fields(Config):
+        lines.append(f"{section.name}:")
+        for f in dataclasses.fields(section.default_factory()):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            lines.append(f"  {f.name}: {default!r}  # {f.metadata['help']}")
+    return "\n".join(lines)
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,64 @@
+"""Evaluation as the papers do it: n samples per problem, unbiased pass@1..n, avg@n, maj@n,
+the n-rollout unsolvable set, and the exploration diagnostics of the samples."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from rlvr_explore import metrics
+from rlvr_explore.rollout import Rollout, sample
+
+from .config import Config
+from .runtime import extract_answer
+
+
+def sample_many(model, tokenizer, prompts: list[str], batch_size: int, **kwargs) -> Rollout:
+    parts = [sample(model, tokenizer, prompts[i : i + batch_size], **kwargs) for i in range(0, len(prompts), batch_size)]
+    return Rollout.concat(parts)
+
+
+@torch.no_grad()
+def evaluate(model, tokenizer, problems: list[dict], verifier, cfg: Config, generator: torch.Generator) -> dict:
+    """Summary metrics and per-problem details (for plots) of ``eval.n_samples`` samples per problem."""
+    n = cfg.eval.n_samples
+    model.eval()
+    prompts = [p["prompt"] for p in problems for _ in range(n)]
+    rollout = sample_many(model, tokenizer, prompts, cfg.eval.batch_size, max_new_tokens=cfg.rollout.max_new_tokens,
+                          temperature=cfg.eval.temperature, top_p=cfg.eval.top_p, top_n=cfg.rollout.top_n,
+                          generator=generator)
+    repeated = [p for p in problems for _ in range(n)]
+    rewards = np.asarray(verifier(repeated, rollout.texts), dtype=float).reshape(len(problems), n)
+    correct = rewards > 0.5
+    answers = [[extract_answer(p, rollout.texts[i * n + j]) for j in range(n)] for i, p in enumerate(problems)]
+    ks = metrics.powers_of_two(n)
+    curve = metrics.pass_at_k_curve([n] * len(problems), correct.sum(1), ks)
+    mask = rollout.response_mask
+    lengths = mask.sum(1).float()
+    summary = {
+        **{f"pass@{k}": curve[k]["mean"] for k in ks},
+        f"avg@{n}": metrics.avg_at_k(correct, n),
+        f"maj@{n}": metrics.maj_at_k(answers, correct.tolist(), n),
+        "unsolvable": len(metrics.unsolvable(correct, n)),
+        "answer_entropy": float(np.mean([metrics.answer_entropy(a) for a in answers])),
+        "distinct_correct": float(np.mean([len({rollout.texts[i * n + j] for j in range(n) if correct[i, j]})
+                                           for i in range(len(problems))])),
+        "entropy": metrics.entropy_summary(rollout.entropy, mask)["mean"],
+        "branching_factor": metrics.mean_branching_factor(rollout.branching_factor, mask),
+        "response_length": float(lengths.mean()),
+        **{f"lambda{i + 1}": v for i, v in enumerate(metrics.rank_logprobs(rollout.topn_logp, mask))},
+        "lambda_sample": metrics.sampled_logprob(rollout.old_logp, mask),
+    }
+    first = 0
+    details = {
+        "pass_at_k": curve,
+        "correct_counts": correct.sum(1).tolist(),
+        "n_samples": n,
+        "unsolvable_ids": sorted(metrics.unsolvable(correct, n)),
+        "accuracy_buckets": metrics.accuracy_buckets(correct.mean(1)),
+        "probability_bins": metrics.probability_bins(rollout.topn_logp, mask),
+        "token_entropy_sample": rollout.entropy[mask][:20000].tolist(),
+        "example": {"prompt": problems[0]["prompt"], "response": rollout.texts[first],
+                    "response_ids": rollout.response_ids[first][mask[first]].tolist()},
+    }
+    return {"summary": summary, "details": details}

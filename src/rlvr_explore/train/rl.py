@@ -1,0 +1,299 @@
+"""The RL loop (DESIGN §2): prompts -> rollout -> verifier -> advantages -> PPO epochs over
+mini-batches (micro-batches accumulate) -> optimizer; SPS IRL phases, DAPO dynamic sampling,
+KL reference and its ProRL reset, evaluation, checkpoints and ``--resume``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from rlvr_explore import advantages as adv_lib
+from rlvr_explore import losses, metrics
+from rlvr_explore.rollout import Rollout, sample, score
+
+from .config import Config, to_dict
+from .evaluate import evaluate
+from .runtime import (
+    RunLogger, build_policy, list_checkpoints, load_tasks, make_schedule, make_verifier, resolve_device,
+    restore_rng, rng_state, save_checkpoint, save_policy, seed_everything,
+)
+from .sft import nll_loss
+
+
+class RLTrainer:
+    def __init__(self, cfg: Config, resume: bool = False, init_policy: str | None = None):
+        self.cfg = cfg
+        self.out = Path(cfg.run.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        seed_everything(cfg.run.seed)
+        self.device = resolve_device(cfg)
+        checkpoints = list_checkpoints(self.out) if resume else []
+        if resume and not checkpoints:
+            raise FileNotFoundError(f"--resume: no checkpoint under {self.out / 'checkpoints'}")
+        start_from = str(checkpoints[-1]) if checkpoints else init_policy
+        self.model, self.tokenizer = build_policy(cfg, start_from)
+        self.model.to(self.device)
+        self.train_problems, self.eval_problems = load_tasks(cfg)
+        self.verifier = make_verifier(cfg)
+        self.generator = torch.Generator().manual_seed(cfg.run.seed)
+        self.optimizer = self._new_optimizer()
+        self.scheduler = make_schedule(self.optimizer, cfg, cfg.train.steps * self._updates_per_step())
+        self.reference = self._frozen_copy() if cfg.algorithm.kl_coef > 0 else None
+        self.step = 0
+        if checkpoints:
+            self._restore(torch.load(checkpoints[-1] / "trainer_state.pt", weights_only=False))
+        self.logger = RunLogger(self.out, resume_step=self.step if checkpoints else None)
+        (self.out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+
+    # ---------------------------------------------------------------- setup helpers
+
+    def _new_optimizer(self):
+        o = self.cfg.optim
+        return torch.optim.AdamW(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+
+    def _frozen_copy(self):
+        reference = copy.deepcopy(self.model).eval()
+        for p in reference.parameters():
+            p.requires_grad_(False)
+        return reference
+
+    def _updates_per_step(self) -> int:
+        a, r = self.cfg.algorithm, self.cfg.rollout
+        return a.ppo_epochs * math.ceil(r.prompts_per_step * r.group_size / a.mini_batch_size)
+
+    def _state(self) -> dict:
+        return {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "rng": rng_state(self.generator), "verifier_stats": dict(self.verifier.stats),
+                "reference": self.reference.state_dict() if self.reference is not None else None}
+
+    def _restore(self, state: dict) -> None:
+        self.step = state["step"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        restore_rng(state["rng"], self.generator)
+        self.verifier.stats.update(state["verifier_stats"])
+        if self.reference is not None and state["reference"] is not None:
+            self.reference.load_state_dict(state["reference"])
+
+    def method(self) -> str:
+        a = self.cfg.algorithm
+        return a.warmup_method if a.warmup_method and self.step < a.warmup_method_steps else a.method
+
+    def loss_hp(self, method: str) -> dict:
+        """The configured loss hyper-parameters that ``method`` takes (warm-up methods take fewer)."""
+        spec = losses.get_method(method)
+        accepted = set(losses.core.COMMON_KEYS) | set(spec.keys)
+        return {k: v for k, v in self.cfg.algorithm.loss.items() if k in accepted}
+
+    # ---------------------------------------------------------------- one RL step
+
+    def _sample_groups(self, n_prompts: int):
+        r = self.cfg.rollout
+        problems = random.sample(self.train_problems, min(n_prompts, len(self.train_problems)))
+        repeated = [p for p in problems for _ in range(r.group_size)]
+        self.model.eval()
+        rollout = sample(self.model, self.tokenizer, [p["prompt"] for p in repeated], r.max_new_tokens,
+                         temperature=r.temperature, top_p=r.top_p, top_n=r.top_n, generator=self.generator)
+        rewards = torch.tensor(self.verifier(repeated, rollout.texts), dtype=torch.float32)
+        group_ids = torch.arange(len(problems)).repeat_interleave(r.group_size)
+        return rollout, repeated, rewards, group_ids
+
+    def collect(self):
+        """One batch of groups; with DAPO dynamic sampling, only informative groups, refilled."""
+        a, r = self.cfg.algorithm, self.cfg.rollout
+        rollout, problems, rewards, group_ids = self._sample_groups(r.prompts_per_step)
+        stats = {"zero_variance_groups": float(1 - adv_lib.informative_groups(rewards, group_ids).float().mean())}
+        if not a.dynamic_sampling:
+            return rollout, problems, rewards, group_ids, stats
+        parts, offset = [], 0
+        for round_ in range(1 + a.max_resample):
+            if round_:
+                rollout, problems, rewards, group_ids = self._sample_groups(r.prompts_per_step)
+            keep = adv_lib.informative_groups(rewards, group_ids).nonzero().squeeze(-1)
+            parts.append((rollout.select(keep), [problems[i] for i in keep.tolist()], rewards[keep], group_ids[keep] + offset))
+            offset += r.prompts_per_step
+            if sum(len(p[1]) for p in parts) >= r.prompts_per_step * r.group_size:
+                break
+        stats["sampling_rounds"] = round_ + 1
+        kept = [p for p in parts if p[1]]
+        if not kept:
+            return None, [], None, None, stats
+        rollout = Rollout.concat([p[0] for p in kept])
+        limit = r.prompts_per_step * r.group_size
+        return (rollout.select(range(min(limit, len(rollout.texts)))), [x for p in kept for x in p[1]][:limit],
+                torch.cat([p[2] for p in kept])[:limit], torch.cat([p[3] for p in kept])[:limit], stats)
+
+    def _score(self, model, rollout: Rollout, rows: torch.Tensor):
+        return score(model, rollout.prompt_ids[rows], rollout.prompt_mask[rows], rollout.response_ids[rows],
+                     rollout.response_mask[rows], top_n=self.cfg.rollout.top_n, temperature=self.cfg.rollout.temperature)
+
+    def update(self, rollout: Rollout, rewards: torch.Tensor, advantages: torch.Tensor) -> dict:
+        a = self.cfg.algorithm
+        method = self.method()
+        hp = self.loss_hp(method)
+        dev = self.device
+        mask = rollout.response_mask
+        ref_logp = None
+        if self.reference is not None:
+            with torch.no_grad():
+                ref_logp = torch.cat([self._score(self.reference, rollout, rows).logp.cpu()
+                                      for rows in torch.arange(len(mask)).split(a.micro_batch_size)])
+        collected: dict[str, list[float]] = {}
+        self.model.train()
+        for _ in range(a.ppo_epochs):
+            order = torch.randperm(len(mask), generator=self.generator)
+            for mini in order.split(a.mini_batch_size):
+                norm = losses.batch_normalizers(mask[mini])
+                gate = self._batch_gate(method, hp, rollout, mini, rewards, advantages) if (
+                    len(mini) > a.micro_batch_size and losses.needs_batch_gate(method, **hp)) else None
+                for start in range(0, len(mini), a.micro_batch_size):
+                    rows = mini[start : start + a.micro_batch_size]
+                    stats = self._score(self.model, rollout, rows)
+                    loss, m = losses.policy_loss(
+                        method, logp=stats.logp, old_logp=rollout.old_logp[rows].to(dev),
+                        advantages=advantages[rows].to(dev), response_mask=mask[rows].to(dev),
+                        response_ids=rollout.response_ids[rows].to(dev), topn_logp=stats.topn_logp,
+                        topn_ids=stats.topn_ids, entropy=stats.entropy, rewards=rewards[rows].to(dev),
+                        ref_logp=None if ref_logp is None else ref_logp[rows].to(dev),
+                        token_gate=None if gate is None else gate[start : start + len(rows)].to(dev),
+                        kl_coef=a.kl_coef, entropy_coeff=a.entropy_coeff, **norm, **hp)
+                    loss.backward()
+                    for key, value in m.items():
+                        collected.setdefault(key, []).append(float(value))
+                if self.cfg.optim.grad_clip > 0:
+                    norm_value = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+                    collected.setdefault("grad_norm", []).append(float(norm_value))
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        return {k: float(np.mean(v)) for k, v in collected.items()}
+
+    @torch.no_grad()
+    def _batch_gate(self, method, hp, rollout, mini, rewards, advantages):
+        """A batch-wide selection (batch quantile, covariance) over the whole mini-batch under the
+        current policy, shared by its micro-batches."""
+        parts = [self._score(self.model, rollout, rows) for rows in mini.split(self.cfg.algorithm.micro_batch_size)]
+        cat = lambda name: torch.cat([getattr(p, name).cpu() for p in parts])  # noqa: E731
+        return losses.token_gate(method, logp=cat("logp"), old_logp=rollout.old_logp[mini], advantages=advantages[mini],
+                                 response_mask=rollout.response_mask[mini], response_ids=rollout.response_ids[mini],
+                                 topn_logp=cat("topn_logp"), topn_ids=cat("topn_ids"), entropy=cat("entropy"),
+                                 rewards=rewards[mini], **hp)
+
+    def sps_phase(self, rollout: Rollout, rewards: torch.Tensor, group_ids: torch.Tensor) -> dict:
+        """SPS IRL phase (SPS §4, Alg. 1): maximise the likelihood of k low-likelihood rollouts per
+        prompt (L2TE: negatives below the likelihood quantile first, then other negatives, then
+        positives) for S steps at lr_scale x the RL learning rate."""
+        s = self.cfg.sps
+        mask = rollout.response_mask.float()
+        likelihood = (rollout.old_logp * mask).sum(1) / mask.sum(1).clamp(min=1)
+        threshold = torch.quantile(likelihood, s.quantile)
+        chosen = []
+        for g in group_ids.unique():
+            members = (group_ids == g).nonzero().squeeze(-1)
+            wrong = rewards[members] <= 0.5
+            low = likelihood[members] <= threshold
+            priority = torch.stack([~(wrong & low), ~wrong, likelihood[members]], 1).tolist()
+            order = sorted(range(len(members)), key=lambda i: priority[i])
+            chosen += members[order[: s.keep_per_prompt]].tolist()
+        prompts = [rollout.prompts[i] for i in chosen]
+        responses = [rollout.texts[i] for i in chosen]
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.optim.lr * s.lr_scale)
+        self.model.train()
+        for _ in range(s.irl_steps):
+            loss = nll_loss(self.model, self.tokenizer, prompts, responses)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return {"irl_nll": float(loss), "irl_demos": len(chosen),
+                "irl_negative_frac": float((rewards[chosen] <= 0.5).float().mean())}
+
+    def kl_reset(self) -> None:
+        """ProRL: the reference becomes the current policy and the optimizer starts afresh."""
+        self.reference.load_state_dict(self.model.state_dict())
+        scheduler_state = self.scheduler.state_dict()
+        self.optimizer = self._new_optimizer()
+        self.scheduler = make_schedule(self.optimizer, self.cfg, self.cfg.train.steps * self._updates_per_step())
+        self.scheduler.load_state_dict(scheduler_state)
+
+    def train_step(self) -> dict:
+        cfg, a = self.cfg, self.cfg.algorithm
+        started = time.time()
+        rollout, problems, rewards, group_ids, record = self.collect()
+        if rollout is None:
+            return {**record, "skipped": 1}
+        mask = rollout.response_mask
+        method = self.method()
+        estimator = a.advantage or losses.get_method(method).advantage
+        advantages = adv_lib.compute_advantages(estimator, rewards, group_ids, mask, shaping=a.shaping,
+                                                entropy=rollout.entropy, old_logp=rollout.old_logp, step=self.step,
+                                                **a.advantage_hp)
+        record.update({
+            "method": method,
+            "reward": float(rewards.mean()),
+            "accuracy": float((rewards > 0.5).float().mean()),
+            "response_length": float(mask.sum(1).float().mean()),
+            "rollout_entropy": metrics.entropy_summary(rollout.entropy, mask)["mean"],
+            "branching_factor": metrics.mean_branching_factor(rollout.branching_factor, mask),
+            **{f"lambda{i + 1}": v for i, v in enumerate(metrics.rank_logprobs(rollout.topn_logp, mask))},
+            "lambda_sample": metrics.sampled_logprob(rollout.old_logp, mask),
+        })
+        record.update(self.update(rollout, rewards, advantages))
+        record["lr"] = self.scheduler.get_last_lr()[0]
+        if cfg.sps.enabled and (self.step + 1) % cfg.sps.every == 0:
+            record.update(self.sps_phase(rollout, rewards, group_ids))
+        if self.reference is not None and a.kl_reset_every and (self.step + 1) % a.kl_reset_every == 0:
+            self.kl_reset()
+            record["kl_reset"] = 1
+        record.update({f"verifier_{k}": v for k, v in self.verifier.stats.items()})
+        record["step_seconds"] = time.time() - started
+        return record
+
+    # ---------------------------------------------------------------- the loop
+
+    def evaluate(self) -> dict:
+        result = evaluate(self.model, self.tokenizer, self.eval_problems, self.verifier, self.cfg,
+                          torch.Generator().manual_seed(self.cfg.run.seed + 1))
+        eval_dir = self.out / "eval"
+        eval_dir.mkdir(exist_ok=True)
+        (eval_dir / f"step_{self.step:06d}.json").write_text(json.dumps(result))
+        self.logger.log({"kind": "eval", "step": self.step, **result["summary"]})
+        return result
+
+    def save(self) -> None:
+        save_checkpoint(self.out, self.step, self.model, self.tokenizer, self._state(), self.cfg,
+                        self.cfg.train.keep_checkpoints)
+
+    def run(self) -> dict:
+        t = self.cfg.train
+        if self.step == 0:
+            self.evaluate()
+        bar = tqdm(total=t.steps, initial=self.step, desc=f"{self.cfg.algorithm.method}", dynamic_ncols=True)
+        last_eval = None
+        while self.step < t.steps:
+            record = self.train_step()
+            self.step += 1
+            if self.step % t.log_every == 0 or self.step == t.steps:
+                self.logger.log({"kind": "train", "step": self.step, **record})
+            bar.set_postfix({k: f"{record[k]:.3g}" for k in ("reward", "rollout_entropy", "lambda1", "pg_clipfrac")
+                             if isinstance(record.get(k), float)})
+            bar.update(1)
+            if t.eval_every and self.step % t.eval_every == 0 and self.step != t.steps:
+                self.evaluate()
+            if t.save_every and self.step % t.save_every == 0:
+                self.save()
+        bar.close()
+        last_eval = self.evaluate()
+        self.save()
+        save_policy(self.model, self.tokenizer, self.out / "policy")
+        self.logger.close()
+        self.verifier.close()
+        return last_eval

@@ -1,0 +1,105 @@
+"""Supervised fine-tuning: the base policy of the demo (DESIGN §6), the SFT step of RFT, and the
+NLL minimisation of SPS's IRL phase all use :func:`nll_loss`."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from rlvr_explore.losses import aggregate
+from rlvr_explore.rollout import encode_prompts, score
+
+from .config import Config
+from .runtime import RunLogger, build_policy, load_tasks, resolve_device, save_policy, seed_everything
+
+
+def encode_responses(tokenizer, responses: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded response ids ending in EOS, and their mask."""
+    rows = [tokenizer(r, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for r in responses]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = True
+    return ids, mask
+
+
+def nll_loss(model, tokenizer, prompts: list[str], responses: list[str]) -> torch.Tensor:
+    """Mean negative log-likelihood of the response tokens (and the closing EOS)."""
+    prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts)
+    response_ids, response_mask = encode_responses(tokenizer, responses)
+    stats = score(model, prompt_ids, prompt_mask, response_ids, response_mask, top_n=1)
+    return aggregate(-stats.logp, response_mask.to(stats.logp.device), "token-mean")
+
+
+def corrupt(answer: str, alphabet: str, rng: random.Random) -> str:
+    """An incorrect-looking attempt: one character replaced, dropped or added."""
+    chars = list(answer)
+    position = rng.randrange(len(chars))
+    action = rng.choice(("replace", "drop", "add"))
+    if action == "replace":
+        chars[position] = rng.choice(alphabet)
+    elif action == "drop" and len(chars) > 1:
+        del chars[position]
+    else:
+        chars.insert(position, rng.choice(alphabet))
+    return "".join(chars)
+
+
+def sft_examples(problems: list[dict], cfg: Config, rng: random.Random) -> list[tuple[str, str]]:
+    """(prompt, response) pairs: several distinct correct answers per prompt, mixed with corrupted
+    attempts (``sft.incorrect_fraction``) so the base policy is diverse and imperfect."""
+    pairs = []
+    for problem in problems:
+        solutions = problem.get("solutions") or [problem["answer"]]
+        chosen = rng.sample(solutions, min(cfg.sft.solutions_per_prompt, len(solutions)))
+        pairs += [(problem["prompt"], s) for s in chosen]
+    n_wrong = int(len(pairs) * cfg.sft.incorrect_fraction / max(1e-9, 1 - cfg.sft.incorrect_fraction))
+    alphabet = "".join(sorted({c for _, r in pairs for c in r}))
+    pairs += [(p, corrupt(r, alphabet, rng)) for p, r in rng.choices(pairs, k=n_wrong)]
+    rng.shuffle(pairs)
+    return pairs
+
+
+def train_sft(model, tokenizer, pairs: list[tuple[str, str]], steps: int, batch_size: int, lr: float,
+              rng: random.Random, logger: RunLogger | None = None, desc: str = "sft") -> list[float]:
+    """Plain AdamW on the NLL of the pairs; returns the loss curve."""
+    if not pairs:
+        raise ValueError("no SFT examples")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    curve = []
+    for step in tqdm(range(1, steps + 1), desc=desc, leave=False, dynamic_ncols=True):
+        batch = rng.sample(pairs, min(batch_size, len(pairs)))
+        loss = nll_loss(model, tokenizer, [p for p, _ in batch], [r for _, r in batch])
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        curve.append(loss.item())
+        if logger is not None and step % 10 == 0:
+            logger.log({"kind": "sft", "step": step, "nll": float(loss)})
+    return curve
+
+
+def run_sft(cfg: Config) -> Path:
+    """`rlvr-explore sft`: fine-tune the policy on the task's solutions; writes out_dir/policy."""
+    out = Path(cfg.run.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.run.seed)
+    device = resolve_device(cfg)
+    model, tokenizer = build_policy(cfg)
+    model.to(device)
+    train_problems, _ = load_tasks(cfg)
+    rng = random.Random(cfg.run.seed)
+    logger = RunLogger(out)
+    curve = train_sft(model, tokenizer, sft_examples(train_problems, cfg, rng), cfg.sft.steps, cfg.sft.batch_size,
+                      cfg.sft.lr, rng, logger)
+    logger.close()
+    save_policy(model, tokenizer, out / "policy")
+    print(f"sft: final NLL {curve[-1]:.3f}; policy saved to {out / 'policy'}")
+    return out / "policy"
