@@ -28,6 +28,7 @@ def _methods(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from rlvr_explore import __version__
     from rlvr_explore.toys import cli as toys_cli
+    from rlvr_explore.train import cli as train_cli
 
     parser = argparse.ArgumentParser(
         prog="rlvr-explore",
@@ -38,9 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     methods = sub.add_parser("methods", help="list the registered losses, advantage estimators and shaping steps")
     methods.set_defaults(func=_methods)
+    train_cli.add_parsers(sub)
     toys_cli.add_parser(sub)
-    demo = sub.add_parser("demo", help="the main job: run the paper toys and write their plots and summaries")
+    demo = sub.add_parser("demo", help="the main job: SFT a base policy, train GRPO and CaSP from it, evaluate, report")
+    demo.add_argument("--config", default=None, metavar="FILE", help="base config (default: configs/demo.yaml when present)")
     demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
+    demo.add_argument("--methods", nargs="+", default=None, help="methods to compare (default from the demo config)")
     demo.set_defaults(func=lambda args: __import__("rlvr_explore.demo", fromlist=["run"]).run(args))
     return parser
 
@@ -50,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as error:
+    except (ValueError, FileNotFoundError) as error:
         print(f"rlvr-explore {args.command}: error: {error}", file=sys.stderr)
         return 2
 

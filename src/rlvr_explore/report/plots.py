@@ -24,7 +24,8 @@ def pass_at_k_curves(curves: Mapping[str, Mapping[int, Mapping[str, float]]], pa
     """One line per model: mean pass@k against k (log2 axis) with its bootstrap band (STILL Fig. 1, CaSP Fig. 6)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for name, curve in curves.items():
-        ks = sorted(int(k) for k in curve)
+        curve = {int(k): v for k, v in curve.items()}  # JSON keeps keys as strings
+        ks = sorted(curve)
         mean = [curve[k]["mean"] for k in ks]
         line, = ax.plot(ks, mean, marker="o", ms=3, label=name)
         if all("ci_low" in curve[k] for k in ks):
@@ -46,8 +47,12 @@ def rank_logprob_dynamics(series: Mapping[str, Mapping[str, Sequence[float]]], p
     ``series[run]`` has 'step', 'rank1', 'rank2', ... and optionally 'sample'.
     """
     runs = list(series)
-    fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 4), squeeze=False, sharey=True)
-    for ax, name in zip(axes[0], runs):
+    cols = min(3, len(runs))
+    rows = math.ceil(len(runs) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False, sharey=True)
+    for ax in axes.flat[len(runs):]:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, runs):
         data = series[name]
         for key in sorted(k for k in data if k.startswith("rank")):
             ax.plot(data["step"], data[key], label=f"Lambda^({key[4:]})")
@@ -57,7 +62,8 @@ def rank_logprob_dynamics(series: Mapping[str, Mapping[str, Sequence[float]]], p
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    axes[0][0].set_ylabel("mean log-prob")
+    for row in axes:
+        row[0].set_ylabel("mean log-prob")
     fig.suptitle("rank-n candidate log-probs (CaSP Eq. 2)")
     return _save(fig, path)
 

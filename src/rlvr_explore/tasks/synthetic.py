@@ -48,14 +48,21 @@ def countdown_problem(rng: random.Random, difficulty: int = 3, max_number: int =
                     "answer": rng.choice(solutions), "solutions": solutions, "numbers": numbers, "target": target}
 
 
-COUNTDOWN_ANSWER = re.compile(r"^\d+([+\-*]\d+)+$")
+COUNTDOWN_EXPRESSION = re.compile(r"(0|[1-9]\d*)([+\-*](0|[1-9]\d*))*")
+
+
+def countdown_value(text: str) -> int | None:
+    """The value of an expression of plain integers and + - *, or None if it is not one."""
+    text = text.strip()
+    return eval(text) if COUNTDOWN_EXPRESSION.fullmatch(text) else None  # the grammar admits nothing else
 
 
 def verify_countdown(prompt: str, response: str) -> float:
     numbers_text, target_text = prompt.rstrip(":").split(">")
     available = sorted(int(x) for x in numbers_text.split())
     answer = response.strip()
-    if not COUNTDOWN_ANSWER.match(answer):
+    value = countdown_value(answer)
+    if value is None or not any(op in answer for op in OPS):
         return 0.0
     used = [int(x) for x in re.findall(r"\d+", answer)]
     pool = list(available)
@@ -63,7 +70,7 @@ def verify_countdown(prompt: str, response: str) -> float:
         if n not in pool:
             return 0.0
         pool.remove(n)
-    return float(eval(answer) == int(target_text))
+    return float(value == int(target_text))
 
 
 # ------------------------------------------------------------------ graph path

@@ -224,26 +224,51 @@ def nest(key: str, value) -> dict:
     return out
 
 
+PACKAGED = Path(__file__).resolve().parent.parent / "configs"
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A path, or the name of a packaged config (``casp`` -> rlvr_explore/configs/casp.yaml)."""
+    path = Path(name)
+    if path.exists():
+        return path
+    packaged = PACKAGED / f"{path.stem}.yaml"
+    if path.parent == Path(".") and packaged.exists():
+        return packaged
+    known = ", ".join(sorted(p.stem for p in PACKAGED.glob("*.yaml")))
+    raise FileNotFoundError(f"config file not found: {name} (packaged configs: {known})")
+
+
+def read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
+    """The mapping in a YAML file and the line of each dotted key."""
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return data, _key_lines(text)
+
+
+def apply_mapping(cfg: Config, data: dict, source: str, lines: dict[str, int] | None = None) -> Config:
+    try:
+        _merge(cfg, data, "", lines or {})
+    except ConfigError as error:
+        raise ConfigError(str(error).replace("{source}", source)) from None
+    return cfg
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Defaults, then the YAML file, then each ``key.sub=value`` override; validated."""
+    """Defaults, then the YAML file (a path or a packaged name), then each ``key.sub=value``
+    override; validated."""
     cfg = Config()
     if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"config file not found: {path}")
-        text = path.read_text()
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f", line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
-        try:
-            _merge(cfg, data, "", _key_lines(text))
-        except ConfigError as error:
-            raise ConfigError(str(error).replace("{source}", str(path))) from None
+        path = resolve_config_path(path)
+        data, lines = read_yaml(path)
+        apply_mapping(cfg, data, str(path), lines)
     for text in overrides:
         key, value = parse_override(text)
         try:

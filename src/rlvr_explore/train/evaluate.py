@@ -49,7 +49,6 @@ def evaluate(model, tokenizer, problems: list[dict], verifier, cfg: Config, gene
         **{f"lambda{i + 1}": v for i, v in enumerate(metrics.rank_logprobs(rollout.topn_logp, mask))},
         "lambda_sample": metrics.sampled_logprob(rollout.old_logp, mask),
     }
-    first = 0
     details = {
         "pass_at_k": curve,
         "correct_counts": correct.sum(1).tolist(),
@@ -58,7 +57,24 @@ def evaluate(model, tokenizer, problems: list[dict], verifier, cfg: Config, gene
         "accuracy_buckets": metrics.accuracy_buckets(correct.mean(1)),
         "probability_bins": metrics.probability_bins(rollout.topn_logp, mask),
         "token_entropy_sample": rollout.entropy[mask][:20000].tolist(),
-        "example": {"prompt": problems[0]["prompt"], "response": rollout.texts[first],
-                    "response_ids": rollout.response_ids[first][mask[first]].tolist()},
+        "example": candidate_example(model, tokenizer, rollout, problems[0]["prompt"], cfg.eval.temperature),
     }
     return {"summary": summary, "details": details}
+
+
+def candidate_example(model, tokenizer, rollout: Rollout, prompt: str, temperature: float) -> dict:
+    """CaSP App. G for the first sample: per position, the candidates up to 0.95 mass."""
+    from rlvr_explore.rollout import _positions
+
+    valid = rollout.response_mask[0]
+    ids = rollout.response_ids[0][valid]
+    device = next(model.parameters()).device
+    tokens = torch.cat([rollout.prompt_ids[0][rollout.prompt_mask[0]], ids])[None].to(device)
+    mask = torch.ones_like(tokens, dtype=torch.bool)
+    logits = model(input_ids=tokens, attention_mask=mask.long(), position_ids=_positions(mask)).logits[0]
+    start = int(rollout.prompt_mask[0].sum()) - 1
+    probs = torch.softmax(logits[start : start + len(ids)].float() / temperature, -1).cpu()
+    columns = metrics.grouped_candidates(probs, ids)
+    name = lambda t: tokenizer.convert_ids_to_tokens(t) or "?"  # noqa: E731
+    return {"prompt": prompt, "response": rollout.texts[0],
+            "columns": [[(name(t), p, s) for t, p, s in col] for col in columns]}

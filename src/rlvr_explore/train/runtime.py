@@ -16,6 +16,7 @@ import torch
 
 from rlvr_explore.models import char_tokenizer, load_policy, tiny_gpt2
 from rlvr_explore.tasks import characters, generate, load_problems
+from rlvr_explore.tasks.synthetic import countdown_value
 from rlvr_explore.verifiers import Verifier
 
 from .config import Config, to_dict
@@ -72,7 +73,7 @@ def extract_answer(problem: dict, response: str):
     """The answer that majority voting compares: a countdown expression's value, a path, or a boxed answer."""
     text = response.strip()
     if problem.get("task") == "countdown":
-        return eval(text) if re.fullmatch(r"\d+([+\-*]\d+)*", text) else None  # digits and + - * only
+        return countdown_value(text)
     if problem.get("task") == "graph_path":
         return text or None
     from rlvr_explore.metrics import extract_boxed

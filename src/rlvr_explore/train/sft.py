@@ -82,7 +82,7 @@ def train_sft(model, tokenizer, pairs: list[tuple[str, str]], steps: int, batch_
         optimizer.step()
         curve.append(loss.item())
         if logger is not None and step % 10 == 0:
-            logger.log({"kind": "sft", "step": step, "nll": float(loss)})
+            logger.log({"kind": "sft", "step": step, "nll": curve[-1]})
     return curve
 
 

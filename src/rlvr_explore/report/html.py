@@ -1,0 +1,108 @@
+"""`rlvr-explore report`: one HTML page comparing runs side by side: the summary table, pass@k
+curves, Lambda^(n) dynamics, entropy over training and its histogram, probability bins,
+accuracy buckets, the unsolvable-set overlap and a grouped candidate matrix per run."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from rlvr_explore.train.runtime import read_metrics
+
+from . import plots
+
+SUMMARY_KEYS = ("pass@1", "avg@", "maj@", "distinct_correct", "answer_entropy", "entropy", "branching_factor",
+                "lambda1", "lambda2", "unsolvable")
+
+
+def load_run(run_dir: Path) -> dict:
+    records = read_metrics(run_dir)
+    evals = sorted((run_dir / "eval").glob("step_*.json")) if (run_dir / "eval").exists() else []
+    if not evals:
+        raise FileNotFoundError(f"{run_dir}: no eval/step_*.json; run an evaluation first")
+    return {
+        "name": run_dir.name,
+        "train": [r for r in records if r.get("kind") == "train"],
+        "evals": [r for r in records if r.get("kind") == "eval"],
+        "first": json.loads(evals[0].read_text()),
+        "final": json.loads(evals[-1].read_text()),
+    }
+
+
+def _img(path: Path, out_dir: Path, caption: str) -> str:
+    return f'<figure><img src="{path.relative_to(out_dir)}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+
+
+def _summary_table(runs: list[dict], n: int) -> str:
+    keys = [k for k in runs[0]["final"]["summary"] if k.startswith(SUMMARY_KEYS)]
+    keys = ["pass@1"] + [f"pass@{k}" for k in (4, 16, 64, n) if f"pass@{k}" in runs[0]["final"]["summary"] and k != 1] + [
+        k for k in keys if not k.startswith("pass@")]
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+    rows = []
+    for run in runs:
+        cells = "".join(f"<td>{run['final']['summary'][k]:.3f}</td>" for k in keys)
+        rows.append(f"<tr><th>{html.escape(run['name'])}</th>{cells}</tr>")
+    return f"<table><tr><th>run</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def build_report(run_dirs: list[str | Path], out_html: str | Path, title: str = "rlvr-explore report",
+                 baseline: str | None = "base (before RL)") -> Path:
+    """Write ``out_html`` and its figures; ``baseline`` labels the first run's step-0 evaluation."""
+    out_html = Path(out_html)
+    out_dir = out_html.parent
+    figures = out_dir / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    runs = [load_run(Path(d)) for d in run_dirs]
+    n = runs[0]["final"]["details"]["n_samples"]
+    finals = {r["name"]: r["final"] for r in runs}
+    if baseline:
+        finals = {baseline: runs[0]["first"], **finals}
+    parts = []
+
+    path = plots.pass_at_k_curves({k: v["details"]["pass_at_k"] for k, v in finals.items()}, str(figures / "pass_at_k.png"),
+                                  title=f"pass@k on {len(runs[0]['final']['details']['correct_counts'])} held-out problems, n = {n}")
+    parts.append(_img(Path(path), out_dir, "Unbiased pass@k with 95% bootstrap bands (STILL Eq. 2)."))
+    series = {r["name"]: {"step": [t["step"] for t in r["train"]],
+                          **{key: [t[key] for t in r["train"]] for key in r["train"][0] if key.startswith("lambda") and key[6:].isdigit()},
+                          "sample": [t["lambda_sample"] for t in r["train"]]} for r in runs if r["train"]}
+    if series:
+        series = {name: {("rank" + k[6:] if k.startswith("lambda") else k): v for k, v in s.items()} for name, s in series.items()}
+        parts.append(_img(Path(plots.rank_logprob_dynamics(series, str(figures / "lambda.png"))), out_dir,
+                          "Lambda^(n): mean log-prob of the rank-n candidate on training rollouts (CaSP Fig. 3, 7)."))
+        entropy = {r["name"]: ([t["step"] for t in r["train"]], [t["rollout_entropy"] for t in r["train"]]) for r in runs if r["train"]}
+        parts.append(_img(Path(plots.metric_over_steps(entropy, str(figures / "entropy_steps.png"), "mean token entropy (nats)",
+                                                       "entropy of training rollouts")), out_dir, "Token entropy during training."))
+        reward = {r["name"]: ([t["step"] for t in r["train"]], [t["reward"] for t in r["train"]]) for r in runs if r["train"]}
+        parts.append(_img(Path(plots.metric_over_steps(reward, str(figures / "reward.png"), "mean reward", "training reward")),
+                          out_dir, "Mean reward of training rollouts."))
+    parts.append(_img(Path(plots.entropy_histograms({k: v["details"]["token_entropy_sample"] for k, v in finals.items()},
+                                                    str(figures / "entropy_hist.png"))), out_dir,
+                      "Token entropy of evaluation samples (CaSP Fig. 8)."))
+    parts.append(_img(Path(plots.probability_bins({k: v["details"]["probability_bins"] for k, v in finals.items()},
+                                                  str(figures / "probability_bins.png"))), out_dir,
+                      "Probability bins of the top-3 candidates (CaSP Fig. 9)."))
+    parts.append(_img(Path(plots.accuracy_buckets({k: v["details"]["accuracy_buckets"] for k, v in finals.items()},
+                                                  str(figures / "accuracy_buckets.png"))), out_dir,
+                      "Per-problem accuracy (SPS Fig. 2)."))
+    venn_sets = dict(list({k: set(v["details"]["unsolvable_ids"]) for k, v in finals.items()}.items())[:3])
+    parts.append(_img(Path(plots.unsolvable_overlap(venn_sets, str(figures / "unsolvable.png"), title=f"{n}-rollout unsolvable problems")),
+                      out_dir, "Problems no sample solved, and their overlap (STILL §2.1)."))
+    for name, final in finals.items():
+        example = final["details"]["example"]
+        file = figures / f"candidates_{''.join(c if c.isalnum() else '_' for c in name)}.png"
+        plots.grouped_candidate_matrix([[(t, p, s) for t, p, s in col] for col in example["columns"]], str(file),
+                                       title=f"{name}: {example['prompt']} -> {example['response']}")
+        parts.append(_img(file, out_dir, f"{name}: candidates up to 0.95 mass per position, sampled path in red (CaSP App. G)."))
+
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} figure{{display:inline-block;margin:8px;vertical-align:top}}
+img{{max-width:560px}} figcaption{{font-size:0.85em;color:#444;max-width:560px}}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>Final evaluation of each run; the baseline row is the first run's policy before RL.</p>
+{_summary_table([{"name": k, "final": v} for k, v in finals.items()], n)}
+{''.join(parts)}
+</body></html>"""
+    out_html.write_text(page)
+    return out_html

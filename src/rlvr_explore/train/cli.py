@@ -1,0 +1,102 @@
+"""`rlvr-explore sft | train | rft | eval | report`: each reads a YAML config (``--config``) and
+``--set key.sub=value`` overrides; ``--help-config`` lists every field with its help."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .config import describe, load_config
+
+
+class _HelpConfig(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="print every config field with its default and help, then exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(describe())
+        parser.exit()
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="YAML config (see configs/)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, e.g. algorithm.method=casp optim.lr=1e-3")
+    p.add_argument("--help-config", action=_HelpConfig)
+
+
+def _sft(args) -> int:
+    from .sft import run_sft
+
+    run_sft(load_config(args.config, args.set))
+    return 0
+
+
+def _train(args) -> int:
+    from .rl import RLTrainer
+
+    cfg = load_config(args.config, args.set)
+    result = RLTrainer(cfg, resume=args.resume, init_policy=args.init).run()
+    print(json.dumps(result["summary"], indent=2))
+    print(f"run written to {cfg.run.out_dir} (policy in {Path(cfg.run.out_dir) / 'policy'})")
+    return 0
+
+
+def _rft(args) -> int:
+    from .rft import run_rft
+
+    cfg = load_config(args.config, args.set)
+    print(json.dumps(run_rft(cfg, init_policy=args.init)["summary"], indent=2))
+    return 0
+
+
+def _eval(args) -> int:
+    import torch
+
+    from .evaluate import evaluate
+    from .runtime import build_policy, load_tasks, make_verifier, resolve_device
+
+    cfg = load_config(args.config, args.set)
+    model, tokenizer = build_policy(cfg, args.model)
+    model.to(resolve_device(cfg))
+    _, eval_problems = load_tasks(cfg)
+    verifier = make_verifier(cfg)
+    result = evaluate(model, tokenizer, eval_problems, verifier, cfg, torch.Generator().manual_seed(cfg.run.seed + 1))
+    verifier.close()
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result))
+    print(json.dumps(result["summary"], indent=2))
+    return 0
+
+
+def _report(args) -> int:
+    from rlvr_explore.report.html import build_report
+
+    path = build_report(args.runs, args.out)
+    print(f"report written to {path}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("sft", help="supervised fine-tuning on a task's solutions (the base policy)")
+    _common(p)
+    p.set_defaults(func=_sft)
+    p = sub.add_parser("train", help="RL training with any registered loss and advantage")
+    _common(p)
+    p.add_argument("--init", metavar="DIR", help="start from this saved policy (e.g. an SFT run's policy/)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in run.out_dir")
+    p.set_defaults(func=_train)
+    p = sub.add_parser("rft", help="rejection-sampling fine-tuning with exploration-aware selection (STILL §4.4.1)")
+    _common(p)
+    p.add_argument("--init", metavar="DIR", help="start from this saved policy")
+    p.set_defaults(func=_rft)
+    p = sub.add_parser("eval", help="pass@1..n, avg@n, maj@n and diagnostics of a saved policy")
+    _common(p)
+    p.add_argument("--model", required=True, metavar="DIR", help="saved policy directory")
+    p.add_argument("--out", metavar="FILE", help="also write the full result as JSON")
+    p.set_defaults(func=_eval)
+    p = sub.add_parser("report", help="HTML report comparing run directories")
+    p.add_argument("runs", nargs="+", help="run directories (with metrics.jsonl and eval/)")
+    p.add_argument("--out", default="report/index.html", help="HTML file to write (figures go beside it)")
+    p.set_defaults(func=_report)
