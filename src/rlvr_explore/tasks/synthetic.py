@@ -30,10 +30,20 @@ def _expressions(numbers: list[int]):
                 yield "".join(str(n) + op for n, op in zip(subset, ops)) + str(subset[-1])
 
 
-def countdown_problem(rng: random.Random, difficulty: int = 3, max_number: int = 9, min_solutions: int = 3) -> dict:
+MAX_ATTEMPTS = 10_000
+
+
+def _too_hard(task: str, settings: str):
+    raise ValueError(f"{task}: no problem with {settings} found in {MAX_ATTEMPTS} draws; lower min_solutions")
+
+
+def countdown_problem(rng: random.Random, difficulty: int = 3, max_number: int = 9, min_solutions: int | None = None) -> dict:
+    """``min_solutions`` defaults to 3 (2 with two numbers, where a+b, a*b are all there is)."""
     if not 2 <= difficulty <= 5:
         raise ValueError(f"countdown difficulty is the count of numbers, 2..5; got {difficulty}")
-    while True:
+    if min_solutions is None:
+        min_solutions = 2 if difficulty == 2 else 3
+    for _ in range(MAX_ATTEMPTS):
         numbers = sorted(rng.randint(1, max_number) for _ in range(difficulty))
         by_value: dict[int, set[str]] = {}
         for expr in _expressions(numbers):
@@ -46,6 +56,7 @@ def countdown_problem(rng: random.Random, difficulty: int = 3, max_number: int =
             solutions = sorted(by_value[target])
             return {"task": "countdown", "prompt": f"{' '.join(map(str, numbers))}>{target}:",
                     "answer": rng.choice(solutions), "solutions": solutions, "numbers": numbers, "target": target}
+    _too_hard("countdown", f"{difficulty} numbers and {min_solutions} solutions")
 
 
 COUNTDOWN_EXPRESSION = re.compile(r"(0|[1-9]\d*)([+\-*](0|[1-9]\d*))*")
@@ -96,7 +107,7 @@ def graph_path_problem(rng: random.Random, difficulty: int = 2, min_solutions: i
         raise ValueError(f"graph_path difficulty is 1..4; got {difficulty}")
     n_nodes = 3 + 2 * difficulty
     nodes = NODES[:n_nodes]
-    while True:
+    for _ in range(MAX_ATTEMPTS):
         edges = {tuple(sorted(e)) for e in itertools.combinations(nodes, 2) if rng.random() < 0.45}
         adjacency = {n: set() for n in nodes}
         for a, b in edges:
@@ -108,6 +119,7 @@ def graph_path_problem(rng: random.Random, difficulty: int = 2, min_solutions: i
             edge_text = " ".join(a + b for a, b in sorted(edges))
             return {"task": "graph_path", "prompt": f"{edge_text}|{start}{goal}:", "answer": rng.choice(paths),
                     "solutions": paths}
+    _too_hard("graph_path", f"difficulty {difficulty} and {min_solutions} paths")
 
 
 def verify_graph_path(prompt: str, response: str) -> float:

@@ -213,7 +213,7 @@ class RLTrainer:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        return {"irl_nll": float(loss), "irl_demos": len(chosen),
+        return {"irl_nll": loss.item(), "irl_demos": len(chosen),
                 "irl_negative_frac": float((rewards[chosen] <= 0.5).float().mean())}
 
     def kl_reset(self) -> None:
