@@ -1,0 +1,111 @@
+"""Built-in tasks, the dataset loader and the verifiers (which never crash training)."""
+
+import json
+import random
+
+import pytest
+
+from rlvr_explore.tasks import generate, load_problems
+from rlvr_explore.tasks.synthetic import verify_countdown, verify_graph_path
+from rlvr_explore.train.sft import corrupt
+from rlvr_explore.verifiers import Verifier, exact_match
+from rlvr_explore.verifiers.sandbox import run_code_tests
+
+
+@pytest.mark.parametrize("task,difficulty", [("countdown", 2), ("countdown", 3), ("countdown", 4), ("graph_path", 1), ("graph_path", 3)])
+def test_generation_is_seeded_and_every_listed_solution_verifies(task, difficulty):
+    a = generate(task, 30, seed=7, difficulty=difficulty)
+    assert a == generate(task, 30, seed=7, difficulty=difficulty)
+    assert a != generate(task, 30, seed=8, difficulty=difficulty)
+    verify = {"countdown": verify_countdown, "graph_path": verify_graph_path}[task]
+    for problem in a:
+        assert len(problem["solutions"]) >= 2
+        assert all(verify(problem["prompt"], s) == 1.0 for s in problem["solutions"])
+
+
+def test_difficulty_grows_the_problems():
+    small = generate("countdown", 20, seed=0, difficulty=2)
+    large = generate("countdown", 20, seed=0, difficulty=4)
+    assert max(len(p["numbers"]) for p in small) < min(len(p["numbers"]) for p in large)
+
+
+def test_wrong_answers_are_rejected():
+    assert verify_countdown("2 4 8>20:", "8*2+4") == 1.0
+    for wrong in ("8*2+5", "8*2*4", "2*2*5", "20", "8*02+4", "", "8*2+4+", "import os"):
+        assert verify_countdown("2 4 8>20:", wrong) == 0.0, wrong
+    prompt = "ab bc cd ad|ad:"
+    assert verify_graph_path(prompt, "ad") == verify_graph_path(prompt, "abcd") == 1.0
+    for wrong in ("ac", "abca", "abd", "da", "a", ""):
+        assert verify_graph_path(prompt, wrong) == 0.0, wrong
+
+
+def test_corrupted_sft_attempts_are_mostly_wrong():
+    rng = random.Random(0)
+    problems = generate("countdown", 50, seed=1)
+    wrong = sum(verify_countdown(p["prompt"], corrupt(p["answer"], "0123456789+-*", rng)) == 0 for p in problems)
+    assert wrong >= 40
+
+
+def test_verifier_errors_and_timeouts_are_reward_zero_and_counted():
+    verifier = Verifier("builtin")
+    rewards = verifier([{"task": "countdown", "prompt": "2 4 8>20:"}, {"task": "unknown", "prompt": "x"}], ["8*2+4", "1"])
+    assert rewards == [1.0, 0.0] and verifier.stats["errors"] == 1
+
+
+@pytest.mark.slow
+def test_math_verify_in_a_process_pool():
+    verifier = Verifier("math", timeout_s=20)
+    try:
+        rewards = verifier([{"answer": "\\frac{1}{2}"}, {"answer": "3"}], ["so \\boxed{0.5}", "\\boxed{4}"])
+    finally:
+        verifier.close()
+    assert rewards == [1.0, 0.0]
+
+
+def test_exact_match():
+    assert exact_match("the answer is \\boxed{ 12 }", "12") == 1.0
+    assert exact_match("12.0", "12") == 1.0 and exact_match("1,000", "1000") == 1.0
+    assert exact_match("13", "12") == 0.0
+
+
+def test_sandbox_runs_tests_and_blocks_escapes():
+    assert run_code_tests("```python\ndef f(x):\n    return x + 1\n```", "assert f(1) == 2") == 1.0
+    assert run_code_tests("def f(x): return x", "assert f(1) == 2") == 0.0
+    escapes = [
+        "import socket; socket.socket().connect(('127.0.0.1', 9))",
+        "import subprocess; subprocess.run(['true'])",
+        "import os; os.system('true')",
+        "x = bytearray(2 ** 31)",
+        "open('big', 'wb').write(b'0' * (20 << 20))",
+        "while True: pass",
+        "raise SystemExit(0) if False else (_ for _ in ()).throw(RuntimeError())",
+    ]
+    for code in escapes:
+        assert run_code_tests(code + "\ndef f(x): return x + 1", "assert f(1) == 2", timeout_s=2) == 0.0, code
+
+
+def test_load_problems_formats_and_errors(tmp_path):
+    rows = [{"prompt": "1+1?", "answer": "\\boxed{2}"}, {"prompt": "2+2?", "answer": "4"}]
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    problems = load_problems(tmp_path / "a.jsonl")
+    assert [p["answer"] for p in problems] == ["2", "4"]
+    (tmp_path / "b.json").write_text(json.dumps(rows))
+    assert load_problems(tmp_path / "b.json") == problems
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "c.parquet")
+    assert load_problems(tmp_path / "c.parquet") == problems
+    from datasets import Dataset
+
+    Dataset.from_list(rows).save_to_disk(str(tmp_path / "d"))
+    assert load_problems(tmp_path / "d") == problems
+
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "x", "answer": "1"}\n{"prompt": oops}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid JSON"):
+        load_problems(tmp_path / "bad.jsonl")
+    (tmp_path / "missing.jsonl").write_text('{"question": "x", "answer": "1"}\n')
+    with pytest.raises(ValueError, match=r"missing.jsonl: record 1: missing field\(s\) \['prompt'\]"):
+        load_problems(tmp_path / "missing.jsonl")
+    with pytest.raises(FileNotFoundError, match="dataset not found"):
+        load_problems(tmp_path / "nope.jsonl")
