@@ -28,10 +28,10 @@ STATE = {prefix: i for i, prefix in enumerate(PREFIXES)}
 @dataclass
 class TreeMDPConfig:
     method: str = field(default="grpo", metadata={"help": "any registered policy loss"})
-    steps: int = field(default=300, metadata={"help": "optimisation steps"})
+    steps: int = field(default=1000, metadata={"help": "optimisation steps"})
     group_size: int = field(default=8, metadata={"help": "G responses per group (CaSP App. E: 8)"})
     groups_per_step: int = field(default=4, metadata={"help": "groups sampled per step"})
-    lr: float = field(default=0.05, metadata={"help": "Adam learning rate on the logits"})
+    lr: float = field(default=0.3, metadata={"help": "Adam learning rate on the logits"})
     init_std: float = field(default=0.0, metadata={"help": "std of the initial logits (0: uniform policy)"})
     entropy_coeff: float = field(default=0.0, metadata={"help": "entropy bonus c (CaSP baseline 0.01)"})
     eval_samples: int = field(default=1000, metadata={"help": "responses drawn for accuracy and modes (Fig. 5e)"})

@@ -1,0 +1,146 @@
+"""TRL: ``ExploreGRPOTrainer``, a ``GRPOTrainer`` whose loss is any rlvr-explore method.
+
+Moving a TRL script over changes one import and one config line::
+
+    from rlvr_explore.integrations.trl import ExploreGRPOConfig as GRPOConfig, ExploreGRPOTrainer as GRPOTrainer
+    args = GRPOConfig(..., method="casp")              # casp_alpha=0.01, casp_lam=1.1, ... as needed
+
+The seam is ``_get_per_token_logps_and_entropies``: the model runs with ``logits_to_keep`` (so
+multi-GPU wrappers see an ordinary forward and only completion logits exist) and
+``rlvr_explore.candidates.token_stats`` returns the log-probs, the entropy and the top-N at the
+sampling temperature in one pass. ``_compute_loss`` then calls ``rlvr_explore.losses.policy_loss``
+and logs Lambda^(n), the entropy of gated tokens and the share of responses with zero advantage
+through TRL's metric store. Multimodal inputs fall back to TRL's own path (and its losses).
+Tested with TRL 1.10 to 1.16.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from trl import GRPOConfig, GRPOTrainer
+
+from rlvr_explore import losses
+from rlvr_explore.candidates import token_stats
+from rlvr_explore.metrics import rank_logprobs
+
+# config field -> loss hyper-parameter
+HYPERPARAMETER_FIELDS = {
+    "casp_alpha": "alpha", "casp_top_n": "top_n", "casp_lam": "lam", "entropy_quantile": "q",
+    "quantile_scope": "quantile_scope", "casp_positive_on": "positive_on", "kl_cov_ratio": "kl_cov_ratio",
+    "kl_cov_coef": "kl_cov_coef", "clip_cov_ratio": "clip_cov_ratio", "clip_cov_lb": "clip_cov_lb",
+    "clip_cov_ub": "clip_cov_ub",
+}
+
+
+@dataclass
+class ExploreGRPOConfig(GRPOConfig):
+    """``GRPOConfig`` plus the rlvr-explore method and its hyper-parameters (docs/methods.md).
+
+    TRL's ``epsilon``/``epsilon_high``, ``beta`` (k3 KL) and ``entropy_coef`` still apply; the
+    aggregation follows ``loss_agg_mode`` (default: the method's own).
+    """
+
+    method: str = field(default="casp", metadata={"help": "rlvr-explore policy loss: grpo, casp, grpo_n, kl_cov, ... (`rlvr-explore methods`)."})
+    loss_agg_mode: str | None = field(default=None, metadata={"help": "token-mean, seq-mean-token-mean, seq-mean-token-sum or seq-mean-token-sum-norm; None: the method's default."})
+    casp_alpha: float | None = field(default=None, metadata={"help": "CaSP smoothing alpha in [0, 1] (CaSP §4.1 Eq. 4; App. E math 0.01, logic 0.005, code 0.05)."})
+    casp_top_n: int = field(default=3, metadata={"help": "N top candidates tracked and smoothed over (CaSP §4.1, App. E: 3)."})
+    casp_lam: float | None = field(default=None, metadata={"help": "CaSP rank-1 penalty lambda > 1 on negatives (CaSP §4.2 Eq. 5; App. E 1.1)."})
+    entropy_quantile: float | None = field(default=None, metadata={"help": "q of the entropy gate H > quantile_q(H) (CaSP App. E 0.8; forking tokens 0.8)."})
+    quantile_scope: str | None = field(default=None, metadata={"help": "'response' (CaSP App. E) or 'batch' (SimKO text, forking tokens) for the entropy quantile."})
+    casp_positive_on: str | None = field(default=None, metadata={"help": "CaSP positive branch on 'advantage' > 0 (paper) or 'reward' == 1 (official code)."})
+    kl_cov_ratio: float | None = field(default=None, metadata={"help": "KL-Cov: fraction of tokens by covariance (Cui et al. 2025: 2e-3)."})
+    kl_cov_coef: float | None = field(default=None, metadata={"help": "KL-Cov: beta_kl (Cui et al. 2025: 1)."})
+    clip_cov_ratio: float | None = field(default=None, metadata={"help": "Clip-Cov: fraction of tokens cut (Cui et al. 2025: 2e-4)."})
+    clip_cov_lb: float | None = field(default=None, metadata={"help": "Clip-Cov lower covariance bound (Cui et al. 2025: 1)."})
+    clip_cov_ub: float | None = field(default=None, metadata={"help": "Clip-Cov upper covariance bound (Cui et al. 2025: 5)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        spec = losses.get_method(self.method)  # unknown names fail here, listing the available ones
+        losses.core.make_config(spec, self.loss_hyperparameters())
+
+    def loss_hyperparameters(self) -> dict:
+        """The hyper-parameters to pass to ``policy_loss`` for ``method``: those it takes and that
+        are set, plus TRL's clip range."""
+        spec = losses.get_method(self.method)
+        accepted = set(losses.core.COMMON_KEYS) | set(spec.keys)
+        hp = {"clip_eps_low": self.epsilon, "clip_eps_high": self.epsilon_high if self.epsilon_high is not None else self.epsilon}
+        if self.loss_agg_mode is not None:
+            hp["loss_agg_mode"] = self.loss_agg_mode
+        for name, key in HYPERPARAMETER_FIELDS.items():
+            value = getattr(self, name)
+            if value is not None and key in accepted and not (name == "casp_top_n" and key not in spec.keys):
+                hp[key] = value
+        if spec.defaults.get("clip_eps_low") is not None and self.epsilon == 0.2:
+            hp.pop("clip_eps_low")  # GSPO's own 3e-4 / 4e-4 unless the user set a clip
+            hp.pop("clip_eps_high")
+        return hp
+
+
+class ExploreGRPOTrainer(GRPOTrainer):
+    """``GRPOTrainer`` with rlvr-explore's candidate statistics and policy losses."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.args, ExploreGRPOConfig):
+            raise TypeError("ExploreGRPOTrainer needs an ExploreGRPOConfig (it carries `method`)")
+        self._candidates = None
+
+    def _candidate_stats(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None):
+        batch_size = batch_size or input_ids.size(0)
+        parts = []
+        for start in range(0, input_ids.size(0), batch_size):
+            ids = input_ids[start : start + batch_size]
+            mask = attention_mask[start : start + batch_size]
+            with self.accelerator.autocast():
+                logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=logits_to_keep + 1).logits
+            parts.append(token_stats(logits[:, :-1], ids[:, -logits_to_keep:], top_n=self.args.casp_top_n,
+                                     temperature=self.temperature))
+        cat = lambda name: torch.cat([getattr(p, name) for p in parts])  # noqa: E731
+        return cat("logp"), cat("entropy"), cat("topn_logp"), cat("topn_ids")
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                                           compute_entropy=False, compute_aux_loss=False, **multimodal):
+        if compute_aux_loss or any(v is not None for v in multimodal.values()):
+            return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, batch_size,
+                                                              compute_entropy, compute_aux_loss, **multimodal)
+        logp, entropy, topn_logp, topn_ids = self._candidate_stats(model, input_ids, attention_mask, logits_to_keep, batch_size)
+        self._candidates = (topn_logp, topn_ids)
+        return logp, (entropy if compute_entropy else None), None
+
+    def _compute_loss(self, model, inputs):
+        if self.aux_loss_enabled or inputs.get("pixel_values") is not None:
+            return super()._compute_loss(model, inputs)
+        prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
+        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+        mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]
+        logp, entropy, topn_logp, topn_ids = self._candidate_stats(
+            model, torch.cat([prompt_ids, completion_ids], 1), torch.cat([prompt_mask, completion_mask], 1),
+            completion_ids.size(1))
+        old_logp = inputs.get("old_per_token_logps")
+        old_logp = logp.detach() if old_logp is None else old_logp
+        mode = "train" if self.model.training else "eval"
+        # TRL sets current_gradient_accumulation_steps inside its training loop only
+        accumulation = getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps) if mode == "train" else 1
+        num_seqs = completion_ids.size(0) * accumulation
+        num_tokens = None
+        if "num_items_in_batch" in inputs:  # TRL's count of completion tokens in the generation batch
+            num_tokens = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+            if mode == "train":
+                num_tokens = num_tokens * accumulation / self.args.steps_per_generation
+        loss, metrics = losses.policy_loss(
+            self.args.method, logp=logp, old_logp=old_logp, advantages=inputs["advantages"], response_mask=mask.bool(),
+            response_ids=completion_ids, topn_logp=topn_logp, topn_ids=topn_ids, entropy=entropy,
+            ref_logp=inputs.get("ref_per_token_logps"), kl_coef=self.beta, entropy_coeff=self.args.entropy_coef or 0.0,
+            num_tokens=num_tokens, num_seqs=num_seqs, **self.args.loss_hyperparameters(),
+        )
+        store = self._metrics[mode]
+        for key, value in metrics.items():
+            store[f"explore/{key}"].append(self.accelerator.gather(value.detach().float().reshape(1)).mean().item())
+        for n, value in enumerate(rank_logprobs(topn_logp.detach(), mask.bool()), start=1):
+            store[f"explore/lambda{n}"].append(value)
+        advantages = inputs["advantages"]
+        store["explore/zero_advantage_frac"].append(float((advantages.reshape(advantages.shape[0], -1) == 0).all(-1).float().mean()))
+        return loss
