@@ -1,7 +1,8 @@
 """Candidate statistics: our single pass against the straightforward ways, in one run.
 
-For each way: forward+backward wall time (median of repeats) and the bytes autograd keeps for
-backward (counted with saved-tensor hooks: exact and deterministic, unlike RSS on a CPU).
+For each way: forward+backward wall time (median of repeats) and the bytes of new storage that
+autograd keeps for backward (counted with saved-tensor hooks, references to the inputs excluded:
+exact and deterministic, unlike RSS on a CPU).
 
   naive        log_softmax over (B, T, V) kept for backward, then gather, entropy, topk
   n_copies     the official SimKO code's way: the log-softmax is materialised once per rank n
@@ -49,9 +50,12 @@ def ours(logits, ids):
 
 def measure(fn, inputs, repeats):
     saved = []
+    own = {x.untyped_storage().data_ptr() for x in inputs}
 
     def pack(t):
-        saved.append(t.numel() * t.element_size())
+        # count new storage only: a reference to an input (the logits, the lm_head) costs nothing
+        if t.untyped_storage().data_ptr() not in own:
+            saved.append(t.numel() * t.element_size())
         return t
 
     times = []

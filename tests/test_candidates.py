@@ -88,3 +88,34 @@ def test_branching_factor_counts_candidates_to_the_mass():
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_closed_form_backward_passes_gradcheck():
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(2, 3, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    hidden = torch.randn(2, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(7, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(7, generator=g, dtype=torch.float64, requires_grad=True)
+    ids = torch.randint(7, (2, 3), generator=g)
+
+    def from_logits(z):
+        s = token_stats(z, ids, top_n=2, temperature=0.7, chunk_tokens=4)
+        return s.logp, s.entropy, s.topn_logp
+
+    def from_hidden(h, w, b):
+        s = token_stats_from_hidden(h, w, ids, top_n=3, temperature=1.3, lm_head_bias=b, chunk_tokens=2)
+        return s.logp, s.entropy, s.topn_logp
+
+    assert torch.autograd.gradcheck(from_logits, (logits,))
+    assert torch.autograd.gradcheck(from_hidden, (hidden, weight, bias))
+
+
+def test_low_precision_inputs_are_upcast():
+    logits = torch.randn(2, 3, 50, dtype=torch.bfloat16, requires_grad=True)
+    ids = torch.randint(50, (2, 3))
+    stats = token_stats(logits, ids)
+    reference = token_stats(logits.detach().float(), ids)
+    assert stats.logp.dtype == torch.float32
+    torch.testing.assert_close(stats.entropy, reference.entropy)
+    stats.logp.sum().backward()
+    assert logits.grad.dtype == torch.bfloat16

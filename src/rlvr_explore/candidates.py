@@ -10,18 +10,17 @@ chunk of tokens at a time, with a single logsumexp:
     entropy  = lse - sum_v softmax(z / tau)_v * z_v / tau
     topn     = topk(z / tau, N) - lse          (never N copies of the logits)
 
-Each chunk runs under activation checkpointing, so autograd keeps only the chunk's input and
-recomputes the float32 softmax in backward. From hidden states, the chunk's logits are made
-from ``hidden @ lm_head.T`` inside the checkpoint, so a (B*T, V) float32 tensor never exists.
+A custom autograd function keeps only the input, the logsumexp and the entropy per token, and
+computes the gradient in closed form, recomputing the chunk's softmax once in backward. From
+hidden states, each chunk's logits are made from ``hidden @ lm_head.T`` in forward and again in
+backward, so a (B*T, V) float32 tensor never exists.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import torch
-from torch.utils.checkpoint import checkpoint
 
 DEFAULT_CHUNK_TOKENS = 1024
 
@@ -43,37 +42,93 @@ class TokenStats:
 
 
 
-def _stats_of_scaled_logits(z: torch.Tensor, ids: torch.Tensor, top_n: int, branching_mass: float | None):
-    lse = torch.logsumexp(z, dim=-1, keepdim=True)
-    logp_all = z - lse
-    probs = logp_all.exp()
-    logp = logp_all.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-    entropy = lse.squeeze(-1) - (probs * z).sum(-1)
-    top_z, top_ids = z.topk(top_n, dim=-1)
-    topn_logp = top_z - lse
-    if branching_mass is None:
-        return logp, entropy, topn_logp, top_ids
-    with torch.no_grad():
-        sorted_probs = probs.sort(dim=-1, descending=True).values
-        # candidates strictly below the mass target, plus the one that crosses it
-        branching = (sorted_probs.cumsum(-1) < branching_mass).sum(-1) + 1
-    return logp, entropy, topn_logp, top_ids, branching.clamp(max=z.shape[-1])
+def _scaled_logits(x, weight, bias, temperature):
+    """float32 (or float64) logits / temperature of a chunk: ``x`` is logits, or hidden states when
+    ``weight`` is given (bf16/fp16 logits lose the tail of the softmax, so they are upcast)."""
+    if weight is not None:
+        x = _at_least_fp32(x) @ _at_least_fp32(weight).t()
+        if bias is not None:
+            x = x + _at_least_fp32(bias)
+    x = _at_least_fp32(x)
+    return x if temperature == 1.0 else x / temperature
 
 
 def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
-    # bf16/fp16 logits lose the tail of the softmax; float64 input stays float64
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
-def _chunk_from_logits(logits, ids, temperature, top_n, branching_mass):
-    return _stats_of_scaled_logits(_at_least_fp32(logits) / temperature, ids, top_n, branching_mass)
+class _CandidateStats(torch.autograd.Function):
+    """Forward: the statistics chunk by chunk, one logsumexp each. Backward: the closed form
+    d logp_y/dz = e_y - pi, dH/dz = -pi (log pi + H), d topn_n/dz = e_v(n) - pi, recomputing pi
+    per chunk; nothing of size (rows, V) is kept between the passes."""
 
+    @staticmethod
+    def forward(ctx, x, weight, bias, ids, top_n, temperature, chunk_tokens, branching_mass):
+        logp, entropy, lse, top_logp, top_ids, branching = [], [], [], [], [], []
+        for start in range(0, x.shape[0], chunk_tokens):
+            z = _scaled_logits(x[start : start + chunk_tokens], weight, bias, temperature)
+            chunk_lse = torch.logsumexp(z, dim=-1, keepdim=True)
+            probs = torch.sub(z, chunk_lse).exp_()
+            logp.append(z.gather(-1, ids[start : start + chunk_tokens, None]).squeeze(-1) - chunk_lse.squeeze(-1))
+            entropy.append(chunk_lse.squeeze(-1) - torch.linalg.vecdot(probs, z))
+            values, indices = z.topk(top_n, dim=-1)
+            top_logp.append(values - chunk_lse)
+            top_ids.append(indices)
+            lse.append(chunk_lse.squeeze(-1))
+            if branching_mass is not None:
+                ordered = probs.sort(dim=-1, descending=True).values
+                # candidates strictly below the mass target, plus the one that crosses it
+                branching.append(((ordered.cumsum(-1) < branching_mass).sum(-1) + 1).clamp(max=z.shape[-1]))
+        cat = lambda parts: torch.cat(parts) if parts else None  # noqa: E731
+        logp, entropy, lse, top_logp, top_ids = map(cat, (logp, entropy, lse, top_logp, top_ids))
+        ctx.save_for_backward(x, weight, bias, ids, lse, entropy, top_ids)
+        ctx.temperature, ctx.chunk_tokens = temperature, chunk_tokens
+        ctx.mark_non_differentiable(top_ids)
+        if branching_mass is not None:
+            branching = cat(branching)
+            ctx.mark_non_differentiable(branching)
+        else:
+            branching = torch.zeros(0, dtype=torch.long, device=x.device)
+        return logp, entropy, top_logp, top_ids, branching
 
-def _chunk_from_hidden(hidden, weight, bias, ids, temperature, top_n, branching_mass):
-    logits = _at_least_fp32(hidden) @ _at_least_fp32(weight).t()
-    if bias is not None:
-        logits = logits + _at_least_fp32(bias)
-    return _stats_of_scaled_logits(logits / temperature, ids, top_n, branching_mass)
+    @staticmethod
+    def backward(ctx, g_logp, g_entropy, g_top, _ids, _branching):
+        x, weight, bias, ids, lse, entropy, top_ids = ctx.saved_tensors
+        rows = x.shape[0]
+        zeros = lambda *shape: torch.zeros(*shape, dtype=lse.dtype, device=x.device)  # noqa: E731
+        g_logp = zeros(rows) if g_logp is None else g_logp.to(lse.dtype)
+        g_entropy = zeros(rows) if g_entropy is None else g_entropy.to(lse.dtype)
+        g_top = zeros(rows, top_ids.shape[-1]) if g_top is None else g_top.to(lse.dtype)
+        grad_x = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+        grad_w = torch.zeros_like(weight, dtype=lse.dtype) if weight is not None and ctx.needs_input_grad[1] else None
+        grad_b = torch.zeros_like(bias, dtype=lse.dtype) if bias is not None and ctx.needs_input_grad[2] else None
+        for start in range(0, rows, ctx.chunk_tokens):
+            part = slice(start, start + ctx.chunk_tokens)
+            x_part = x[part]
+            z = _scaled_logits(x_part, weight, bias, ctx.temperature)
+            logp_all = torch.sub(z, lse[part, None])
+            probs = logp_all.exp()
+            coefficient = g_logp[part] + g_top[part].sum(-1)
+            # grad_z = -probs * (coefficient + g_H (logp_all + H)), built in place in logp_all's buffer
+            factor = logp_all.add_(entropy[part, None]).mul_(g_entropy[part, None]).add_(coefficient[:, None])
+            grad_z = factor.mul_(probs).neg_()
+            grad_z.scatter_add_(-1, ids[part, None], g_logp[part, None])
+            grad_z.scatter_add_(-1, top_ids[part], g_top[part])
+            if ctx.temperature != 1.0:
+                grad_z.div_(ctx.temperature)
+            if weight is None:
+                if grad_x is not None:
+                    grad_x[part] = grad_z.to(x.dtype)
+                continue
+            if grad_x is not None:
+                grad_x[part] = (grad_z @ _at_least_fp32(weight)).to(x.dtype)
+            if grad_w is not None:
+                grad_w += grad_z.t() @ _at_least_fp32(x_part)
+            if grad_b is not None:
+                grad_b += grad_z.sum(0)
+        grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
+        grad_b = grad_b.to(bias.dtype) if grad_b is not None else None
+        return grad_x, grad_w, grad_b, None, None, None, None, None
 
 
 def _check(response_ids: torch.Tensor, leading: torch.Size, vocab: int, top_n: int, temperature: float, what: str):
@@ -89,26 +144,17 @@ def _check(response_ids: torch.Tensor, leading: torch.Size, vocab: int, top_n: i
         raise ValueError(f"temperature must be > 0, got {temperature}")
 
 
-def _run_chunked(chunk_fn, row_inputs, n_rows: int, chunk_tokens: int, with_branching: bool, params=()):
-    """Apply ``chunk_fn`` to consecutive row blocks of ``row_inputs``, checkpointed when grad is on."""
+def _run(x, weight, bias, ids, leading, top_n, temperature, chunk_tokens, branching_mass) -> TokenStats:
     if chunk_tokens < 1:
         raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
-    need_grad = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in [*row_inputs, *params])
-    outputs = []
-    for start in range(0, max(n_rows, 1), chunk_tokens):
-        rows = [x[start : start + chunk_tokens] for x in row_inputs]
-        outputs.append(checkpoint(chunk_fn, *rows, use_reentrant=False) if need_grad else chunk_fn(*rows))
-    return [torch.cat([o[i] for o in outputs]) for i in range(5 if with_branching else 4)]
-
-
-def _pack(fields, leading: torch.Size, top_n: int) -> TokenStats:
-    logp, entropy, topn_logp, topn_ids, *branching = fields
+    logp, entropy, topn_logp, topn_ids, branching = _CandidateStats.apply(
+        x, weight, bias, ids.reshape(-1).long(), top_n, temperature, chunk_tokens, branching_mass)
     return TokenStats(
         logp=logp.reshape(leading),
         entropy=entropy.reshape(leading),
         topn_logp=topn_logp.reshape(*leading, top_n),
         topn_ids=topn_ids.reshape(*leading, top_n),
-        branching_factor=branching[0].reshape(leading) if branching else None,
+        branching_factor=branching.reshape(leading) if branching_mass is not None else None,
     )
 
 
@@ -131,12 +177,8 @@ def token_stats(
         raise ValueError(f"logits must be (B, T, V), got shape {tuple(logits.shape)}")
     leading, vocab = logits.shape[:2], logits.shape[-1]
     _check(response_ids, leading, vocab, top_n, temperature, f"logits {tuple(logits.shape)}")
-    chunk_fn = partial(_chunk_from_logits, temperature=temperature, top_n=top_n, branching_mass=branching_mass)
-    fields = _run_chunked(
-        chunk_fn, [logits.reshape(-1, vocab), response_ids.reshape(-1)], leading.numel(), chunk_tokens,
-        branching_mass is not None,
-    )
-    return _pack(fields, leading, top_n)
+    return _run(logits.reshape(-1, vocab), None, None, response_ids, leading, top_n, temperature, chunk_tokens,
+                branching_mass)
 
 
 def token_stats_from_hidden(
@@ -151,7 +193,7 @@ def token_stats_from_hidden(
 ) -> TokenStats:
     """The same statistics from final hidden states ``(B, T, d)`` and an lm_head weight ``(V, d)``.
 
-    Logits are made one chunk of tokens at a time inside an activation checkpoint, so peak memory
+    Logits are made one chunk of tokens at a time, in forward and again in backward, so peak memory
     is ``chunk_tokens * V`` floats instead of ``B * T * V``; gradients reach ``hidden``, the
     weight and the bias.
     """
@@ -163,12 +205,5 @@ def token_stats_from_hidden(
         )
     leading, vocab = hidden.shape[:2], lm_head_weight.shape[0]
     _check(response_ids, leading, vocab, top_n, temperature, f"hidden {tuple(hidden.shape)}")
-
-    def chunk_fn(h, ids):
-        return _chunk_from_hidden(h, lm_head_weight, lm_head_bias, ids, temperature, top_n, branching_mass)
-
-    fields = _run_chunked(
-        chunk_fn, [hidden.reshape(-1, hidden.shape[-1]), response_ids.reshape(-1)], leading.numel(),
-        chunk_tokens, branching_mass is not None, params=(lm_head_weight, lm_head_bias),
-    )
-    return _pack(fields, leading, top_n)
+    return _run(hidden.reshape(-1, hidden.shape[-1]), lm_head_weight, lm_head_bias, response_ids, leading, top_n,
+                temperature, chunk_tokens, branching_mass)
