@@ -10,37 +10,37 @@ Responses of the same prompt share a group id; padding positions get advantage 0
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from fractions import Fraction
 from math import comb, sqrt
 from typing import Callable
 
 import torch
 
+from rlvr_explore.documented import documented
 
-def _hp(default, help: str):
-    return field(default=default, metadata={"help": help})
+
 
 
 @dataclass
 class AdvantageConfig:
     """Hyper-parameters of the estimators and shaping steps."""
 
-    eps: float = _hp(1e-6, "Added to the group std in GRPO's normalisation (CaSP §2).")
-    correct_threshold: float = _hp(0.5, "A response counts as correct when its reward exceeds this (PSR/NSR, pass@k).")
-    w_reinforce_lambda: float = _hp(0.1, "W-REINFORCE weight of correct responses, A = +lambda (Zhu et al. 2025).")
-    passk_k: int = _hp(4, "k of the pass@k advantage, k < group size (Chen et al. 2025b).")
-    entropy_adv_alpha: float = _hp(0.4, "alpha of the entropy advantage term min(alpha H, |A| / kappa) (Cheng et al. 2025).")
-    entropy_adv_kappa: float = _hp(2.0, "kappa, the cap |A| / kappa of the entropy advantage term (Cheng et al. 2025).")
-    ppl_alpha: float = _hp(0.01, "alpha of the PPL weight A (1 - alpha w_ppl) (STILL §4.4.2 Eq. 11).")
-    position_gamma: float = _hp(0.1, "gamma of the position bonus gamma * sigmoid(d m (l - n)) (STILL §4.4.2 Eq. 8).")
-    position_direction: float = _hp(1.0, "d: +1 favours late tokens, -1 early ones (STILL §3.2.4).")
-    position_scale: float = _hp(15.0, "m, the slope of the position sigmoid (STILL §4.4.2).")
-    position_shift: float = _hp(
+    eps: float = documented(1e-6, "Added to the group std in GRPO's normalisation (CaSP §2).")
+    correct_threshold: float = documented(0.5, "A response counts as correct when its reward exceeds this (PSR/NSR, pass@k).")
+    w_reinforce_lambda: float = documented(0.1, "W-REINFORCE weight of correct responses, A = +lambda (Zhu et al. 2025).")
+    passk_k: int = documented(4, "k of the pass@k advantage, k < group size (Chen et al. 2025b).")
+    entropy_adv_alpha: float = documented(0.4, "alpha of the entropy advantage term min(alpha H, |A| / kappa) (Cheng et al. 2025).")
+    entropy_adv_kappa: float = documented(2.0, "kappa, the cap |A| / kappa of the entropy advantage term (Cheng et al. 2025).")
+    ppl_alpha: float = documented(0.01, "alpha of the PPL weight A (1 - alpha w_ppl) (STILL §4.4.2 Eq. 11).")
+    position_gamma: float = documented(0.1, "gamma of the position bonus gamma * sigmoid(d m (l - n)) (STILL §4.4.2 Eq. 8).")
+    position_direction: float = documented(1.0, "d: +1 favours late tokens, -1 early ones (STILL §3.2.4).")
+    position_scale: float = documented(15.0, "m, the slope of the position sigmoid (STILL §4.4.2).")
+    position_shift: float = documented(
         0.5, "n, the centre of the position sigmoid. STILL's text prints n = -0.5 with r = m (l - n), which "
         "saturates the sigmoid over the whole response; DESIGN §3 centres it at 0.5."
     )
-    position_window: tuple[int, int] = _hp((200, 300), "Steps [start, end) in which the position bonus applies (STILL §4.4.2).")
+    position_window: tuple[int, int] = documented((200, 300), "Steps [start, end) in which the position bonus applies (STILL §4.4.2).")
 
     def validate(self) -> None:
         if self.passk_k < 1:

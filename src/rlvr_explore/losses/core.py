@@ -13,6 +13,8 @@ from typing import Callable
 
 import torch
 
+from rlvr_explore.documented import documented
+
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
 
 
@@ -38,42 +40,40 @@ class LossInputs:
             raise ValueError(f"method '{method}' needs {', '.join(missing)}; pass them to policy_loss")
 
 
-def _hp(default, help: str):
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class LossConfig:
     """Hyper-parameters of the policy losses. Each method reads the subset it declares."""
 
-    clip_eps_low: float = _hp(0.2, "Lower PPO clip: ratio >= 1 - eps_low (CaSP §2, Eq. 1; DAPO keeps 0.2).")
-    clip_eps_high: float = _hp(0.2, "Upper PPO clip: ratio <= 1 + eps_high (DAPO 'clip-higher' 0.28, SPS App. B.2).")
-    loss_agg_mode: str = _hp("seq-mean-token-mean", f"Aggregation over tokens, one of {AGG_MODES} (verl's names).")
-    max_response_length: int | None = _hp(
+    clip_eps_low: float = documented(0.2, "Lower PPO clip: ratio >= 1 - eps_low (CaSP §2, Eq. 1; DAPO keeps 0.2).")
+    clip_eps_high: float = documented(0.2, "Upper PPO clip: ratio <= 1 + eps_high (DAPO 'clip-higher' 0.28, SPS App. B.2).")
+    loss_agg_mode: str = documented("seq-mean-token-mean", f"Aggregation over tokens, one of {AGG_MODES} (verl's names).")
+    max_response_length: int | None = documented(
         None, "Constant divisor of 'seq-mean-token-sum-norm' (Dr.GRPO); defaults to the padded length T."
     )
-    kl_coef: float = _hp(
+    kl_coef: float = documented(
         0.0, "beta of the k3 KL to the reference policy; needs ref_logp. CaSP §2 uses 0.001 (set in configs)."
     )
-    entropy_coeff: float = _hp(0.0, "c of the entropy bonus, loss - c * H (CaSP baselines 0.01; 001 App. C.2 1e-4).")
-    alpha: float = _hp(0.01, "CaSP smoothing strength in [0, 1] (CaSP §4.1 Eq. 4; App. E: math 0.01, logic 0.005, code 0.05).")
-    top_n: int = _hp(3, "N, the number of top candidates CaSP smooths over (CaSP §4.1, App. E: 3).")
-    lam: float = _hp(1.1, "lambda_top1 > 1, the rank-1 penalty on negatives (CaSP §4.2 Eq. 5; App. E: math 1.1, logic 1.05).")
-    q: float = _hp(
+    entropy_coeff: float = documented(0.0, "c of the entropy bonus, loss - c * H (CaSP baselines 0.01; 001 App. C.2 1e-4).")
+    alpha: float = documented(0.01, "CaSP smoothing strength in [0, 1] (CaSP §4.1 Eq. 4; App. E: math 0.01, logic 0.005, code 0.05).")
+    top_n: int = documented(3, "N, the number of top candidates CaSP smooths over (CaSP §4.1, App. E: 3).")
+    lam: float = documented(1.1, "lambda_top1 > 1, the rank-1 penalty on negatives (CaSP §4.2 Eq. 5; App. E: math 1.1, logic 1.05).")
+    q: float = documented(
         0.8, "Entropy quantile of the gate H_t > quantile_q(H) (CaSP §4, App. E tau_0.8; forking tokens top 20%)."
     )
-    quantile_scope: str = _hp(
+    quantile_scope: str = documented(
         "response", "Where the entropy quantile is taken: 'response' (CaSP App. E) or 'batch' (SimKO, forking)."
     )
-    positive_on: str = _hp(
+    positive_on: str = documented(
         "advantage", "CaSP positive branch keys on 'advantage' > 0 (the paper) or 'reward' == 1 (the SimKO code)."
     )
-    topn_weighting: str = _hp("uniform", "CaSP top-N weights: 'uniform' 1/N (§4.1) or 'softmax' of top-N log-probs (App. F.3).")
-    kl_cov_ratio: float = _hp(2e-3, "KL-Cov: fraction k of valid tokens with the largest covariance (Cui et al. 2025).")
-    kl_cov_coef: float = _hp(1.0, "KL-Cov: beta_kl of the |logp - old_logp| penalty on selected tokens (Cui et al. 2025).")
-    clip_cov_ratio: float = _hp(2e-4, "Clip-Cov: fraction of valid tokens whose gradient is cut (Cui et al. 2025).")
-    clip_cov_lb: float = _hp(1.0, "Clip-Cov: lower covariance bound of the candidates (Cui et al. 2025).")
-    clip_cov_ub: float = _hp(5.0, "Clip-Cov: upper covariance bound of the candidates (Cui et al. 2025).")
+    topn_weighting: str = documented("uniform", "CaSP top-N weights: 'uniform' 1/N (§4.1) or 'softmax' of top-N log-probs (App. F.3).")
+    kl_cov_ratio: float = documented(2e-3, "KL-Cov: fraction k of valid tokens with the largest covariance (Cui et al. 2025).")
+    kl_cov_coef: float = documented(1.0, "KL-Cov: beta_kl of the |logp - old_logp| penalty on selected tokens (Cui et al. 2025).")
+    clip_cov_ratio: float = documented(2e-4, "Clip-Cov: fraction of valid tokens whose gradient is cut (Cui et al. 2025).")
+    clip_cov_lb: float = documented(1.0, "Clip-Cov: lower covariance bound of the candidates (Cui et al. 2025).")
+    clip_cov_ub: float = documented(5.0, "Clip-Cov: upper covariance bound of the candidates (Cui et al. 2025).")
 
     def validate(self) -> None:
         checks = [

@@ -3,7 +3,6 @@ and can save its figure with ``--plot FILE``."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from . import bandit, squeeze, tree_mdp

@@ -14,125 +14,123 @@ from pathlib import Path
 
 import yaml
 
+from rlvr_explore.documented import documented
 
-def _f(default, help: str):
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+
 
 
 @dataclass
 class RunConfig:
-    out_dir: str = _f("runs/default", "directory for checkpoints, metrics.jsonl, TensorBoard events and plots")
-    seed: int = _f(0, "seed of the task split, the model init and the sampler")
-    device: str = _f("auto", "'auto' (cuda when available), 'cpu' or 'cuda'")
-    threads: int = _f(0, "torch CPU threads (0: torch's default)")
+    out_dir: str = documented("runs/default", "directory for checkpoints, metrics.jsonl, TensorBoard events and plots")
+    seed: int = documented(0, "seed of the task split, the model init and the sampler")
+    device: str = documented("auto", "'auto' (cuda when available), 'cpu' or 'cuda'")
+    threads: int = documented(0, "torch CPU threads (0: torch's default)")
 
 
 @dataclass
 class ModelConfig:
-    path: str | None = _f(None, "local directory of a transformers causal LM (nothing is downloaded); None builds a tiny GPT-2")
-    n_layer: int = _f(2, "tiny GPT-2: layers")
-    n_head: int = _f(4, "tiny GPT-2: attention heads")
-    n_embd: int = _f(64, "tiny GPT-2: width")
-    n_positions: int = _f(96, "tiny GPT-2: context length")
+    path: str | None = documented(None, "local directory of a transformers causal LM (nothing is downloaded); None builds a tiny GPT-2")
+    n_layer: int = documented(2, "tiny GPT-2: layers")
+    n_head: int = documented(4, "tiny GPT-2: attention heads")
+    n_embd: int = documented(64, "tiny GPT-2: width")
+    n_positions: int = documented(96, "tiny GPT-2: context length")
 
 
 @dataclass
 class TaskConfig:
-    name: str = _f("countdown", "built-in task: countdown or graph_path (ignored when dataset is set)")
-    difficulty: int = _f(3, "countdown: count of numbers (2..5); graph_path: graph size (1..4)")
-    train_size: int = _f(2000, "training problems generated from the seed")
-    eval_size: int = _f(64, "held-out evaluation problems (a different seed)")
-    dataset: str | None = _f(None, "local jsonl/json/parquet/`datasets` directory with prompt and answer fields")
-    eval_dataset: str | None = _f(None, "local evaluation set (default: the last eval_size records of dataset)")
-    verifier: str = _f("builtin", "builtin, exact, math (math-verify) or code (sandbox)")
-    verifier_timeout_s: float = _f(5.0, "per-answer timeout of the math and code verifiers")
+    name: str = documented("countdown", "built-in task: countdown or graph_path (ignored when dataset is set)")
+    difficulty: int = documented(3, "countdown: count of numbers (2..5); graph_path: graph size (1..4)")
+    train_size: int = documented(2000, "training problems generated from the seed")
+    eval_size: int = documented(64, "held-out evaluation problems (a different seed)")
+    dataset: str | None = documented(None, "local jsonl/json/parquet/`datasets` directory with prompt and answer fields")
+    eval_dataset: str | None = documented(None, "local evaluation set (default: the last eval_size records of dataset)")
+    verifier: str = documented("builtin", "builtin, exact, math (math-verify) or code (sandbox)")
+    verifier_timeout_s: float = documented(5.0, "per-answer timeout of the math and code verifiers")
 
 
 @dataclass
 class RolloutConfig:
-    group_size: int = _f(8, "G responses per prompt (CaSP App. E: 8 for math, 16 for logic)")
-    prompts_per_step: int = _f(16, "prompts per RL step (the batch is prompts_per_step * group_size)")
-    max_new_tokens: int = _f(16, "response length limit")
-    temperature: float = _f(1.0, "sampling temperature for training (CaSP App. E: 1.0; code 0.6)")
-    top_p: float = _f(1.0, "nucleus sampling for training")
-    top_n: int = _f(3, "candidates tracked per token: Lambda^(1..N) and CaSP's N")
+    group_size: int = documented(8, "G responses per prompt (CaSP App. E: 8 for math, 16 for logic)")
+    prompts_per_step: int = documented(16, "prompts per RL step (the batch is prompts_per_step * group_size)")
+    max_new_tokens: int = documented(16, "response length limit")
+    temperature: float = documented(1.0, "sampling temperature for training (CaSP App. E: 1.0; code 0.6)")
+    top_p: float = documented(1.0, "nucleus sampling for training")
+    top_n: int = documented(3, "candidates tracked per token: Lambda^(1..N) and CaSP's N")
 
 
 @dataclass
 class AlgorithmConfig:
-    method: str = _f("grpo", "policy loss, any of `rlvr-explore methods`")
-    advantage: str | None = _f(None, "advantage estimator (default: the method's own)")
-    shaping: list = _f([], "advantage shaping steps in order: entropy_adv, ppl_shaping, position_bonus")
-    loss: dict = _f({}, "loss hyper-parameters, e.g. {alpha: 0.01, lam: 1.1} (docs/methods.md)")
-    advantage_hp: dict = _f({}, "advantage hyper-parameters, e.g. {passk_k: 4} (docs/methods.md)")
-    kl_coef: float = _f(0.0, "beta of the k3 KL to the reference model (CaSP §2: 0.001); > 0 loads a reference")
-    entropy_coeff: float = _f(0.0, "entropy bonus c (CaSP baseline 0.01)")
-    ppo_epochs: int = _f(1, "passes over each step's rollouts")
-    mini_batch_size: int = _f(128, "responses per optimizer step (CaSP App. E: 256 of 1024 for math)")
-    micro_batch_size: int = _f(64, "responses per forward/backward; gradients accumulate over a mini-batch")
-    dynamic_sampling: bool = _f(False, "DAPO: drop groups whose rewards are all equal and resample (SPS App. B.2)")
-    max_resample: int = _f(3, "DAPO: extra sampling rounds to refill the batch")
-    warmup_method: str | None = _f(None, "method used for the first warmup_method_steps (CaSP logic tasks: 50 steps of grpo)")
-    warmup_method_steps: int = _f(0, "steps of warmup_method before switching to method")
-    kl_reset_every: int = _f(0, "ProRL (STILL §4.3): every M steps reference <- policy and optimizer state reset; 0 off")
+    method: str = documented("grpo", "policy loss, any of `rlvr-explore methods`")
+    advantage: str | None = documented(None, "advantage estimator (default: the method's own)")
+    shaping: list = documented([], "advantage shaping steps in order: entropy_adv, ppl_shaping, position_bonus")
+    loss: dict = documented({}, "loss hyper-parameters, e.g. {alpha: 0.01, lam: 1.1} (docs/methods.md)")
+    advantage_hp: dict = documented({}, "advantage hyper-parameters, e.g. {passk_k: 4} (docs/methods.md)")
+    kl_coef: float = documented(0.0, "beta of the k3 KL to the reference model (CaSP §2: 0.001); > 0 loads a reference")
+    entropy_coeff: float = documented(0.0, "entropy bonus c (CaSP baseline 0.01)")
+    ppo_epochs: int = documented(1, "passes over each step's rollouts")
+    mini_batch_size: int = documented(128, "responses per optimizer step (CaSP App. E: 256 of 1024 for math)")
+    micro_batch_size: int = documented(64, "responses per forward/backward; gradients accumulate over a mini-batch")
+    dynamic_sampling: bool = documented(False, "DAPO: drop groups whose rewards are all equal and resample (SPS App. B.2)")
+    max_resample: int = documented(3, "DAPO: extra sampling rounds to refill the batch")
+    warmup_method: str | None = documented(None, "method used for the first warmup_method_steps (CaSP logic tasks: 50 steps of grpo)")
+    warmup_method_steps: int = documented(0, "steps of warmup_method before switching to method")
+    kl_reset_every: int = documented(0, "ProRL (STILL §4.3): every M steps reference <- policy and optimizer state reset; 0 off")
 
 
 @dataclass
 class OptimConfig:
-    lr: float = _f(1e-4, "AdamW learning rate (CaSP App. E: 1e-6 for 7B models)")
-    weight_decay: float = _f(0.0, "AdamW weight decay")
-    grad_clip: float = _f(1.0, "max global gradient norm (0: off)")
-    warmup_steps: int = _f(0, "linear learning-rate warm-up, in optimizer steps")
-    schedule: str = _f("constant", "constant, linear or cosine decay after warm-up")
+    lr: float = documented(1e-4, "AdamW learning rate (CaSP App. E: 1e-6 for 7B models)")
+    weight_decay: float = documented(0.0, "AdamW weight decay")
+    grad_clip: float = documented(1.0, "max global gradient norm (0: off)")
+    warmup_steps: int = documented(0, "linear learning-rate warm-up, in optimizer steps")
+    schedule: str = documented("constant", "constant, linear or cosine decay after warm-up")
 
 
 @dataclass
 class TrainConfig:
-    steps: int = _f(60, "RL steps (SFT: optimizer steps)")
-    log_every: int = _f(1, "steps between metric lines")
-    eval_every: int = _f(20, "steps between evaluations (0: only at the end)")
-    save_every: int = _f(20, "steps between checkpoints (0: only at the end)")
-    keep_checkpoints: int = _f(2, "checkpoints kept on disk")
+    steps: int = documented(60, "RL steps (SFT: optimizer steps)")
+    log_every: int = documented(1, "steps between metric lines")
+    eval_every: int = documented(20, "steps between evaluations (0: only at the end)")
+    save_every: int = documented(20, "steps between checkpoints (0: only at the end)")
+    keep_checkpoints: int = documented(2, "checkpoints kept on disk")
 
 
 @dataclass
 class EvalConfig:
-    n_samples: int = _f(64, "samples per evaluation problem (pass@k up to k = n; CaSP: 256)")
-    temperature: float = _f(1.0, "sampling temperature (CaSP App. E.2: 0.6)")
-    top_p: float = _f(1.0, "nucleus (CaSP App. E.2: 0.95)")
-    batch_size: int = _f(1024, "responses sampled at once")
+    n_samples: int = documented(64, "samples per evaluation problem (pass@k up to k = n; CaSP: 256)")
+    temperature: float = documented(1.0, "sampling temperature (CaSP App. E.2: 0.6)")
+    top_p: float = documented(1.0, "nucleus (CaSP App. E.2: 0.95)")
+    batch_size: int = documented(1024, "responses sampled at once")
 
 
 @dataclass
 class SPSConfig:
-    enabled: bool = _f(False, "interleave IRL phases with RL (SPS §4, Alg. 1)")
-    every: int = _f(10, "T: RL steps between IRL phases")
-    irl_steps: int = _f(4, "S: optimizer steps of each IRL phase")
-    keep_per_prompt: int = _f(3, "k of the G responses per prompt kept as demonstrations (SPS: 3 of 8)")
-    lr_scale: float = _f(1e-3, "IRL learning rate = lr_scale * RL lr (SPS App. C)")
-    quantile: float = _f(0.5, "L2TE: demonstrations come from the responses below this likelihood quantile")
+    enabled: bool = documented(False, "interleave IRL phases with RL (SPS §4, Alg. 1)")
+    every: int = documented(10, "T: RL steps between IRL phases")
+    irl_steps: int = documented(4, "S: optimizer steps of each IRL phase")
+    keep_per_prompt: int = documented(3, "k of the G responses per prompt kept as demonstrations (SPS: 3 of 8)")
+    lr_scale: float = documented(1e-3, "IRL learning rate = lr_scale * RL lr (SPS App. C)")
+    quantile: float = documented(0.5, "L2TE: demonstrations come from the responses below this likelihood quantile")
 
 
 @dataclass
 class RFTConfig:
-    iterations: int = _f(3, "sample -> filter -> select -> SFT rounds (STILL §4.4.1)")
-    samples_per_prompt: int = _f(8, "responses sampled per training prompt each round")
-    select: str = _f("entropy", "selection among kept responses: entropy, branching or random")
-    select_size: int = _f(512, "responses kept for SFT each round (STILL: 1.1k)")
-    noisy_fraction: float = _f(0.05, "share of incorrect responses added back (STILL: 5%)")
-    max_redundancy: float = _f(0.31, "3-gram redundancy filter (STILL §4.4.1)")
-    sft_steps: int = _f(100, "SFT steps per round")
+    iterations: int = documented(3, "sample -> filter -> select -> SFT rounds (STILL §4.4.1)")
+    samples_per_prompt: int = documented(8, "responses sampled per training prompt each round")
+    select: str = documented("entropy", "selection among kept responses: entropy, branching or random")
+    select_size: int = documented(512, "responses kept for SFT each round (STILL: 1.1k)")
+    noisy_fraction: float = documented(0.05, "share of incorrect responses added back (STILL: 5%)")
+    max_redundancy: float = documented(0.31, "3-gram redundancy filter (STILL §4.4.1)")
+    sft_steps: int = documented(100, "SFT steps per round")
 
 
 @dataclass
 class SFTConfig:
-    steps: int = _f(400, "optimizer steps")
-    batch_size: int = _f(64, "sequences per step")
-    lr: float = _f(3e-3, "AdamW learning rate")
-    incorrect_fraction: float = _f(0.3, "share of corrupted (incorrect) attempts mixed into the data, so the base policy errs")
-    solutions_per_prompt: int = _f(4, "distinct correct answers used per prompt (diversity of the base policy)")
+    steps: int = documented(400, "optimizer steps")
+    batch_size: int = documented(64, "sequences per step")
+    lr: float = documented(3e-3, "AdamW learning rate")
+    incorrect_fraction: float = documented(0.3, "share of corrupted (incorrect) attempts mixed into the data, so the base policy errs")
+    solutions_per_prompt: int = documented(4, "distinct correct answers used per prompt (diversity of the base policy)")
 
 
 @dataclass
