@@ -31,7 +31,7 @@ from .core import (
 
 __all__ = [
     "AGG_MODES", "LOSSES", "LossConfig", "LossInputs", "aggregate", "available", "batch_normalizers",
-    "entropy_gate", "get_method", "k3_kl", "needs_batch_gate", "policy_loss", "register_loss", "token_gate",
+    "entropy_gate", "get_method", "k3_kl", "needs_batch_gate", "policy_loss", "policy_token_loss", "register_loss", "token_gate",
 ]
 
 
@@ -95,7 +95,7 @@ def needs_batch_gate(method: str, **hyperparameters) -> bool:
     return spec.gate is not None and spec.batch_wide_gate(make_config(spec, hyperparameters))
 
 
-def policy_loss(
+def policy_token_loss(
     method: str,
     *,
     logp: torch.Tensor,
@@ -109,19 +109,11 @@ def policy_loss(
     ref_logp: torch.Tensor | None = None,
     rewards: torch.Tensor | None = None,
     token_gate: torch.Tensor | None = None,
-    num_tokens: int | None = None,
-    num_seqs: int | None = None,
     **hyperparameters,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The scalar loss of ``method`` on one (micro-)batch, and detached metrics.
-
-    Tensors follow DESIGN §2 ((B, T), ``topn_*`` (B, T, N), ``rewards`` (B,)); ``advantages`` may
-    be (B,). ``num_tokens``/``num_seqs`` are the global batch's counts
-    (:func:`batch_normalizers`) so that micro-batch losses add up to the full-batch loss;
-    ``token_gate`` is a precomputed global selection (:func:`token_gate`). Hyper-parameters are the
-    fields of :class:`LossConfig` that the method takes, including ``loss_agg_mode``,
-    ``kl_coef`` (needs ``ref_logp``) and ``entropy_coeff`` (needs ``entropy`` with gradient).
-    """
+) -> tuple[torch.Tensor, torch.Tensor, LossConfig, dict[str, torch.Tensor]]:
+    """The per-token loss (B, T) of ``method`` with the entropy bonus and the KL term added, the
+    policy-gradient part alone, the resolved config, and metrics; for engines that aggregate
+    with their own helper (verl's ``agg_loss``). :func:`policy_loss` reduces it."""
     tensors = dict(
         logp=logp, old_logp=old_logp, advantages=advantages, response_mask=response_mask,
         response_ids=response_ids, topn_logp=topn_logp, topn_ids=topn_ids, entropy=entropy,
@@ -145,17 +137,40 @@ def policy_loss(
         kl = k3_kl(inputs.logp, inputs.ref_logp)
         token_loss = token_loss + cfg.kl_coef * kl
         metrics["kl"] = masked_mean(kl, mask)
+    metrics["ppo_kl"] = masked_mean(inputs.old_logp - inputs.logp, mask)
+    if inputs.entropy is not None:
+        metrics["entropy"] = masked_mean(inputs.entropy, mask)
+    return token_loss, pg_token_loss, cfg, metrics
+
+
+def policy_loss(
+    method: str,
+    *,
+    response_mask: torch.Tensor,
+    num_tokens: int | None = None,
+    num_seqs: int | None = None,
+    **tensors_and_hyperparameters,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The scalar loss of ``method`` on one (micro-)batch, and detached metrics.
+
+    Tensors (keyword): ``logp``, ``old_logp``, ``advantages``, ``response_mask`` and, as the
+    method needs them, ``response_ids``, ``topn_logp``, ``topn_ids``, ``entropy``, ``ref_logp``,
+    ``rewards``, ``token_gate``; layout of DESIGN §2 ((B, T), ``topn_*`` (B, T, N), ``rewards``
+    (B,)); ``advantages`` may be (B,). ``num_tokens``/``num_seqs`` are the global batch's counts
+    (:func:`batch_normalizers`) so that micro-batch losses add up to the full-batch loss;
+    ``token_gate`` is a precomputed global selection (:func:`token_gate`). Hyper-parameters are the
+    fields of :class:`LossConfig` that the method takes, including ``loss_agg_mode``,
+    ``kl_coef`` (needs ``ref_logp``) and ``entropy_coeff`` (needs ``entropy`` with gradient).
+    """
+    token_loss, pg_token_loss, cfg, metrics = policy_token_loss(
+        method, response_mask=response_mask, **tensors_and_hyperparameters)
+    mask = response_mask.bool()
 
     def reduce(values):
-        return aggregate(
-            values, mask, cfg.loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs,
-            max_response_length=cfg.max_response_length,
-        )
+        return aggregate(values, mask, cfg.loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs,
+                         max_response_length=cfg.max_response_length)
 
     loss = reduce(token_loss)
     metrics["pg_loss"] = reduce(pg_token_loss.detach())
     metrics["loss"] = loss.detach()
-    metrics["ppo_kl"] = masked_mean(inputs.old_logp - inputs.logp, mask)
-    if inputs.entropy is not None:
-        metrics["entropy"] = masked_mean(inputs.entropy, mask)
     return loss, metrics

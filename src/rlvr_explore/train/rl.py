@@ -276,7 +276,8 @@ class RLTrainer:
         t = self.cfg.train
         if self.step == 0:
             self.evaluate()
-        bar = tqdm(total=t.steps, initial=self.step, desc=f"{self.cfg.algorithm.method}", dynamic_ncols=True)
+        bar = tqdm(total=t.steps, initial=self.step, desc=f"{self.cfg.algorithm.method}", dynamic_ncols=True,
+                   disable=None)
         last_eval = None
         while self.step < t.steps:
             record = self.train_step()

@@ -73,7 +73,7 @@ def train_sft(model, tokenizer, pairs: list[tuple[str, str]], steps: int, batch_
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()
     curve = []
-    for step in tqdm(range(1, steps + 1), desc=desc, leave=False, dynamic_ncols=True):
+    for step in tqdm(range(1, steps + 1), desc=desc, leave=False, dynamic_ncols=True, disable=None):
         batch = rng.sample(pairs, min(batch_size, len(pairs)))
         loss = nll_loss(model, tokenizer, [p for p, _ in batch], [r for _, r in batch])
         optimizer.zero_grad()
