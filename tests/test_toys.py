@@ -36,6 +36,8 @@ def test_tree_mdp_cli_json(tmp_path):
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert data["config"]["loss_hp"] == {"alpha": 0.1} and len(data["seeds"]) == 2
+    # every hyper-parameter the loss used, defaults included
+    assert data["loss_config"]["alpha"] == 0.1 and data["loss_config"]["lam"] == 1.1 and data["loss_config"]["q"] == 0.8
     assert "mean_accuracy" in data and "mean_modes" in data
     assert (tmp_path / "t.png").stat().st_size > 10_000
 

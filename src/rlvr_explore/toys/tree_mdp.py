@@ -110,11 +110,14 @@ def train_one(cfg: TreeMDPConfig, seed: int) -> dict:
 
 def run(cfg: TreeMDPConfig, seeds: list[int]) -> dict:
     """Train one policy per seed; the summary holds per-seed results, their means and the config."""
-    losses.get_method(cfg.method)  # fail early, listing the available methods
+    spec = losses.get_method(cfg.method)  # fail early, listing the available methods
+    resolved = asdict(losses.core.make_config(spec, {**cfg.loss_hp, "entropy_coeff": cfg.entropy_coeff}))
     runs = [train_one(cfg, seed) for seed in seeds]
     return {
         "toy": "tree-mdp",
         "config": asdict(cfg),
+        "loss_config": {k: v for k, v in resolved.items() if k in (*losses.core.COMMON_KEYS, *spec.keys)},
+        "advantage": spec.advantage,
         "seeds": [{k: v for k, v in r.items() if k != "train_reward"} for r in runs],
         "mean_accuracy": sum(r["accuracy"] for r in runs) / len(runs),
         "mean_modes": sum(r["modes"] for r in runs) / len(runs),
