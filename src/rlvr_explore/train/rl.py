@@ -278,7 +278,6 @@ class RLTrainer:
             self.evaluate()
         bar = tqdm(total=t.steps, initial=self.step, desc=f"{self.cfg.algorithm.method}", dynamic_ncols=True,
                    disable=None)
-        last_eval = None
         while self.step < t.steps:
             record = self.train_step()
             self.step += 1
@@ -293,7 +292,8 @@ class RLTrainer:
                 self.save()
         bar.close()
         last_eval = self.evaluate()
-        self.save()
+        if not (t.save_every and self.step % t.save_every == 0):  # not just saved in the loop
+            self.save()
         save_policy(self.model, self.tokenizer, self.out / "policy")
         self.logger.close()
         self.verifier.close()
