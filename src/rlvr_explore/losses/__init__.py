@@ -146,24 +146,34 @@ def policy_token_loss(
 def policy_loss(
     method: str,
     *,
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
     response_mask: torch.Tensor,
+    response_ids: torch.Tensor | None = None,
+    topn_logp: torch.Tensor | None = None,
+    topn_ids: torch.Tensor | None = None,
+    entropy: torch.Tensor | None = None,
+    ref_logp: torch.Tensor | None = None,
+    rewards: torch.Tensor | None = None,
+    token_gate: torch.Tensor | None = None,
     num_tokens: int | None = None,
     num_seqs: int | None = None,
-    **tensors_and_hyperparameters,
+    **hyperparameters,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The scalar loss of ``method`` on one (micro-)batch, and detached metrics.
 
-    Tensors (keyword): ``logp``, ``old_logp``, ``advantages``, ``response_mask`` and, as the
-    method needs them, ``response_ids``, ``topn_logp``, ``topn_ids``, ``entropy``, ``ref_logp``,
-    ``rewards``, ``token_gate``; layout of DESIGN §2 ((B, T), ``topn_*`` (B, T, N), ``rewards``
-    (B,)); ``advantages`` may be (B,). ``num_tokens``/``num_seqs`` are the global batch's counts
+    Tensors follow DESIGN §2 ((B, T), ``topn_*`` (B, T, N), ``rewards`` (B,)); ``advantages`` may
+    be (B,); pass the optional ones the method needs. ``num_tokens``/``num_seqs`` are the global batch's counts
     (:func:`batch_normalizers`) so that micro-batch losses add up to the full-batch loss;
     ``token_gate`` is a precomputed global selection (:func:`token_gate`). Hyper-parameters are the
     fields of :class:`LossConfig` that the method takes, including ``loss_agg_mode``,
     ``kl_coef`` (needs ``ref_logp``) and ``entropy_coeff`` (needs ``entropy`` with gradient).
     """
     token_loss, pg_token_loss, cfg, metrics = policy_token_loss(
-        method, response_mask=response_mask, **tensors_and_hyperparameters)
+        method, logp=logp, old_logp=old_logp, advantages=advantages, response_mask=response_mask,
+        response_ids=response_ids, topn_logp=topn_logp, topn_ids=topn_ids, entropy=entropy, ref_logp=ref_logp,
+        rewards=rewards, token_gate=token_gate, **hyperparameters)
     mask = response_mask.bool()
 
     def reduce(values):
