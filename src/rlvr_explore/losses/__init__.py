@@ -66,6 +66,12 @@ def _validate(inputs: LossInputs) -> LossInputs:
     return inputs
 
 
+def _split(keywords: dict) -> tuple[dict, dict]:
+    """(tensors named like LossInputs fields, hyper-parameters)."""
+    tensors = {k: v for k, v in keywords.items() if k in LossInputs.__dataclass_fields__}
+    return tensors, {k: v for k, v in keywords.items() if k not in tensors}
+
+
 def _prepare(method: str, tensors: dict, hyperparameters: dict):
     spec = get_method(method)
     cfg = make_config(spec, hyperparameters)
@@ -79,9 +85,7 @@ def token_gate(method: str, **tensors_and_hyperparameters) -> torch.Tensor | Non
     Call it once on the whole batch and pass slices as ``token_gate=`` to each micro-batch's
     :func:`policy_loss`, so that batch-wide quantiles and covariances see the global batch.
     """
-    tensors = {k: v for k, v in tensors_and_hyperparameters.items() if k in LossInputs.__dataclass_fields__}
-    hyper = {k: v for k, v in tensors_and_hyperparameters.items() if k not in tensors}
-    spec, cfg, inputs = _prepare(method, tensors, hyper)
+    spec, cfg, inputs = _prepare(method, *_split(tensors_and_hyperparameters))
     if spec.gate is None:
         return None
     with torch.no_grad():
@@ -95,30 +99,12 @@ def needs_batch_gate(method: str, **hyperparameters) -> bool:
     return spec.gate is not None and spec.batch_wide_gate(make_config(spec, hyperparameters))
 
 
-def policy_token_loss(
-    method: str,
-    *,
-    logp: torch.Tensor,
-    old_logp: torch.Tensor,
-    advantages: torch.Tensor,
-    response_mask: torch.Tensor,
-    response_ids: torch.Tensor | None = None,
-    topn_logp: torch.Tensor | None = None,
-    topn_ids: torch.Tensor | None = None,
-    entropy: torch.Tensor | None = None,
-    ref_logp: torch.Tensor | None = None,
-    rewards: torch.Tensor | None = None,
-    token_gate: torch.Tensor | None = None,
-    **hyperparameters,
-) -> tuple[torch.Tensor, torch.Tensor, LossConfig, dict[str, torch.Tensor]]:
+def policy_token_loss(method: str, **tensors_and_hyperparameters) -> tuple[torch.Tensor, torch.Tensor, LossConfig, dict]:
     """The per-token loss (B, T) of ``method`` with the entropy bonus and the KL term added, the
     policy-gradient part alone, the resolved config, and metrics; for engines that aggregate
-    with their own helper (verl's ``agg_loss``). :func:`policy_loss` reduces it."""
-    tensors = dict(
-        logp=logp, old_logp=old_logp, advantages=advantages, response_mask=response_mask,
-        response_ids=response_ids, topn_logp=topn_logp, topn_ids=topn_ids, entropy=entropy,
-        ref_logp=ref_logp, rewards=rewards, token_gate=token_gate,
-    )
+    with their own helper (verl's ``agg_loss``). Takes the keywords of :func:`policy_loss` (but
+    the normalisers); :func:`policy_loss` reduces its result."""
+    tensors, hyperparameters = _split(tensors_and_hyperparameters)
     spec, cfg, inputs = _prepare(method, tensors, hyperparameters)
     if spec.gate is not None and inputs.token_gate is None:
         with torch.no_grad():
