@@ -83,7 +83,8 @@ def _cache_keyword(model) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-def _positions(mask: torch.Tensor) -> torch.Tensor:
+def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over the valid tokens, so left padding does not shift them."""
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
@@ -112,7 +113,7 @@ def sample(model, tokenizer, prompts: list[str], max_new_tokens: int, temperatur
     eos = tokenizer.eos_token_id
     attention = prompt_mask.long()
     cache_keyword = _cache_keyword(model)
-    out = model(input_ids=prompt_ids, attention_mask=attention, position_ids=_positions(prompt_mask), use_cache=True)
+    out = model(input_ids=prompt_ids, attention_mask=attention, position_ids=position_ids_from_mask(prompt_mask), use_cache=True)
     logits, past = out.logits[:, -1], out[cache_keyword]
     next_position = attention.sum(-1)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -164,7 +165,7 @@ def score(model, prompt_ids, prompt_mask, response_ids, response_mask, top_n: in
     response_ids = response_ids.to(device)
     head = model.get_output_embeddings()
     backbone = getattr(model, "base_model", None)
-    kwargs = dict(input_ids=input_ids, attention_mask=attention.long(), position_ids=_positions(attention))
+    kwargs = dict(input_ids=input_ids, attention_mask=attention.long(), position_ids=position_ids_from_mask(attention))
     if head is not None and backbone is not None and backbone is not model:
         hidden = backbone(**kwargs).last_hidden_state[:, start:end]
         return token_stats_from_hidden(hidden, head.weight, response_ids, top_n=top_n, temperature=temperature,

@@ -71,7 +71,7 @@ class ExploreGRPOConfig(GRPOConfig):
             hp["loss_agg_mode"] = self.loss_agg_mode
         for name, key in HYPERPARAMETER_FIELDS.items():
             value = getattr(self, name)
-            if value is not None and key in accepted and not (name == "casp_top_n" and key not in spec.keys):
+            if value is not None and key in accepted:
                 hp[key] = value
         if spec.defaults.get("clip_eps_low") is not None and self.epsilon == 0.2:
             hp.pop("clip_eps_low")  # GSPO's own 3e-4 / 4e-4 unless the user set a clip

@@ -64,14 +64,14 @@ def evaluate(model, tokenizer, problems: list[dict], verifier, cfg: Config, gene
 
 def candidate_example(model, tokenizer, rollout: Rollout, prompt: str, temperature: float) -> dict:
     """CaSP App. G for the first sample: per position, the candidates up to 0.95 mass."""
-    from rlvr_explore.rollout import _positions
+    from rlvr_explore.rollout import position_ids_from_mask
 
     valid = rollout.response_mask[0]
     ids = rollout.response_ids[0][valid]
     device = next(model.parameters()).device
     tokens = torch.cat([rollout.prompt_ids[0][rollout.prompt_mask[0]], ids])[None].to(device)
     mask = torch.ones_like(tokens, dtype=torch.bool)
-    logits = model(input_ids=tokens, attention_mask=mask.long(), position_ids=_positions(mask)).logits[0]
+    logits = model(input_ids=tokens, attention_mask=mask.long(), position_ids=position_ids_from_mask(mask)).logits[0]
     start = int(rollout.prompt_mask[0].sum()) - 1
     probs = torch.softmax(logits[start : start + len(ids)].float() / temperature, -1).cpu()
     columns = metrics.grouped_candidates(probs, ids)
