@@ -2,6 +2,8 @@
 point registers on `import verl`, and our losses and estimators agree with verl's own. Without it:
 CONTRACT TESTS against verl's documented signatures, using a stand-in registry module."""
 
+import contextlib
+import json
 import types
 
 import numpy as np
@@ -10,6 +12,7 @@ import torch
 
 from rlvr_explore import losses
 from rlvr_explore.advantages import compute_advantages
+from rlvr_explore.candidates import token_stats
 from rlvr_explore.integrations import verl as plugin
 
 B, T = 6, 5
@@ -55,15 +58,18 @@ def stand_in_core_algos():
     return module
 
 
+LOGPROB_ONLY = ("grpo", "dr_grpo", "dapo", "gspo", "gspo_n", "psr", "nsr", "w_reinforce", "grpo_n")
+
+
 def test_contract_registration_names():
     module = stand_in_core_algos()
     added = plugin.register(module)
-    assert set(module.POLICY_LOSS_REGISTRY) == {f"rlvr_{m}" for m in plugin.LOGPROB_ONLY_LOSSES}
+    assert set(module.POLICY_LOSS_REGISTRY) == {f"rlvr_{m}" for m in losses.available()}
     assert set(module.ADV_ESTIMATOR_REGISTRY) == {f"rlvr_{e}" for e in plugin.ESTIMATORS}
-    assert plugin.register(module) == [] and len(added) == 18  # idempotent
+    assert plugin.register(module) == [] and len(added) == len(losses.available()) + len(plugin.ESTIMATORS)
 
 
-@pytest.mark.parametrize("method", plugin.LOGPROB_ONLY_LOSSES)
+@pytest.mark.parametrize("method", LOGPROB_ONLY)
 def test_contract_policy_loss_signature_and_value(method, monkeypatch):
     monkeypatch.setenv("RLVR_EXPLORE_HP", '{"kl_cov_ratio": 0.2}')
     module = stand_in_core_algos()
@@ -80,8 +86,67 @@ def test_contract_policy_loss_signature_and_value(method, monkeypatch):
                                      loss_agg_mode="token-mean", **hp)
     torch.testing.assert_close(loss, expected)
     assert all(k.startswith("actor/") and isinstance(v, float) for k, v in metrics.items())
-    if method == "kl_cov":
-        assert hp["kl_cov_ratio"] == 0.2
+
+
+def test_contract_statistics_needed_reads_the_loss_mode(monkeypatch):
+    config = lambda mode: {"policy_loss": {"loss_mode": mode}}  # noqa: E731
+    assert plugin.statistics_needed(config("vanilla")) is None
+    assert plugin.statistics_needed(config("rlvr_grpo")) is None
+    method, hp, candidates, batch_gate = plugin.statistics_needed(config("rlvr_casp"))
+    assert (method, candidates, batch_gate) == ("casp", True, False)  # CaSP's gate is per response by default
+    assert plugin.statistics_needed(config("rlvr_forking"))[2:] == (True, True)
+    assert plugin.statistics_needed(config("rlvr_kl_cov"))[2:] == (False, True)
+    monkeypatch.setenv("RLVR_EXPLORE_HP", '{"quantile_scope": "batch", "top_n": 5}')
+    _, hp, _, batch_gate = plugin.statistics_needed(config("rlvr_casp"))
+    assert batch_gate and hp["top_n"] == 5
+
+
+def test_contract_candidate_columns_equal_token_stats():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(1, 7, 13, generator=g, dtype=torch.float64, requires_grad=True)
+    columns = plugin.candidate_columns(student_logits=logits, data=None, top_n=2)
+    assert set(columns) == {"rlvr_entropy", "rlvr_top1_logp", "rlvr_top1_id", "rlvr_top2_logp", "rlvr_top2_id"}
+    assert all(c.shape == (1, 7) for c in columns.values())
+    log_softmax = torch.log_softmax(logits, -1)
+    values, ids = log_softmax.topk(2, -1)
+    torch.testing.assert_close(columns["rlvr_top2_logp"], values[..., 1])
+    assert torch.equal(columns["rlvr_top1_id"], ids[..., 0])
+    torch.testing.assert_close(columns["rlvr_entropy"], -(log_softmax.exp() * log_softmax).sum(-1))
+    (ours,) = torch.autograd.grad(columns["rlvr_top2_logp"].sum() + columns["rlvr_entropy"].sum(), logits)
+    (reference,) = torch.autograd.grad(values[..., 1].sum() - (log_softmax.exp() * log_softmax).sum(), logits)
+    torch.testing.assert_close(ours, reference)
+
+
+def test_contract_ppo_loss_replacement_leaves_other_modes_to_verl():
+    calls = []
+    verl_ppo_loss = lambda config, model_output, data, dp_group=None: calls.append(config) or (torch.zeros(()), {})  # noqa: E731
+    replacement = plugin.make_ppo_loss(verl_ppo_loss, no_padding_2_padding=None)
+    replacement({"policy_loss": {"loss_mode": "vanilla"}}, {}, {})
+    replacement({"policy_loss": {"loss_mode": "rlvr_grpo"}}, {}, {})
+    assert len(calls) == 2
+    with pytest.raises(RuntimeError, match="no candidate statistics"):
+        replacement({"policy_loss": {"loss_mode": "rlvr_casp"}}, {"log_probs": None}, {})
+
+
+def test_contract_losses_that_need_statistics_refuse_to_run_without_them():
+    module = stand_in_core_algos()
+    plugin.register(module)
+    old, new, adv, mask = batch(1)
+    with pytest.raises(RuntimeError, match="model-output hook"):
+        module.POLICY_LOSS_REGISTRY["rlvr_casp"](old, new, adv, mask, "token-mean",
+                                                {"policy_loss": {"loss_mode": "rlvr_casp"}}, None)
+
+
+def test_contract_patch_runs_right_after_its_module_is_imported(tmp_path, monkeypatch):
+    (tmp_path / "late_module.py").write_text("def ppo_loss():\n    return 'verl'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    patched = []
+    monkeypatch.setitem(plugin.PATCHES, "late_module", lambda module: patched.append(module.ppo_loss()))
+    monkeypatch.setattr("sys.meta_path", list(__import__("sys").meta_path))
+    plugin.install()
+    import late_module  # noqa: F401
+
+    assert patched == ["verl"]
 
 
 def test_contract_advantage_signature():
@@ -97,10 +162,43 @@ def test_contract_advantage_signature():
         module.ADV_ESTIMATOR_REGISTRY["rlvr_grpo"](token_level_rewards=rewards, response_mask=torch.ones(B, T))
 
 
+def _gate_on_two_ranks(rank, store_path, results):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=2)
+    g = torch.Generator().manual_seed(5)
+    entropy, mask = torch.rand(7, 6, generator=g), torch.rand(7, 6, generator=g) > 0.2
+    mask[:3, 4:] = False  # rank 0's responses are at most 4 tokens long, so it holds a narrower batch
+    whole = {"logp": -entropy, "old_logp": -entropy, "advantages": torch.ones(7, 6), "response_mask": mask, "entropy": entropy}
+    rows, width = (slice(0, 3), 4) if rank == 0 else (slice(3, 7), 6)
+    mine = {key: value[rows, :width] for key, value in whole.items()}
+    everyone, own = plugin.gather_rows(mine, None)
+    gate = losses.token_gate("forking", **everyone, q=0.7)[own][:, :width]
+    expected = losses.token_gate("forking", **whole, q=0.7)[rows, :width]
+    results[rank] = bool(torch.equal(gate, expected)) and everyone["entropy"].shape == (7, 6)
+    dist.destroy_process_group()
+
+
+def test_contract_batch_gate_spans_every_data_parallel_rank(tmp_path):
+    """Two gloo processes holding different shares of a batch select the same tokens as one
+    process holding all of it (the forking entropy quantile over the whole batch)."""
+    import torch.multiprocessing as mp
+
+    results = mp.Manager().dict()
+    mp.spawn(_gate_on_two_ranks, args=(str(tmp_path / "store"), results), nprocs=2)
+    assert dict(results) == {0: True, 1: True}
+
+
 def test_bad_environment_hyperparameters_are_named(monkeypatch):
     monkeypatch.setenv("RLVR_EXPLORE_HP", "{alpha: 1}")
     with pytest.raises(ValueError, match="RLVR_EXPLORE_HP is not valid JSON"):
         plugin.environment_hyperparameters()
+
+
+def test_contract_a_verl_with_another_layout_still_imports(monkeypatch):
+    broken = types.SimpleNamespace()  # no FSDPEngineWithLMHead, as in a verl that moved it
+    with pytest.warns(UserWarning, match="could not hook .* tested with verl 0.9.1"):
+        plugin.apply_patch("verl.workers.engine.fsdp.transformer_impl", broken)
 
 
 # ---------------------------------------------------------------- with the real verl
@@ -112,7 +210,7 @@ def test_real_verl_registers_through_its_entry_point_and_matches_its_own_losses(
     from omegaconf import OmegaConf
     from verl.trainer.ppo import core_algos
 
-    assert {f"rlvr_{m}" for m in plugin.LOGPROB_ONLY_LOSSES} <= set(core_algos.POLICY_LOSS_REGISTRY)
+    assert {f"rlvr_{m}" for m in losses.available()} <= set(core_algos.POLICY_LOSS_REGISTRY)
     assert {f"rlvr_{e}" for e in plugin.ESTIMATORS} <= set(core_algos.ADV_ESTIMATOR_REGISTRY)
 
     config = OmegaConf.create({"clip_ratio": 0.2, "clip_ratio_low": 0.2, "clip_ratio_high": 0.2, "clip_ratio_c": 1e9,
@@ -136,3 +234,154 @@ def test_real_verl_registers_through_its_entry_point_and_matches_its_own_losses(
     torch.testing.assert_close(ours, theirs.to(ours.dtype), rtol=1e-5, atol=1e-5)
     reference = compute_advantages("grpo", rewards.sum(-1), torch.tensor([0, 0, 0, 1, 1, 1]), torch.ones(B, T))
     torch.testing.assert_close(ours, reference)
+
+
+# ------------------------------------------- the model-output hook inside verl's own FSDP engine code
+
+
+class TinyPackedModel(torch.nn.Module):
+    """Logits of a packed sequence from each position's token alone: enough to tell whether verl's
+    packing, micro-batching and our hook hand every statistic to the right response token."""
+
+    def __init__(self, vocab, width=6):
+        super().__init__()
+        g = torch.Generator().manual_seed(11)
+        self.embed = torch.nn.Parameter(torch.randn(vocab, width, generator=g, dtype=torch.float64))
+        self.head = torch.nn.Parameter(torch.randn(vocab, width, generator=g, dtype=torch.float64))
+
+    def forward(self, ids):
+        return self.embed[ids] @ self.head.t()
+
+
+def verl_batch(model, vocab, seed=0):
+    """A padded rollout batch (left-padded prompts, right-padded responses) in verl's no-padding
+    layout, as the actor receives it. The negative responses are the model's greedy tokens, so
+    CaSP's rank-1 penalty has tokens to act on."""
+    from tensordict import TensorDict
+    from verl.workers.utils.padding import left_right_2_no_padding
+
+    g = torch.Generator().manual_seed(seed)
+    prompt_lens, response_lens = torch.tensor([3, 2, 3, 1, 2, 3]), torch.tensor([5, 3, 4, 2, 5, 1])
+    P, R, n = 3, 5, 6
+    prompt_mask = (torch.arange(P)[None] >= P - prompt_lens[:, None]).long()
+    response_mask = (torch.arange(R)[None] < response_lens[:, None]).long()
+    prompts = torch.randint(1, vocab, (n, P), generator=g) * prompt_mask
+    responses = torch.randint(1, vocab, (n, R), generator=g)
+    for row in (1, 3, 5):
+        previous = prompts[row, -1]
+        for j in range(R):
+            previous = responses[row, j] = model(previous).argmax()
+    responses = responses * response_mask
+    attention = torch.cat([prompt_mask, response_mask], 1)
+    advantages = torch.tensor([1.0, -1.0, 0.5, -0.5, 1.0, -1.0])[:, None].expand(n, R) * response_mask
+    data = TensorDict({"prompts": prompts, "responses": responses, "input_ids": torch.cat([prompts, responses], 1),
+                       "attention_mask": attention, "position_ids": (attention.cumsum(1) - 1).clamp(min=0),
+                       "response_mask": response_mask.float(),
+                       "old_log_probs": (-0.5 - torch.rand(n, R, generator=g)) * response_mask,
+                       "advantages": advantages.contiguous()}, batch_size=[n])
+    return left_right_2_no_padding(data)
+
+
+def padded_logits(packed_logits, data):
+    """(B, R, V): the logits that produced each response token, gathered from the packed sequence."""
+    lengths = data["input_ids"].offsets().diff()
+    response_lens = data["response_mask"].sum(1).long()
+    ends = data["input_ids"].offsets()[1:]
+    out = packed_logits.new_zeros(len(lengths), data["response_mask"].shape[1], packed_logits.shape[-1])
+    for i, (end, r) in enumerate(zip(ends.tolist(), response_lens.tolist())):
+        out[i, :r] = packed_logits[end - r - 1 : end - 1]
+    return out
+
+
+def cpu_engine(model):
+    """verl's FSDPEngineWithLMHead with the parts that need a GPU, FSDP or a process group replaced:
+    the model forward (TinyPackedModel on the packed ids), the optimizer and the data-parallel
+    group. prepare_model_outputs, train_batch, infer_batch and forward_backward_batch are verl's,
+    with our hooks."""
+    import verl.workers.engine.fsdp.transformer_impl as impl
+
+    class CPUEngine(impl.FSDPEngineWithLMHead):
+        def __init__(self):
+            self.use_ulysses_sp, self.ulysses_sequence_parallel_size = False, 1
+            self.engine_config = types.SimpleNamespace(entropy_checkpointing=False, entropy_from_logits_with_chunking=False)
+
+        def get_data_parallel_group(self):
+            return None
+
+        def get_data_parallel_size(self):
+            return 1
+
+        def is_mp_src_rank_with_outputs(self):
+            return True
+
+        def optimizer_zero_grad(self):
+            model.zero_grad(set_to_none=True)
+
+        def optimizer_step(self):
+            return 0.0
+
+        def _gradient_sync_context(self, is_last_micro_batch):
+            return contextlib.nullcontext()
+
+        def forward_step(self, micro_batch, loss_function, forward_only):
+            ids = micro_batch["input_ids"].values()
+            output_args = {"input_ids_rmpad_rolled": torch.roll(ids, -1), "pad_size": 0, "temperature_is_one": True,
+                           "temperature_rmpad": torch.ones(ids.shape[0], dtype=torch.float64)}
+            model_output = self.prepare_model_outputs(types.SimpleNamespace(logits=model(ids)[None]), output_args,
+                                                      micro_batch, loss_function)
+            loss, metrics = loss_function(model_output=model_output, data=micro_batch)
+            return loss, {"model_output": {k: v.detach() for k, v in model_output.items()}, "loss": loss.item(),
+                          "metrics": metrics}
+
+    return CPUEngine()
+
+
+@pytest.mark.parametrize("method, hp", [
+    ("casp", {}),                                   # per-response gate: no extra pass
+    ("casp", {"quantile_scope": "batch", "q": 0.5}),
+    ("forking", {"q": 0.6}),                        # batch-wide entropy gate over the mini-batch
+    ("kl_cov", {"kl_cov_ratio": 0.2, "kl_cov_coef": 1.0}),
+])
+def test_real_verl_fsdp_engine_with_the_hook_equals_the_core_loss_on_the_whole_batch(method, hp, monkeypatch):
+    pytest.importorskip("verl", reason="verl not installed: the contract tests above stand in")
+    import torch.distributed as dist
+    import verl  # noqa: F401
+    import verl.workers.engine.fsdp.transformer_impl as impl
+    import verl.workers.utils.losses as verl_losses
+    from functools import partial
+    from omegaconf import OmegaConf
+    from verl.utils import tensordict_utils as tu
+
+    assert hasattr(verl_losses.ppo_loss, "rlvr_explore_original")  # patched by the post-import hook
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    monkeypatch.setattr(impl, "get_device_id", lambda: "cpu")
+    monkeypatch.setenv("RLVR_EXPLORE_HP", json.dumps(hp))
+    vocab = 17
+    model = TinyPackedModel(vocab)
+    data = verl_batch(model, vocab)
+    tu.assign_non_tensor(data, use_remove_padding=True, use_dynamic_bsz=False, micro_batch_size_per_gpu=2,
+                         calculate_entropy=False, global_batch_size=len(data))
+    config = OmegaConf.create({"clip_ratio": 0.2, "clip_ratio_low": 0.2, "clip_ratio_high": 0.28, "loss_agg_mode": "token-mean",
+                               "policy_loss": {"loss_mode": f"rlvr_{method}"}, "global_batch_info": {},
+                               "loss_scale_factor": None, "entropy_coeff": 0.0, "use_kl_loss": False})
+    output = cpu_engine(model).train_batch(data, loss_function=partial(verl_losses.ppo_loss, config=config))
+    verl_grads = [p.grad.clone() for p in model.parameters()]
+    assert len(output["loss"]) == 3  # three micro-batches of two responses
+    if method == "casp":  # the rank-1 penalty acted, and Lambda^(n) reached verl's metrics
+        assert output["metrics"]["actor/top1_penalised_frac"].aggregate() > 0
+        assert output["metrics"]["actor/lambda1"].aggregate() > output["metrics"]["actor/lambda3"].aggregate()
+
+    model.zero_grad()
+    logits = padded_logits(model(data["input_ids"].values()), data)
+    mask = data["response_mask"].bool()
+    stats = token_stats(logits, data["responses"], top_n=3)
+    expected, _ = losses.policy_loss(
+        method, logp=stats.logp, old_logp=data["old_log_probs"].double(), advantages=data["advantages"].double(),
+        response_mask=mask, response_ids=data["responses"], topn_logp=stats.topn_logp, topn_ids=stats.topn_ids,
+        entropy=stats.entropy, loss_agg_mode="token-mean", **plugin.loss_hyperparameters(method, config))
+    expected.backward()
+    torch.testing.assert_close(sum(output["loss"]), expected.item())
+    for ours, reference in zip(verl_grads, [p.grad for p in model.parameters()]):
+        torch.testing.assert_close(ours, reference)
+

@@ -1,42 +1,63 @@
-"""verl plugin: rlvr-explore's log-prob losses and advantage estimators in verl's registries.
+"""verl plugin: every rlvr-explore loss and advantage estimator inside verl (0.9.x).
 
-Installed as the entry point ``rlvr_explore`` of the group ``verl.plugins``, which verl (0.9.1)
-imports in every process on ``import verl``; importing this module registers, under a
-``rlvr_`` prefix so verl's own names stay untouched:
+Installed as the entry point ``rlvr_explore`` of the group ``verl.plugins``, which verl imports
+in every process on ``import verl``. Importing this module:
 
-* policy losses ``rlvr_<method>`` for every method that needs only log-probs (grpo, dr_grpo, dapo,
-  gspo, gspo_n, psr, nsr, w_reinforce, grpo_n, kl_cov, clip_cov), with verl's signature
-  ``fn(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights)
-  -> (loss, metrics)`` and aggregation through verl's ``agg_loss`` with ``config.global_batch_info``;
-  select one with ``actor_rollout_ref.actor.policy_loss.loss_mode=rlvr_grpo_n``;
-* advantage estimators ``rlvr_<name>`` (grpo, dr_grpo, rloo, psr, nsr, w_reinforce, passk_adv)
-  with verl's ``fn(token_level_rewards, response_mask, index, config, ...) -> (advantages, returns)``;
-  select with ``algorithm.adv_estimator=rlvr_passk_adv``.
+1. registers, under a ``rlvr_`` prefix so verl's own names stay untouched, the policy losses
+   ``rlvr_<method>`` for every method of :func:`rlvr_explore.losses.available` (verl's signature
+   ``fn(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config,
+   rollout_is_weights) -> (loss, metrics)``, aggregated by verl's ``agg_loss`` with
+   ``config.global_batch_info``) and the advantage estimators ``rlvr_<name>``;
+2. for the methods that need more than log-probs, patches verl's FSDP actor path as each module
+   is imported (a post-import hook, so ``import verl`` stays as cheap as before):
+
+   * the model-output hook: ``FSDPEngineWithLMHead.prepare_model_outputs`` routes the
+     temperature-scaled logits through :func:`rlvr_explore.candidates.token_stats` (one chunked
+     pass, closed-form backward) using the engine's own logits-processor seam, so verl's packing
+     and sequence-parallel gathering place ``rlvr_entropy``, ``rlvr_top<n>_logp`` and
+     ``rlvr_top<n>_id`` next to ``log_probs`` in ``model_output``;
+   * the batch-wide gate: ``train_batch`` first runs a no-grad pass over the mini-batch and
+     stores the selection of :func:`rlvr_explore.losses.token_gate` (entropy quantile over the
+     batch, KL-Cov/Clip-Cov covariance) as ``data["rlvr_token_gate"]``, which verl then splits
+     into micro-batches with the rest of the data;
+   * the replacement ``verl.workers.utils.losses.ppo_loss``: for those methods it lays the
+     statistics out like ``log_probs`` and hands them to the registered policy loss for the
+     duration of verl's own ``ppo_loss`` (entropy bonus, KL loss and metrics stay verl's); every
+     other ``loss_mode`` goes to verl's function untouched.
 
 Hyper-parameters verl's config already names are read from it (``clip_ratio_low/high``,
 ``policy_loss.kl_cov_ratio``, ``ppo_kl_coef``, ``clip_cov_*``); the others come from the
-environment variable ``RLVR_EXPLORE_HP``, a JSON object such as
-``{"w_reinforce_lambda": 0.1, "passk_k": 4}`` (set it in Ray's ``runtime_env.env_vars`` so every
-worker sees it). Not here yet: CaSP, forking tokens and the global-batch covariance, which need
-entropy and top-N from verl's model-output path (see docs/integrations.md).
+environment variable ``RLVR_EXPLORE_HP``, a JSON object such as ``{"alpha": 0.01, "top_n": 3}``
+(set it in Ray's ``runtime_env.env_vars`` so every worker sees it).
 """
 
 from __future__ import annotations
 
+import contextvars
+import importlib.machinery
 import json
 import os
+import sys
+import warnings
+from functools import partial
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from rlvr_explore import advantages as adv_lib
 from rlvr_explore import losses
+from rlvr_explore.candidates import token_stats
+from rlvr_explore.metrics.diagnostics import rank_logprobs
 
 PREFIX = "rlvr_"
-LOGPROB_ONLY_LOSSES = ("grpo", "dr_grpo", "dapo", "gspo", "gspo_n", "psr", "nsr", "w_reinforce", "grpo_n", "kl_cov", "clip_cov")
+TESTED_VERL = "0.9.1"
 ESTIMATORS = ("grpo", "dr_grpo", "rloo", "psr", "nsr", "w_reinforce", "passk_adv")
+# methods whose loss reads entropy or the top-N candidates; the others need them only for a batch-wide gate
+CANDIDATE_METHODS = ("casp", "casp_softmax", "simko", "forking")
 VERL_POLICY_LOSS_KEYS = {"kl_cov_ratio": "kl_cov_ratio", "ppo_kl_coef": "kl_cov_coef", "clip_cov_ratio": "clip_cov_ratio",
                          "clip_cov_lb": "clip_cov_lb", "clip_cov_ub": "clip_cov_ub"}
+GATE_KEY = "rlvr_token_gate"
 
 
 def environment_hyperparameters() -> dict:
@@ -77,17 +98,51 @@ def loss_hyperparameters(method: str, config) -> dict:
     return hp
 
 
+def selected_method(config) -> str | None:
+    """Our method named by ``actor.policy_loss.loss_mode`` (``rlvr_<method>``), or None."""
+    mode = _get(_get(config, "policy_loss"), "loss_mode", "")
+    method = mode[len(PREFIX):] if isinstance(mode, str) and mode.startswith(PREFIX) else None
+    return method if method in losses.available() else None
+
+
+def statistics_needed(config) -> tuple[str, dict, bool, bool] | None:
+    """(method, hyper-parameters, needs candidates, needs a batch-wide gate) when the selected
+    method needs more than log-probs, else None."""
+    method = selected_method(config)
+    if method is None:
+        return None
+    hp = loss_hyperparameters(method, config)
+    candidates, batch_gate = method in CANDIDATE_METHODS, losses.needs_batch_gate(method, **hp)
+    return (method, hp, candidates, batch_gate) if candidates or batch_gate else None
+
+
+# ---------------------------------------------------------------- registered policy losses and estimators
+
+# the current micro-batch's statistics in the padded (B, T) layout, set by ppo_loss around verl's own
+_MICRO_BATCH_STATISTICS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("rlvr_statistics", default=None)
+
+
 def make_policy_loss(method: str, agg_loss):
     def verl_policy_loss(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean", config=None,
                          rollout_is_weights=None):
+        statistics = _MICRO_BATCH_STATISTICS.get() or {}
+        if not statistics and statistics_needed(config) is not None:
+            raise RuntimeError(
+                f"loss_mode {PREFIX}{method} needs per-token statistics that rlvr-explore's model-output hook adds on "
+                "verl's FSDP engine (strategy fsdp/fsdp2, model.use_fused_kernels=False); none reached the loss. "
+                "Is rlvr-explore installed in every worker's environment, and is the actor an FSDP engine?")
         token_loss, _, _, metrics = losses.policy_token_loss(
             method, logp=log_prob, old_logp=old_log_prob, advantages=advantages, response_mask=response_mask.bool(),
-            **loss_hyperparameters(method, config))
+            **statistics, **loss_hyperparameters(method, config))
         if rollout_is_weights is not None:
             token_loss = token_loss * rollout_is_weights
         batch_info = dict(_get(config, "global_batch_info", {}) or {})
         loss = agg_loss(loss_mat=token_loss, loss_mask=response_mask, loss_agg_mode=loss_agg_mode, **batch_info)
-        return loss, {f"actor/{key}": float(value) for key, value in metrics.items()}
+        metrics = {f"actor/{key}": float(value) for key, value in metrics.items()}
+        if "topn_logp" in statistics:
+            for n, value in enumerate(rank_logprobs(statistics["topn_logp"], response_mask.bool()), start=1):
+                metrics[f"actor/lambda{n}"] = value
+        return loss, metrics
 
     verl_policy_loss.__name__ = f"rlvr_explore_{method}"
     return verl_policy_loss
@@ -115,7 +170,7 @@ def register(core_algos=None) -> list[str]:
     if core_algos is None:
         from verl.trainer.ppo import core_algos
     added = []
-    for method in LOGPROB_ONLY_LOSSES:
+    for method in losses.available():
         name = PREFIX + method
         if name not in core_algos.POLICY_LOSS_REGISTRY:
             core_algos.register_policy_loss(name)(make_policy_loss(method, core_algos.agg_loss))
@@ -128,9 +183,205 @@ def register(core_algos=None) -> list[str]:
     return added
 
 
+# ---------------------------------------------------------------- the model-output hook
+
+
+def candidate_columns(student_logits: torch.Tensor, data=None, top_n: int = 1) -> dict[str, torch.Tensor]:
+    """Per-token statistics of packed logits ``(1, nnz, V)`` as ``(1, nnz)`` columns, the shape
+    verl's logits-processor seam packs into nested tensors. The engine computes the sampled
+    token's log-prob itself, so the ids passed to ``token_stats`` are placeholders."""
+    placeholder_ids = torch.zeros(student_logits.shape[:2], dtype=torch.long, device=student_logits.device)
+    stats = token_stats(student_logits, placeholder_ids, top_n=top_n)
+    columns = {"rlvr_entropy": stats.entropy}
+    for n in range(top_n):
+        columns[f"rlvr_top{n + 1}_logp"] = stats.topn_logp[..., n]
+        columns[f"rlvr_top{n + 1}_id"] = stats.topn_ids[..., n]
+    return columns
+
+
+def _loss_config(loss_function):
+    """verl's actor loss is ``functools.partial(ppo_loss, config=actor_config)``."""
+    return (getattr(loss_function, "keywords", None) or {}).get("config")
+
+
+def _top_n(method: str, hp: dict) -> int:
+    return hp.get("top_n", losses.LossConfig.top_n) if "top_n" in losses.get_method(method).keys else 1
+
+
+def make_prepare_model_outputs(original, tensordict_utils):
+    def prepare_model_outputs(self, output, output_args, micro_batch, logits_processor_func):
+        needed = statistics_needed(_loss_config(logits_processor_func))
+        if needed is None:
+            return original(self, output, output_args, micro_batch, logits_processor_func)
+        method, hp, _, _ = needed
+        get = partial(tensordict_utils.get_non_tensor_data, data=micro_batch)
+        if get(key="use_fused_kernels", default=False):
+            raise ValueError(f"loss_mode {PREFIX}{method} needs the logits: set actor_rollout_ref.model.use_fused_kernels=False")
+        if get(key="distillation_use_topk", default=False):
+            raise ValueError(f"loss_mode {PREFIX}{method} cannot be combined with top-k distillation (both use the logits processor)")
+        tensordict_utils.assign_non_tensor(micro_batch, distillation_use_topk=True)
+        try:
+            return original(self, output, output_args, micro_batch, partial(candidate_columns, top_n=_top_n(method, hp)))
+        finally:
+            tensordict_utils.assign_non_tensor(micro_batch, distillation_use_topk=False)
+
+    prepare_model_outputs.rlvr_explore_original = original
+    return prepare_model_outputs
+
+
+def _padded(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    return torch.nested.to_padded_tensor(tensor, 0, output_size=tuple(shape)) if tensor.is_nested else tensor
+
+
+def padded_statistics(model_output: dict, data, no_padding_2_padding, with_candidates: bool) -> dict:
+    """``model_output``'s statistics and the data's response ids and gate, laid out like verl's
+    padded ``log_prob`` (B, T); what the registered policy loss and ``token_gate`` take."""
+    statistics = {}
+    if with_candidates:
+        if "rlvr_entropy" not in model_output:
+            raise RuntimeError(f"the model output has no candidate statistics (keys: {sorted(model_output)}); "
+                               "rlvr-explore's hook supports verl's FSDP engine only")
+        top_n = sum(key.endswith("_logp") and key.startswith("rlvr_top") for key in model_output)
+        column = lambda key: no_padding_2_padding(model_output[key], data)  # noqa: E731
+        statistics["entropy"] = column("rlvr_entropy")
+        statistics["topn_logp"] = torch.stack([column(f"rlvr_top{n}_logp") for n in range(1, top_n + 1)], -1)
+        statistics["topn_ids"] = torch.stack([column(f"rlvr_top{n}_id") for n in range(1, top_n + 1)], -1)
+        statistics["response_ids"] = _padded(data["responses"], statistics["entropy"].shape)
+    if GATE_KEY in data.keys():
+        statistics["token_gate"] = data[GATE_KEY].bool()  # a padded (B, T) tensor, split with the micro-batch
+    return statistics
+
+
+def make_ppo_loss(verl_ppo_loss, no_padding_2_padding):
+    def ppo_loss(config, model_output, data, dp_group=None):
+        needed = statistics_needed(config)
+        if needed is None:
+            return verl_ppo_loss(config, model_output, data, dp_group)
+        token = _MICRO_BATCH_STATISTICS.set(padded_statistics(model_output, data, no_padding_2_padding, needed[2]))
+        try:
+            return verl_ppo_loss(config, model_output, data, dp_group)
+        finally:
+            _MICRO_BATCH_STATISTICS.reset(token)
+
+    ppo_loss.rlvr_explore_original = verl_ppo_loss
+    return ppo_loss
+
+
+def _statistics_only(config, model_output, data, dp_group=None):
+    """A loss for the no-grad pass that gathers statistics; its value is unused."""
+    return torch.zeros(()), {}
+
+
+def gather_rows(tensors: dict[str, torch.Tensor], group=None) -> tuple[dict[str, torch.Tensor], slice]:
+    """Every data-parallel rank's rows of each (B, T, ...) tensor, concatenated in rank order (ranks
+    may hold different B and T; shorter ones are zero-padded, which the response mask marks as
+    padding), and the slice of the result that is this rank's, so a batch-wide gate covers the
+    whole mini-batch and not one rank's share."""
+    if not dist.is_available() or not dist.is_initialized() or dist.get_world_size(group) == 1:
+        return tensors, slice(None)
+    device = tensors["response_mask"].device
+    local = torch.tensor(tensors["response_mask"].shape[:2], device=device)
+    shapes = [torch.zeros_like(local) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(shapes, local, group=group)
+    rows, width = max(int(s[0]) for s in shapes), max(int(s[1]) for s in shapes)
+    everyone = {}
+    for key, tensor in tensors.items():
+        padded = tensor.new_zeros(rows, width, *tensor.shape[2:])
+        padded[: tensor.shape[0], : tensor.shape[1]] = tensor
+        parts = [torch.empty_like(padded) for _ in shapes]
+        dist.all_gather(parts, padded.contiguous(), group=group)
+        everyone[key] = torch.cat([part[: int(s[0])] for part, s in zip(parts, shapes)])
+    start = sum(int(s[0]) for s in shapes[: dist.get_rank(group)])
+    return everyone, slice(start, start + tensors["response_mask"].shape[0])
+
+
+def make_train_batch(original, no_padding_2_padding):
+    def train_batch(self, data, loss_function):
+        config = _loss_config(loss_function)
+        needed = statistics_needed(config)
+        if needed is None or not needed[3]:
+            return original(self, data, loss_function)
+        method, hp, _, _ = needed
+        model_output = self.infer_batch(data, loss_function=partial(_statistics_only, config=config))["model_output"]
+        padded = data.select("response_mask", "old_log_probs", "advantages").to_padded_tensor()
+        tensors = {"logp": no_padding_2_padding(model_output["log_probs"], data), "old_logp": padded["old_log_probs"],
+                   "advantages": padded["advantages"], "response_mask": padded["response_mask"].bool(),
+                   **padded_statistics(model_output, data, no_padding_2_padding, method in CANDIDATE_METHODS)}
+        everyone, mine = gather_rows(tensors, self.get_data_parallel_group())
+        gate = losses.token_gate(method, **everyone, **hp)[mine]
+        data[GATE_KEY] = gate[:, : tensors["response_mask"].shape[1]].to(tensors["response_mask"].device)
+        return original(self, data, loss_function)
+
+    train_batch.rlvr_explore_original = original
+    return train_batch
+
+
+def patch_losses_module(module) -> None:
+    """Replace ``verl.workers.utils.losses.ppo_loss`` (before the workers import it by name)."""
+    if not hasattr(module.ppo_loss, "rlvr_explore_original"):
+        module.ppo_loss = make_ppo_loss(module.ppo_loss, module.no_padding_2_padding)
+    workers = sys.modules.get("verl.workers.engine_workers")  # imported before this plugin: rebind its name too
+    if workers is not None:
+        workers.ppo_loss = module.ppo_loss
+
+
+def patch_fsdp_engine(module) -> None:
+    """Wrap the FSDP actor engine's ``prepare_model_outputs`` and ``train_batch``."""
+    from verl.utils import tensordict_utils
+    from verl.workers.utils.padding import no_padding_2_padding
+
+    engine = module.FSDPEngineWithLMHead
+    if not hasattr(engine.prepare_model_outputs, "rlvr_explore_original"):
+        engine.prepare_model_outputs = make_prepare_model_outputs(engine.prepare_model_outputs, tensordict_utils)
+        engine.train_batch = make_train_batch(engine.train_batch, no_padding_2_padding)
+
+
+PATCHES = {"verl.workers.utils.losses": patch_losses_module,
+           "verl.workers.engine.fsdp.transformer_impl": patch_fsdp_engine}
+
+
+class PatchAfterImport:
+    """A meta-path finder that runs ``PATCHES[name](module)`` right after the module executes,
+    before any other module can import names from it."""
+
+    def find_spec(self, name, path, target=None):
+        if name not in PATCHES:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            execute = spec.loader.exec_module
+
+            def execute_and_patch(module):
+                execute(module)
+                apply_patch(name, module)
+
+            spec.loader.exec_module = execute_and_patch
+        return spec
+
+
+def apply_patch(name: str, module) -> None:
+    """A verl whose modules differ from the tested layout still imports; only the methods that
+    need the hook are unavailable (their loss says so)."""
+    try:
+        PATCHES[name](module)
+    except (AttributeError, ImportError) as error:
+        warnings.warn(f"rlvr-explore could not hook {name} ({error!r}); it is tested with verl {TESTED_VERL}. "
+                      f"Losses that need entropy, top-N or a batch-wide gate ({', '.join(CANDIDATE_METHODS)}, "
+                      "kl_cov, clip_cov) will refuse to run", stacklevel=2)
+
+
+def install() -> None:
+    for name in PATCHES:
+        if name in sys.modules:
+            apply_patch(name, sys.modules[name])
+    if not any(isinstance(finder, PatchAfterImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, PatchAfterImport())
+
+
 try:  # loaded by verl's entry-point discovery: register now; without verl, importing is harmless
     import verl.trainer.ppo.core_algos  # noqa: F401
 except ImportError:
     pass
 else:
     register()
+    install()
