@@ -1,6 +1,8 @@
 """The verl plugin. With verl importable (e.g. `pip install verl==0.9.1`, CPU is enough): the entry
-point registers on `import verl`, and our losses and estimators agree with verl's own. Without it:
-CONTRACT TESTS against verl's documented signatures, using a stand-in registry module."""
+point registers on `import verl`, our losses and estimators agree with verl's own, and verl's own
+FSDP engine code (prepare_model_outputs, train_batch, micro-batching, ppo_loss) with our hooks gives
+the core loss and gradient. Without it: CONTRACT TESTS against verl's documented signatures, with
+stand-in registries, plus the plugin's own pieces (statistics columns, gate across ranks, hooks)."""
 
 import contextlib
 import json

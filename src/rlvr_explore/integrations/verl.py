@@ -58,6 +58,8 @@ CANDIDATE_METHODS = ("casp", "casp_softmax", "simko", "forking")
 VERL_POLICY_LOSS_KEYS = {"kl_cov_ratio": "kl_cov_ratio", "ppo_kl_coef": "kl_cov_coef", "clip_cov_ratio": "clip_cov_ratio",
                          "clip_cov_lb": "clip_cov_lb", "clip_cov_ub": "clip_cov_ub"}
 GATE_KEY = "rlvr_token_gate"
+# verl adds its own entropy bonus and KL loss (actor.entropy_coeff, use_kl_loss) around the policy loss
+VERL_OWNED_KEYS = {"entropy_coeff", "kl_coef"}
 
 
 def environment_hyperparameters() -> dict:
@@ -84,7 +86,7 @@ def _get(config, key, default=None):
 def loss_hyperparameters(method: str, config) -> dict:
     """What ``method`` takes, from verl's actor config and RLVR_EXPLORE_HP."""
     spec = losses.get_method(method)
-    accepted = set(losses.core.COMMON_KEYS) | set(spec.keys)
+    accepted = (set(losses.core.COMMON_KEYS) | set(spec.keys)) - VERL_OWNED_KEYS
     clip = _get(config, "clip_ratio", 0.2)
     hp = {"clip_eps_low": _get(config, "clip_ratio_low", clip), "clip_eps_high": _get(config, "clip_ratio_high", clip)}
     if "clip_eps_low" in spec.defaults and _get(config, "clip_ratio_low") is None and clip == 0.2:
@@ -131,7 +133,7 @@ def make_policy_loss(method: str, agg_loss):
                 f"loss_mode {PREFIX}{method} needs per-token statistics that rlvr-explore's model-output hook adds on "
                 "verl's FSDP engine (strategy fsdp/fsdp2, model.use_fused_kernels=False); none reached the loss. "
                 "Is rlvr-explore installed in every worker's environment, and is the actor an FSDP engine?")
-        token_loss, _, _, metrics = losses.policy_token_loss(
+        _, token_loss, _, metrics = losses.policy_token_loss(
             method, logp=log_prob, old_logp=old_log_prob, advantages=advantages, response_mask=response_mask.bool(),
             **statistics, **loss_hyperparameters(method, config))
         if rollout_is_weights is not None:
