@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow test-verl bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,16 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
 
+# The verl plugin against the real verl (CPU is enough); a separate venv, since verl pulls ~2 GB.
+VERL_VENV := .venv-verl
+test-verl:
+	$(PYTHON) -m venv $(VERL_VENV)
+	$(VERL_VENV)/bin/python -m pip install -q -c constraints.txt torch==2.13.0
+	$(VERL_VENV)/bin/python -m pip install -q -c constraints.txt verl==0.9.1 -e ".[dev]"
+	$(VERL_VENV)/bin/python -m pytest tests/test_verl.py
+
 bench: $(STAMP)
 	$(PY) benchmarks/bench_candidates.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(VERL_VENV) build src/*.egg-info .pytest_cache

@@ -16,10 +16,11 @@ in every process on ``import verl``. Importing this module:
      pass, closed-form backward) using the engine's own logits-processor seam, so verl's packing
      and sequence-parallel gathering place ``rlvr_entropy``, ``rlvr_top<n>_logp`` and
      ``rlvr_top<n>_id`` next to ``log_probs`` in ``model_output``;
-   * the batch-wide gate: ``train_batch`` first runs a no-grad pass over the mini-batch and
-     stores the selection of :func:`rlvr_explore.losses.token_gate` (entropy quantile over the
-     batch, KL-Cov/Clip-Cov covariance) as ``data["rlvr_token_gate"]``, which verl then splits
-     into micro-batches with the rest of the data;
+   * the batch-wide gate: ``train_batch`` first runs a no-grad pass over the mini-batch, gathers
+     the statistics of every data-parallel rank and stores this rank's part of the selection of
+     :func:`rlvr_explore.losses.token_gate` (entropy quantile over the batch, KL-Cov/Clip-Cov
+     covariance) as ``data["rlvr_token_gate"]``, which verl then splits into micro-batches with
+     the rest of the data;
    * the replacement ``verl.workers.utils.losses.ppo_loss``: for those methods it lays the
      statistics out like ``log_probs`` and hands them to the registered policy loss for the
      duration of verl's own ``ppo_loss`` (entropy bonus, KL loss and metrics stay verl's); every
