@@ -301,6 +301,7 @@ def cpu_engine(model):
     group. prepare_model_outputs, train_batch, infer_batch and forward_backward_batch are verl's,
     with our hooks."""
     import verl.workers.engine.fsdp.transformer_impl as impl
+    from verl.utils import tensordict_utils as tu
 
     class CPUEngine(impl.FSDPEngineWithLMHead):
         def __init__(self):
@@ -328,9 +329,14 @@ def cpu_engine(model):
         def forward_step(self, micro_batch, loss_function, forward_only):
             ids = micro_batch["input_ids"].values()
             output_args = {"input_ids_rmpad_rolled": torch.roll(ids, -1), "pad_size": 0, "temperature_is_one": True,
-                           "temperature_rmpad": torch.ones(ids.shape[0], dtype=torch.float64)}
-            model_output = self.prepare_model_outputs(types.SimpleNamespace(logits=model(ids)[None]), output_args,
-                                                      micro_batch, loss_function)
+                           "temperature_rmpad": torch.ones(ids.shape[0], dtype=torch.float64),
+                           "temperature": torch.ones(len(micro_batch), dtype=torch.float64)}
+            if tu.get_non_tensor_data(micro_batch, "use_remove_padding", True):
+                logits = model(ids)[None]  # one packed sequence
+            else:  # right-padded sequences
+                logits = model(torch.nested.to_padded_tensor(micro_batch["input_ids"], 0))
+            model_output = self.prepare_model_outputs(types.SimpleNamespace(logits=logits), output_args, micro_batch,
+                                                      loss_function)
             loss, metrics = loss_function(model_output=model_output, data=micro_batch)
             return loss, {"model_output": {k: v.detach() for k, v in model_output.items()}, "loss": loss.item(),
                           "metrics": metrics}
@@ -338,13 +344,16 @@ def cpu_engine(model):
     return CPUEngine()
 
 
-@pytest.mark.parametrize("method, hp", [
-    ("casp", {}),                                   # per-response gate: no extra pass
-    ("casp", {"quantile_scope": "batch", "q": 0.5}),
-    ("forking", {"q": 0.6}),                        # batch-wide entropy gate over the mini-batch
-    ("kl_cov", {"kl_cov_ratio": 0.2, "kl_cov_coef": 1.0}),
+@pytest.mark.parametrize("method, hp, remove_padding, dynamic_bsz", [
+    ("casp", {}, True, False),                                   # per-response gate: no extra pass
+    ("casp", {}, False, False),                                  # verl's padded (no rmpad) branch
+    ("casp", {"quantile_scope": "batch", "q": 0.5}, True, False),
+    ("forking", {"q": 0.6}, True, False),                        # batch-wide entropy gate over the mini-batch
+    ("forking", {"q": 0.6}, True, True),                         # micro-batches regrouped by token count
+    ("kl_cov", {"kl_cov_ratio": 0.2, "kl_cov_coef": 1.0}, True, False),
 ])
-def test_real_verl_fsdp_engine_with_the_hook_equals_the_core_loss_on_the_whole_batch(method, hp, monkeypatch):
+def test_real_verl_fsdp_engine_with_the_hook_equals_the_core_loss_on_the_whole_batch(method, hp, remove_padding,
+                                                                                    dynamic_bsz, monkeypatch):
     pytest.importorskip("verl", reason="verl not installed: the contract tests above stand in")
     import torch.distributed as dist
     import verl  # noqa: F401
@@ -362,14 +371,15 @@ def test_real_verl_fsdp_engine_with_the_hook_equals_the_core_loss_on_the_whole_b
     vocab = 17
     model = TinyPackedModel(vocab)
     data = verl_batch(model, vocab)
-    tu.assign_non_tensor(data, use_remove_padding=True, use_dynamic_bsz=False, micro_batch_size_per_gpu=2,
+    tu.assign_non_tensor(data, use_remove_padding=remove_padding, use_dynamic_bsz=dynamic_bsz, micro_batch_size_per_gpu=2,
+                         max_token_len_per_gpu=16,
                          calculate_entropy=False, global_batch_size=len(data))
     config = OmegaConf.create({"clip_ratio": 0.2, "clip_ratio_low": 0.2, "clip_ratio_high": 0.28, "loss_agg_mode": "token-mean",
                                "policy_loss": {"loss_mode": f"rlvr_{method}"}, "global_batch_info": {},
                                "loss_scale_factor": None, "entropy_coeff": 0.0, "use_kl_loss": False})
     output = cpu_engine(model).train_batch(data, loss_function=partial(verl_losses.ppo_loss, config=config))
     verl_grads = [p.grad.clone() for p in model.parameters()]
-    assert len(output["loss"]) == 3  # three micro-batches of two responses
+    assert len(output["loss"]) >= 3  # micro-batches of two responses, or of at most 16 tokens
     if method == "casp":  # the rank-1 penalty acted, and Lambda^(n) reached verl's metrics
         assert output["metrics"]["actor/top1_penalised_frac"].aggregate() > 0
         assert output["metrics"]["actor/lambda1"].aggregate() > output["metrics"]["actor/lambda3"].aggregate()
