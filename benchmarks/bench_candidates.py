@@ -10,6 +10,10 @@ exact and deterministic, unlike RSS on a CPU).
   naive_hidden logits = hidden @ W.T for the whole batch, then naive
   ours_hidden  token_stats_from_hidden (logits built per chunk inside the checkpoint)
 
+With verl installed, two more rows price the verl plugin's model-output hook on the same logits:
+  verl_entropy verl's own log-probs and entropy (logprobs_from_logits, entropy_from_logits)
+  verl_hook    verl's log-probs plus the hook's entropy and top-N (integrations.verl.candidate_columns)
+
 Usage: python benchmarks/bench_candidates.py [--tokens 2048] [--vocab 32000] [--dim 256]
 """
 
@@ -93,6 +97,21 @@ def main():
         "ours_hidden": (lambda: (lambda s: (s.logp, s.entropy, s.topn_logp))(token_stats_from_hidden(hidden, weight, ids, top_n=N)),
                         [hidden, weight]),
     }
+    try:
+        from verl.utils.torch_functional import entropy_from_logits, logprobs_from_logits
+
+        from rlvr_explore.integrations.verl import candidate_columns
+    except ImportError:
+        pass
+    else:
+        def hook(logits, ids):
+            columns = candidate_columns(logits, top_n=N)
+            topn = torch.stack([columns[f"rlvr_top{n}_logp"] for n in range(1, N + 1)], -1)
+            return logprobs_from_logits(logits[0], ids[0]), columns["rlvr_entropy"], topn
+
+        cases["verl_entropy"] = (lambda: (logprobs_from_logits(logits[0], ids[0]), entropy_from_logits(logits[0]),
+                                          logits.new_zeros(1)), [logits])
+        cases["verl_hook"] = (lambda: hook(logits, ids), [logits])
     print(f"tokens {T}, vocab {V}, hidden {d}, top-N {N}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"{'way':<14}{'fwd+bwd s':>11}{'saved MB':>11}{'time vs naive':>15}{'memory vs naive':>17}")
     results = {name: measure(fn, inputs, args.repeats) for name, (fn, inputs) in cases.items()}
