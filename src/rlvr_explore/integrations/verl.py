@@ -41,6 +41,7 @@ import os
 import sys
 import warnings
 from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -108,15 +109,21 @@ def selected_method(config) -> str | None:
     return method if method in losses.available() else None
 
 
-def statistics_needed(config) -> tuple[str, dict, bool, bool] | None:
-    """(method, hyper-parameters, needs candidates, needs a batch-wide gate) when the selected
-    method needs more than log-probs, else None."""
+class StatisticsRequest(NamedTuple):
+    method: str
+    hp: dict
+    candidates: bool  # entropy and top-N per token, from the model-output hook
+    batch_gate: bool  # a selection over the whole mini-batch, from the pass before training
+
+
+def statistics_needed(config) -> StatisticsRequest | None:
+    """What the selected method needs beyond log-probs, or None when log-probs suffice."""
     method = selected_method(config)
     if method is None:
         return None
     hp = loss_hyperparameters(method, config)
-    candidates, batch_gate = method in CANDIDATE_METHODS, losses.needs_batch_gate(method, **hp)
-    return (method, hp, candidates, batch_gate) if candidates or batch_gate else None
+    request = StatisticsRequest(method, hp, method in CANDIDATE_METHODS, losses.needs_batch_gate(method, **hp))
+    return request if request.candidates or request.batch_gate else None
 
 
 # ---------------------------------------------------------------- registered policy losses and estimators
@@ -214,7 +221,7 @@ def _top_n(method: str, hp: dict) -> int:
 def make_prepare_model_outputs(original, tensordict_utils):
     def prepare_model_outputs(self, output, output_args, micro_batch, logits_processor_func):
         needed = statistics_needed(_loss_config(logits_processor_func))
-        if needed is None:
+        if needed is None or not needed.candidates:  # KL-Cov and Clip-Cov need log-probs only
             return original(self, output, output_args, micro_batch, logits_processor_func)
         method, hp, _, _ = needed
         get = partial(tensordict_utils.get_non_tensor_data, data=micro_batch)
@@ -260,7 +267,7 @@ def make_ppo_loss(verl_ppo_loss, no_padding_2_padding):
         needed = statistics_needed(config)
         if needed is None:
             return verl_ppo_loss(config, model_output, data, dp_group)
-        token = _MICRO_BATCH_STATISTICS.set(padded_statistics(model_output, data, no_padding_2_padding, needed[2]))
+        token = _MICRO_BATCH_STATISTICS.set(padded_statistics(model_output, data, no_padding_2_padding, needed.candidates))
         try:
             return verl_ppo_loss(config, model_output, data, dp_group)
         finally:
@@ -302,14 +309,14 @@ def make_train_batch(original, no_padding_2_padding):
     def train_batch(self, data, loss_function):
         config = _loss_config(loss_function)
         needed = statistics_needed(config)
-        if needed is None or not needed[3]:
+        if needed is None or not needed.batch_gate:
             return original(self, data, loss_function)
-        method, hp, _, _ = needed
+        method, hp, candidates, _ = needed
         model_output = self.infer_batch(data, loss_function=partial(_statistics_only, config=config))["model_output"]
         padded = data.select("response_mask", "old_log_probs", "advantages").to_padded_tensor()
         tensors = {"logp": no_padding_2_padding(model_output["log_probs"], data), "old_logp": padded["old_log_probs"],
                    "advantages": padded["advantages"], "response_mask": padded["response_mask"].bool(),
-                   **padded_statistics(model_output, data, no_padding_2_padding, method in CANDIDATE_METHODS)}
+                   **padded_statistics(model_output, data, no_padding_2_padding, candidates)}
         everyone, mine = gather_rows(tensors, self.get_data_parallel_group())
         gate = losses.token_gate(method, **everyone, **hp)[mine]
         data[GATE_KEY] = gate[:, : tensors["response_mask"].shape[1]].to(tensors["response_mask"].device)
