@@ -20,8 +20,6 @@ import torch
 from rlvr_explore.documented import documented
 
 
-
-
 @dataclass
 class AdvantageConfig:
     """Hyper-parameters of the estimators and shaping steps."""

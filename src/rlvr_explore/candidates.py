@@ -41,7 +41,6 @@ class TokenStats:
     branching_factor: torch.Tensor | None = None
 
 
-
 def _scaled_logits(x, weight, bias, temperature):
     """float32 (or float64) logits / temperature of a chunk: ``x`` is logits, or hidden states when
     ``weight`` is given (bf16/fp16 logits lose the tail of the softmax, so they are upcast)."""

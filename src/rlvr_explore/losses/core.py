@@ -40,8 +40,6 @@ class LossInputs:
             raise ValueError(f"method '{method}' needs {', '.join(missing)}; pass them to policy_loss")
 
 
-
-
 @dataclass
 class LossConfig:
     """Hyper-parameters of the policy losses. Each method reads the subset it declares."""

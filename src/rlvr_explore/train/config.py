@@ -17,8 +17,6 @@ import yaml
 from rlvr_explore.documented import documented
 
 
-
-
 @dataclass
 class RunConfig:
     out_dir: str = documented("runs/default", "directory for checkpoints, metrics.jsonl, TensorBoard events and plots")
