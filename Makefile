@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-verl bench clean
+.PHONY: install sandbox demo test test-slow test-verl bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,15 +17,23 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) sandbox
 
-demo: $(STAMP)
+# The code verifier isolates generated programs with bubblewrap: installed here when we are root
+# with apt (as on the project's machines); elsewhere the verifier's error says how.
+sandbox:
+	@command -v bwrap >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	  else echo "note: bubblewrap (bwrap) is missing; install it (apt-get install bubblewrap) for the code verifier"; fi; }
+
+demo: $(STAMP) sandbox
 	$(VENV)/bin/rlvr-explore demo
 
-test: $(STAMP)
+test: $(STAMP) sandbox
 	$(PY) -m pytest
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) sandbox
 	$(PY) -m pytest -m slow
 
 # The verl plugin against the real verl (CPU is enough); a separate venv, since verl pulls ~2 GB.

@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 
 import pytest
 
@@ -9,7 +10,6 @@ from rlvr_explore.tasks import generate, load_problems
 from rlvr_explore.tasks.synthetic import verify_countdown, verify_graph_path
 from rlvr_explore.train.sft import corrupt
 from rlvr_explore.verifiers import Verifier, exact_match
-from rlvr_explore.verifiers.sandbox import run_code_tests
 
 
 @pytest.mark.parametrize("task,difficulty", [("countdown", 2), ("countdown", 3), ("countdown", 4), ("graph_path", 1), ("graph_path", 3)])
@@ -52,36 +52,10 @@ def test_verifier_errors_and_timeouts_are_reward_zero_and_counted():
     assert rewards == [1.0, 0.0] and verifier.stats["errors"] == 1
 
 
-@pytest.mark.slow
-def test_math_verify_in_a_process_pool():
-    verifier = Verifier("math", timeout_s=20)
-    try:
-        rewards = verifier([{"answer": "\\frac{1}{2}"}, {"answer": "3"}], ["so \\boxed{0.5}", "\\boxed{4}"])
-    finally:
-        verifier.close()
-    assert rewards == [1.0, 0.0]
-
-
 def test_exact_match():
     assert exact_match("the answer is \\boxed{ 12 }", "12") == 1.0
     assert exact_match("12.0", "12") == 1.0 and exact_match("1,000", "1000") == 1.0
     assert exact_match("13", "12") == 0.0
-
-
-def test_sandbox_runs_tests_and_blocks_escapes():
-    assert run_code_tests("```python\ndef f(x):\n    return x + 1\n```", "assert f(1) == 2") == 1.0
-    assert run_code_tests("def f(x): return x", "assert f(1) == 2") == 0.0
-    escapes = [
-        "import socket; socket.socket().connect(('127.0.0.1', 9))",
-        "import subprocess; subprocess.run(['true'])",
-        "import os; os.system('true')",
-        "x = bytearray(2 ** 31)",
-        "open('big', 'wb').write(b'0' * (20 << 20))",
-        "while True: pass",
-        "raise SystemExit(0) if False else (_ for _ in ()).throw(RuntimeError())",
-    ]
-    for code in escapes:
-        assert run_code_tests(code + "\ndef f(x): return x + 1", "assert f(1) == 2", timeout_s=2) == 0.0, code
 
 
 def test_load_problems_formats_and_errors(tmp_path):
@@ -105,7 +79,46 @@ def test_load_problems_formats_and_errors(tmp_path):
     with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid JSON"):
         load_problems(tmp_path / "bad.jsonl")
     (tmp_path / "missing.jsonl").write_text('{"question": "x", "answer": "1"}\n')
-    with pytest.raises(ValueError, match=r"missing.jsonl: record 1: missing field\(s\) \['prompt'\]"):
+    with pytest.raises(ValueError, match=r"missing.jsonl: record 1: field 'prompt' must be a string, got nothing"):
         load_problems(tmp_path / "missing.jsonl")
     with pytest.raises(FileNotFoundError, match="dataset not found"):
         load_problems(tmp_path / "nope.jsonl")
+
+
+@pytest.mark.parametrize("record,message", [
+    ({"prompt": 123, "answer": "1"}, "field 'prompt' must be a string, got 123"),
+    ({"prompt": "x", "answer": None}, "field 'answer' must be a string or a number, got None"),
+    ({"prompt": "x", "answer": True}, "field 'answer' must be a string or a number, got True"),
+    ({"prompt": "x"}, "field 'answer' must be a string or a number, got nothing"),
+    ({"prompt": "x", "tests": 5}, "field 'tests' must be Python source"),
+    ({"prompt": "x", "test": "", "entry_point": "not a name"}, "field 'entry_point' must be the name"),
+    ({"prompt": "x", "inputs": ["1"], "outputs": "1"}, "field 'outputs' must be a non-empty list of strings"),
+    ({"prompt": "x", "inputs": ["1", "2"], "outputs": ["1"]}, "2 inputs but 1 outputs"),
+    ({"prompt": "x", "tests": "", "inputs": ["1"], "outputs": ["1"]}, "has both assert tests"),
+])
+def test_bad_records_are_named(tmp_path, record, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"prompt": "ok", "answer": "1"}) + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(ValueError, match=rf"bad.jsonl: record 2: .*{re.escape(message)}"):
+        load_problems(path)
+
+
+def test_code_records_keep_their_tests(tmp_path):
+    rows = [{"prompt": "def f(x):\n", "test": "def check(c):\n    assert c(1) == 2\n", "entry_point": "f",
+             "canonical_solution": "    return x + 1\n", "task_id": "t/0"},
+            {"prompt": "Add two numbers.", "inputs": ["1 2\n"], "outputs": ["3\n"]}]
+    (tmp_path / "code.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    humaneval, stdio = load_problems(tmp_path / "code.jsonl", verifier="code")
+    assert humaneval == {"task": "code", "prompt": "def f(x):\n", "tests": rows[0]["test"], "entry_point": "f",
+                         "canonical_solution": "    return x + 1\n", "answer": "    return x + 1\n"}
+    assert stdio == {"task": "code", "prompt": "Add two numbers.", "inputs": ["1 2\n"], "outputs": ["3\n"]}
+    assert Verifier("code", timeout_s=5)([humaneval, stdio], [humaneval["canonical_solution"], "print(sum(map(int, input().split())))"]) == [1.0, 1.0]
+    (tmp_path / "math.jsonl").write_text(json.dumps({"prompt": "1+1", "answer": "2"}) + "\n")
+    with pytest.raises(ValueError, match=r"math.jsonl: record 1: the code verifier needs 'tests'"):
+        load_problems(tmp_path / "math.jsonl", verifier="code")
+
+
+def test_undecodable_file_is_named(tmp_path):
+    (tmp_path / "latin.jsonl").write_bytes(b'{"prompt": "caf\xe9", "answer": "1"}\n')
+    with pytest.raises(ValueError, match=r"latin.jsonl: not UTF-8 text"):
+        load_problems(tmp_path / "latin.jsonl")

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # bad input, a missing file, no sandbox: say so, no traceback
         print(f"rlvr-explore {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -1,7 +1,15 @@
 """Load problems from local files: jsonl, json, parquet, or a directory saved by HF `datasets`.
 
-Each record needs a ``prompt`` and an ``answer`` (MATH/GSM8K style; a ``\\boxed{}`` answer is
-unwrapped). Nothing is downloaded: a path that does not exist is an error naming it.
+Three record forms, each checked at load time (an error names the file, the record, the field
+and what was expected; nothing is coerced):
+
+* **answer** (MATH/GSM8K): ``prompt`` and ``answer`` (a string or a number; a ``\\boxed{}``
+  answer is unwrapped);
+* **assert tests** (HumanEval): ``prompt`` and ``tests`` (or HumanEval's own ``test``), optional
+  ``entry_point`` (the harness then calls ``check(<entry_point>)``) and ``canonical_solution``;
+* **stdin/stdout tests**: ``prompt``, ``inputs`` and ``outputs``, equally long lists of strings.
+
+Nothing is downloaded: a path that does not exist is an error naming it.
 """
 
 from __future__ import annotations
@@ -12,7 +20,14 @@ from pathlib import Path
 from rlvr_explore.metrics.answers import extract_boxed
 
 
-def _records(path: Path) -> list[dict]:
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason})") from None
+
+
+def _records(path: Path) -> list:
     if path.is_dir():
         from datasets import load_from_disk
 
@@ -22,7 +37,7 @@ def _records(path: Path) -> list[dict]:
         return [dict(r) for r in dataset]
     if path.suffix == ".jsonl":
         rows = []
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
+        for number, line in enumerate(_text(path).splitlines(), start=1):
             if line.strip():
                 try:
                     rows.append(json.loads(line))
@@ -30,7 +45,10 @@ def _records(path: Path) -> list[dict]:
                     raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
         return rows
     if path.suffix == ".json":
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(_text(path))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
         if not isinstance(data, list):
             raise ValueError(f"{path}: expected a JSON list of records")
         return data
@@ -41,7 +59,56 @@ def _records(path: Path) -> list[dict]:
     raise ValueError(f"{path}: unsupported format; use .jsonl, .json, .parquet or a `datasets` directory")
 
 
-def load_problems(path: str | Path, prompt_key: str = "prompt", answer_key: str = "answer", limit: int | None = None) -> list[dict]:
+def _problem(record: dict, where: str, prompt_key: str, answer_key: str, verifier: str | None) -> dict:
+    def fail(field: str, expected: str):
+        shown = repr(record[field])[:80] if field in record else "nothing"
+        raise ValueError(f"{where}: field '{field}' must be {expected}, got {shown}")
+
+    if not isinstance(record.get(prompt_key), str):
+        fail(prompt_key, "a string")
+    problem = {"prompt": record[prompt_key]}
+    if "test" in record and "tests" not in record:  # HumanEval names it `test`
+        record = {**record, "tests": record["test"]}
+    has_tests, has_io = "tests" in record, "inputs" in record or "outputs" in record
+    if has_tests and has_io:
+        raise ValueError(f"{where}: has both assert tests ('tests') and stdin/stdout tests ('inputs'/'outputs'); keep one")
+    if has_tests:
+        if not isinstance(record["tests"], str):
+            fail("tests", "Python source (a string)")
+        problem["tests"] = record["tests"]
+        if record.get("entry_point") is not None:
+            if not (isinstance(record["entry_point"], str) and record["entry_point"].isidentifier()):
+                fail("entry_point", "the name of the function the tests check")
+            problem["entry_point"] = record["entry_point"]
+    if has_io:
+        for key in ("inputs", "outputs"):
+            if not (isinstance(record.get(key), list) and record[key] and all(isinstance(x, str) for x in record[key])):
+                fail(key, "a non-empty list of strings")
+        if len(record["inputs"]) != len(record["outputs"]):
+            raise ValueError(f"{where}: {len(record['inputs'])} inputs but {len(record['outputs'])} outputs")
+        problem.update(inputs=record["inputs"], outputs=record["outputs"])
+    is_code = has_tests or has_io
+    if verifier == "code" and not is_code:
+        raise ValueError(f"{where}: the code verifier needs 'tests' (or 'test') with asserts, or 'inputs' and 'outputs'; "
+                         f"the record has {sorted(record)}")
+    if "canonical_solution" in record:
+        if not isinstance(record["canonical_solution"], str):
+            fail("canonical_solution", "a string")
+        problem["canonical_solution"] = record["canonical_solution"]
+    if answer_key in record or not is_code:
+        answer = record.get(answer_key)
+        if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
+            fail(answer_key, "a string or a number")
+        answer = str(answer)
+        problem["answer"] = extract_boxed(answer) or answer
+    elif "canonical_solution" in problem:
+        problem["answer"] = problem["canonical_solution"]  # what SFT imitates
+    return {"task": "code" if is_code else "math", **problem}
+
+
+def load_problems(path: str | Path, prompt_key: str = "prompt", answer_key: str = "answer", limit: int | None = None,
+                  verifier: str | None = None) -> list[dict]:
+    """Problems from a local file; ``verifier="code"`` requires test fields in every record."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"dataset not found: {path}")
@@ -49,12 +116,8 @@ def load_problems(path: str | Path, prompt_key: str = "prompt", answer_key: str 
     for index, record in enumerate(_records(path)):
         where = f"{path}: record {index + 1}"
         if not isinstance(record, dict):
-            raise ValueError(f"{where}: expected an object with '{prompt_key}' and '{answer_key}'")
-        missing = [k for k in (prompt_key, answer_key) if k not in record]
-        if missing:
-            raise ValueError(f"{where}: missing field(s) {missing}; has {sorted(record)}")
-        answer = str(record[answer_key])
-        problems.append({"task": "math", "prompt": str(record[prompt_key]), "answer": extract_boxed(answer) or answer})
+            raise ValueError(f"{where}: expected an object with '{prompt_key}' and '{answer_key}' (or test fields)")
+        problems.append(_problem(record, where, prompt_key, answer_key, verifier))
         if limit is not None and len(problems) >= limit:
             break
     if not problems:

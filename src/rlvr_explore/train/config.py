@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from rlvr_explore.documented import documented
+from rlvr_explore.verifiers.sandbox import SandboxConfig
 
 
 @dataclass
@@ -40,10 +41,11 @@ class TaskConfig:
     difficulty: int = documented(3, "countdown: count of numbers (2..5); graph_path: graph size (1..4)")
     train_size: int = documented(2000, "training problems generated from the seed")
     eval_size: int = documented(64, "held-out evaluation problems (a different seed)")
-    dataset: str | None = documented(None, "local jsonl/json/parquet/`datasets` directory with prompt and answer fields")
+    dataset: str | None = documented(None, "local jsonl/json/parquet/`datasets` directory: prompt with answer, tests (HumanEval form) or inputs/outputs (docs/reliability.md)")
     eval_dataset: str | None = documented(None, "local evaluation set (default: the last eval_size records of dataset)")
     verifier: str = documented("builtin", "builtin, exact, math (math-verify) or code (sandbox)")
-    verifier_timeout_s: float = documented(5.0, "per-answer timeout of the math and code verifiers")
+    verifier_timeout_s: float = documented(5.0, "per-answer timeout of the math verifier; per-program (per stdin input) wall clock of the code sandbox")
+    verifier_workers: int = documented(0, "answers or programs checked in parallel (0: CPUs, at most 8)")
 
 
 @dataclass
@@ -144,6 +146,7 @@ class Config:
     sps: SPSConfig = field(default_factory=SPSConfig)
     rft: RFTConfig = field(default_factory=RFTConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
 
 
 class ConfigError(ValueError):
@@ -307,6 +310,12 @@ def validate(cfg: Config) -> None:
     need(cfg.eval.n_samples >= 1, "eval.n_samples must be >= 1")
     need(cfg.rft.select in ("entropy", "branching", "random"), f"rft.select must be entropy, branching or random, got {cfg.rft.select!r}")
     need(1 <= cfg.sps.keep_per_prompt <= cfg.rollout.group_size, "sps.keep_per_prompt must be in [1, rollout.group_size]")
+    need(cfg.task.verifier_timeout_s > 0, f"task.verifier_timeout_s must be > 0, got {cfg.task.verifier_timeout_s}")
+    need(cfg.task.verifier_workers >= 0, f"task.verifier_workers must be >= 0, got {cfg.task.verifier_workers}")
+    need(cfg.sandbox.isolation in ("bwrap", "none"), f"sandbox.isolation must be bwrap or none, got {cfg.sandbox.isolation!r}")
+    for name in ("memory_mb", "scratch_mb", "shm_mb", "file_mb", "processes", "open_files", "output_kb"):
+        need(getattr(cfg.sandbox, name) >= 1, f"sandbox.{name} must be >= 1, got {getattr(cfg.sandbox, name)}")
+    need(cfg.sandbox.cpu_s >= 0, f"sandbox.cpu_s must be >= 0 (0: from the timeout), got {cfg.sandbox.cpu_s}")
     need(cfg.run.device in ("auto", "cpu", "cuda"), f"run.device must be auto, cpu or cuda, got {cfg.run.device!r}")
 
 

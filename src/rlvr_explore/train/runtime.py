@@ -54,9 +54,9 @@ def load_tasks(cfg: Config) -> tuple[list[dict], list[dict]]:
     """(train, eval) problems: generated from the seed, or read from local files."""
     t = cfg.task
     if t.dataset:
-        problems = load_problems(t.dataset)
+        problems = load_problems(t.dataset, verifier=t.verifier)
         if t.eval_dataset:
-            return problems, load_problems(t.eval_dataset, limit=t.eval_size)
+            return problems, load_problems(t.eval_dataset, limit=t.eval_size, verifier=t.verifier)
         if len(problems) <= t.eval_size:
             raise ValueError(f"{t.dataset}: {len(problems)} records leave none for training after eval_size={t.eval_size}")
         return problems[: -t.eval_size], problems[-t.eval_size :]
@@ -66,7 +66,8 @@ def load_tasks(cfg: Config) -> tuple[list[dict], list[dict]]:
 
 
 def make_verifier(cfg: Config) -> Verifier:
-    return Verifier(cfg.task.verifier, timeout_s=cfg.task.verifier_timeout_s)
+    t = cfg.task
+    return Verifier(t.verifier, timeout_s=t.verifier_timeout_s, workers=t.verifier_workers, sandbox=cfg.sandbox)
 
 
 def extract_answer(problem: dict, response: str):

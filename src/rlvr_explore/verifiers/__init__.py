@@ -1,22 +1,34 @@
 """Reward functions. :class:`Verifier` turns (problem, response) pairs into rewards and never
-raises: an error or a timeout in a checker is reward 0 and is counted in its statistics.
+raises on a response: an error, a timeout or a refused program is reward 0 and is counted.
 
 * ``builtin``: the checker of a built-in synthetic task (``rlvr_explore.tasks``);
 * ``exact``: string match after normalising spaces, or numeric equality within 1e-6;
-* ``math``: the `math-verify` package in a process pool with a per-answer timeout (it relies on
-  signals, which only work in a process's main thread);
-* ``code``: the response's code and the problem's tests in a sandboxed subprocess (``sandbox``).
+* ``math``: `math-verify` in a warm pool of worker processes (``math_pool``), a timeout per answer;
+* ``code``: the response's program against the problem's tests in a bubblewrap sandbox
+  (``sandbox``, ``code``).
+
+The verifier refuses to *start* when it cannot judge honestly (no sandbox, workers that do not
+start), since a reward path that silently pays 0 would poison the run. Threat model and figures:
+docs/reliability.md.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from rlvr_explore.metrics.answers import extract_boxed
 from rlvr_explore.tasks.synthetic import TASKS
 
-from .sandbox import run_code_tests
+from .code import judge
+from .math_pool import MathPool
+from .math_worker import math_verify_reward
+from .sandbox import SandboxConfig, SandboxUnavailable, check_available
+
+KINDS = ("builtin", "exact", "math", "code")
+log = logging.getLogger(__name__)
 
 
 def _number(text: str) -> float | None:
@@ -36,77 +48,82 @@ def exact_match(response: str, reference: str) -> float:
     return float(x is not None and y is not None and abs(x - y) <= 1e-6 * max(1.0, abs(y)))
 
 
-def math_verify_reward(response: str, reference: str) -> float:
-    """math-verify's equivalence of the response's last answer and the reference."""
-    from math_verify import parse, verify
-
-    gold = parse(reference if "\\boxed" in reference or "$" in reference else f"${reference}$")
-    return float(verify(gold, parse(response)))
-
-
-def _check(kind: str, problem: dict, response: str) -> float:
-    if kind == "builtin":
-        return TASKS[problem["task"]][1](problem["prompt"], response)
-    if kind == "exact":
-        return exact_match(response, problem["answer"])
-    if kind == "math":
-        return math_verify_reward(response, problem["answer"])
-    if kind == "code":
-        return run_code_tests(response, problem["tests"])
-    raise ValueError(f"unknown verifier {kind!r}; use builtin, exact, math or code")
+def default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 @dataclass
 class Verifier:
-    """Rewards for batches of responses; ``stats`` counts errors and timeouts since creation."""
+    """Rewards for batches of responses.
+
+    ``stats`` counts since creation: ``calls`` (responses judged), ``errors`` (a checker raised,
+    a worker died), ``timeouts``, ``refusals`` (a program stopped by a sandbox limit: output cap
+    or timeout) and ``worker_restarts`` (math workers replaced after a timeout or a crash).
+    """
 
     kind: str = "builtin"
     timeout_s: float = 5.0
-    workers: int = 2
-    stats: dict = field(default_factory=lambda: {"calls": 0, "errors": 0, "timeouts": 0})
+    workers: int = 0
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    stats: dict = field(default_factory=lambda: {"calls": 0, "errors": 0, "timeouts": 0, "refusals": 0, "worker_restarts": 0})
 
     def __post_init__(self):
-        if self.kind not in ("builtin", "exact", "math", "code"):
-            raise ValueError(f"unknown verifier {self.kind!r}; use builtin, exact, math or code")
-        self._pool = None
-
-    def _in_pool(self) -> bool:
-        return self.kind in ("math",)
-
-    def _get_pool(self):
-        if self._pool is None:
-            self._pool = mp.get_context("spawn").Pool(self.workers)
-        return self._pool
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown verifier {self.kind!r}; use {', '.join(KINDS)}")
+        if self.timeout_s <= 0:
+            raise ValueError(f"verifier timeout_s must be > 0, got {self.timeout_s}")
+        self.workers = self.workers or default_workers()
+        self._math = MathPool(self.workers, self.timeout_s) if self.kind == "math" else None
+        if self.kind == "code":
+            check_available(self.sandbox)
+            if self.sandbox.isolation == "none":
+                log.warning("sandbox.isolation=none: generated programs run WITHOUT isolation, as this user, "
+                            "with access to this machine's files, network and processes")
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool = None
+        if self._math is not None:
+            self._math.close()
 
     def __call__(self, problems: list[dict], responses: list[str]) -> list[float]:
         if len(problems) != len(responses):
             raise ValueError(f"{len(problems)} problems for {len(responses)} responses")
         self.stats["calls"] += len(responses)
-        if not self._in_pool():
-            return [self._safe(problem, response) for problem, response in zip(problems, responses)]
-        pending = [self._get_pool().apply_async(_check, (self.kind, p, r)) for p, r in zip(problems, responses)]
-        rewards = []
-        for job in pending:
-            try:
-                rewards.append(float(job.get(timeout=self.timeout_s)))
-            except mp.TimeoutError:
-                self.stats["timeouts"] += 1
-                rewards.append(0.0)
-            except Exception:  # noqa: BLE001 - a checker's failure is reward 0, never a crash
-                self.stats["errors"] += 1
-                rewards.append(0.0)
-        if self.stats["timeouts"] and any(not job.ready() for job in pending):
-            self.close()  # a worker is stuck: start a fresh pool next time
-        return rewards
+        if self.kind == "math":
+            before = dict(self._math.stats)
+            rewards = self._math([(r, str(p["answer"])) for p, r in zip(problems, responses)])
+            for key, value in self._math.stats.items():
+                self.stats[key] += value - before[key]
+            return rewards
+        if self.kind == "code":
+            with ThreadPoolExecutor(self.workers) as pool:
+                outcomes = list(pool.map(self._code, problems, responses))
+            for _, counted in outcomes:
+                for key in counted:
+                    self.stats[key] += 1
+            return [reward for reward, _ in outcomes]
+        return [self._safe(problem, response) for problem, response in zip(problems, responses)]
+
+    def _code(self, problem: dict, response: str) -> tuple[float, list[str]]:
+        """(reward, the stats it counts); counted by the caller, as this runs in a thread."""
+        try:
+            run = judge(problem, response, self.sandbox, self.timeout_s)
+        except SandboxUnavailable:
+            raise  # the machine changed under us: stop, do not pay zeros
+        except Exception:  # noqa: BLE001 - a malformed problem or response is reward 0, never a crash
+            return 0.0, ["errors"]
+        counted = ["timeouts"] if run.timed_out else []
+        if run.timed_out or run.output_capped:
+            counted.append("refusals")
+        return float(run.passed), counted
 
     def _safe(self, problem: dict, response: str) -> float:
         try:
-            return float(_check(self.kind, problem, response))
+            if self.kind == "builtin":
+                return float(TASKS[problem["task"]][1](problem["prompt"], response))
+            return exact_match(response, problem["answer"])
         except Exception:  # noqa: BLE001 - a checker's failure is reward 0, never a crash
             self.stats["errors"] += 1
             return 0.0
+
+
+__all__ = ["KINDS", "SandboxConfig", "SandboxUnavailable", "Verifier", "exact_match", "math_verify_reward"]

@@ -1,59 +1,352 @@
-"""Run untrusted code against tests (DESIGN §6): a fresh subprocess in a temporary directory with
-CPU, memory, file-size and process limits, a wall-clock timeout, no network (a new network
-namespace where ``unshare`` allows it, and an audit hook that refuses sockets and subprocesses in
-any case), and an isolated interpreter (-I). Any failure is reward 0."""
+"""Run untrusted code (DESIGN §6) in a bubblewrap sandbox, and decide its verdict outside it.
+
+The policy is an adversary: it is paid for whatever verdict it can forge, so nothing the program
+does can count as a pass except what the parent checks itself (threat model: docs/reliability.md).
+
+Isolation (``isolation="bwrap"``): new PID, network, IPC, UTS, cgroup and mount namespaces; a
+read-only view of ``/usr`` and the interpreter's prefixes and nothing else of the host (no project,
+no ``$HOME``, no ``/etc``, an empty environment); writable only a fresh size-capped ``/tmp`` (the
+working directory) and ``/dev/shm``; ``--die-with-parent`` and a new session. The program runs as
+uid 65534 (``nobody``): as root we let bwrap keep only CAP_SETUID/CAP_SETGID and the harness drops
+to 65534 before any untrusted line runs; as another user bwrap maps it in a user namespace that
+cannot nest another. The harness then sets rlimits (CPU, address space, file size, processes, open
+files, no core). The wall-clock timeout kills bwrap, whose PID namespace dies with it, so nothing
+outlives the verdict. Output is read with a cap.
+
+Verdicts:
+
+* **assert tests** (HumanEval's ``check(candidate)``, or plain asserts): the harness writes a
+  per-run random token to a pipe only after the program and every test have returned; a pass is
+  that exact token on the pipe *and* exit status 0. ``SystemExit``, ``os._exit``, ``atexit``,
+  ``sys.excepthook``, signals and crashes never produce it.
+* **stdin/stdout tests** (``inputs``/``outputs``): each input runs in its own sandbox and the
+  parent compares the output as text, so nothing in the program can vouch for itself.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
+import math
+import os
+import secrets
+import selectors
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from rlvr_explore.documented import documented
+
+NOBODY = 65534
+INSIDE = "/sandbox"  # where the harness and the program's files appear inside the sandbox
+
+# Runs inside the sandbox before any untrusted line: drop privileges, set limits, run, and only
+# then (tests mode) release the token. Kept free of imports the program could have patched first.
 HARNESS = r'''
-import sys
-def _guard(event, args):
-    if event.startswith(("socket.", "subprocess.", "os.system", "os.exec", "os.posix_spawn", "os.fork")):
-        raise PermissionError(f"sandbox: {event} is not allowed")
-sys.addaudithook(_guard)
-namespace = {"__name__": "__main__"}
-exec(compile(open("solution.py").read(), "solution.py", "exec"), namespace)
-exec(compile(open("tests.py").read(), "tests.py", "exec"), namespace)
+import json, os, resource, sys, types
+
+def main():
+    config = json.loads(sys.argv[1])
+    write, exit_now = os.write, os._exit
+    if config["drop_to"] is not None:
+        os.setgroups([])
+        os.setgid(config["drop_to"])
+        os.setuid(config["drop_to"])
+    for name, value in config["limits"].items():
+        resource.setrlimit(getattr(resource, name), (value, value))
+    files = config["files"]
+    if config["mode"] == "stdio":
+        sys.argv = ["program.py"]
+        import runpy
+        runpy.run_path(files + "/program.py", run_name="__main__")
+        return
+    token = os.read(config["token_fd"], 64)
+    os.close(config["token_fd"])
+    verdict_fd = config["verdict_fd"]
+    import builtins, threading
+    clean_builtins = dict(builtins.__dict__)
+    module = types.ModuleType("solution")
+    sys.modules["solution"] = module
+    try:
+        exec(compile(open(files + "/program.py").read(), "solution.py", "exec"), module.__dict__)
+        # undo the cheapest ways a program could steer the tests that follow
+        sys.settrace(None); sys.setprofile(None); threading.settrace(None); threading.setprofile(None)
+        builtins.__dict__.clear(); builtins.__dict__.update(clean_builtins)
+        exec(compile(open(files + "/tests.py").read(), "tests.py", "exec"), module.__dict__)
+        if config["entry_point"]:
+            module.__dict__["check"](module.__dict__[config["entry_point"]])
+    except BaseException:
+        exit_now(1)
+    write(verdict_fd, token)
+    exit_now(0)
+
+main()
 '''
 
-
-def _limits(cpu_s: int, memory_mb: int, file_mb: int):
-    def apply():
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s))
-        resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (file_mb << 20, file_mb << 20))
-        resource.setrlimit(resource.RLIMIT_NPROC, (64, 64))
-
-    return apply
+LIMITS = {  # rlimit name -> the SandboxConfig field that sets it (MB fields are converted)
+    "RLIMIT_CPU": "cpu_s", "RLIMIT_AS": "memory_mb", "RLIMIT_FSIZE": "file_mb", "RLIMIT_NPROC": "processes",
+    "RLIMIT_NOFILE": "open_files",
+}
 
 
-def _network_isolation() -> list[str]:
-    unshare = shutil.which("unshare")
-    if unshare and subprocess.run([unshare, "-rn", "true"], capture_output=True).returncode == 0:
-        return [unshare, "-rn"]
-    return []
+@dataclass
+class SandboxConfig:
+    """Limits of the code sandbox; the wall-clock timeout is the verifier's ``timeout_s``."""
+
+    isolation: str = documented("bwrap", "bwrap: bubblewrap namespaces as uid 65534 (docs/reliability.md); none: no isolation at all, a warning at every start")
+    cpu_s: int = documented(0, "CPU seconds per program (0: the wall-clock timeout rounded up, plus one)")
+    memory_mb: int = documented(1024, "address-space limit per process")
+    scratch_mb: int = documented(64, "size of the writable /tmp (also the working directory)")
+    shm_mb: int = documented(16, "size of /dev/shm")
+    file_mb: int = documented(16, "largest file a program may write")
+    processes: int = documented(32, "processes and threads of the sandbox user")
+    open_files: int = documented(64, "open file descriptors per process")
+    output_kb: int = documented(1024, "stdout read per program; more is a failure")
+    python: str | None = documented(None, "interpreter for the program (default: this one's base interpreter, without the project's venv)")
+
+    def rlimits(self, timeout_s: float) -> dict[str, int]:
+        values = {
+            "cpu_s": self.cpu_s or math.ceil(timeout_s) + 1, "memory_mb": self.memory_mb << 20,
+            "file_mb": self.file_mb << 20, "processes": self.processes, "open_files": self.open_files,
+        }
+        return {name: values[key] for name, key in LIMITS.items()} | {"RLIMIT_CORE": 0}
 
 
-def run_code_tests(code: str, tests: str, timeout_s: float = 5.0, memory_mb: int = 512, file_mb: int = 8) -> float:
-    """1.0 if ``code`` followed by ``tests`` (asserts) runs to completion, else 0.0."""
-    from rlvr_explore.metrics.answers import extract_code
+class SandboxUnavailable(OSError):
+    """The sandbox cannot run on this machine; the message says why and what to do."""
 
-    with tempfile.TemporaryDirectory(prefix="rlvr-sandbox-") as workdir:
-        Path(workdir, "solution.py").write_text(extract_code(code))
-        Path(workdir, "tests.py").write_text(tests)
-        Path(workdir, "harness.py").write_text(HARNESS)
-        command = _network_isolation() + [sys.executable, "-I", "harness.py"]
+
+@dataclass
+class ProgramRun:
+    """What the parent saw of one program: only ``passed`` decides a reward."""
+
+    passed: bool
+    returncode: int | None
+    stdout: bytes = field(default=b"", repr=False)
+    timed_out: bool = False
+    output_capped: bool = False
+
+
+# ------------------------------------------------------------------ the bubblewrap command
+
+
+@functools.lru_cache(maxsize=None)
+def interpreter(python: str | None) -> tuple[str, tuple[str, ...]]:
+    """(real path of the interpreter, the prefixes it needs read-only)."""
+    exe = os.path.realpath(python or getattr(sys, "_base_executable", None) or sys.executable)
+    if not os.access(exe, os.X_OK):
+        raise SandboxUnavailable(f"sandbox.python: {exe} is not an executable interpreter")
+    query = "import json, sys; print(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]))"
+    done = subprocess.run([exe, "-I", "-c", query], capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise SandboxUnavailable(f"sandbox.python: {exe} does not run: {done.stderr.strip()[-500:]}")
+    prefixes = {os.path.realpath(p) for p in json.loads(done.stdout)} | {os.path.dirname(os.path.dirname(exe))}
+    return exe, tuple(sorted(p for p in prefixes if not p.startswith("/usr") or p == "/usr"))
+
+
+def _system_mounts() -> list[str]:
+    args = ["--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        path = Path("/") / name
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_dir():
+            args += ["--ro-bind", str(path), str(path)]
+    return args
+
+
+def bwrap_command(config: SandboxConfig, data_fds: dict[str, int], argv: list[str]) -> list[str]:
+    """The bwrap command line; ``data_fds`` maps a file name under /sandbox to a readable fd."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise SandboxUnavailable(
+            "the code verifier needs bubblewrap (bwrap) to isolate untrusted programs, and it is not installed: "
+            "`apt-get install bubblewrap` (Debian/Ubuntu; `make install` does this as root), `dnf install bubblewrap` "
+            "(Fedora). To run programs without any isolation instead, set sandbox.isolation=none (unsafe).")
+    exe, prefixes = interpreter(config.python)
+    command = [bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net", "--unshare-ipc",
+               "--unshare-uts", "--unshare-cgroup", "--hostname", "sandbox"]
+    if os.geteuid() == 0:  # keep two capabilities so the harness can drop to a uid that owns nothing
+        command += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
+        command += ["--unshare-user", "--disable-userns", "--uid", str(NOBODY), "--gid", str(NOBODY)]
+    command += _system_mounts()
+    for prefix in prefixes:
+        if prefix != "/usr":  # its parents are made traversable: bwrap would make /root 0700
+            parents = [str(p) for p in reversed(Path(prefix).parents) if str(p) != "/"]
+            command += [arg for parent in parents for arg in ("--perms", "0755", "--dir", parent)]
+            command += ["--ro-bind", prefix, prefix]
+    command += ["--proc", "/proc", "--dev", "/dev",
+                "--perms", "1777", "--size", str(config.scratch_mb << 20), "--tmpfs", "/tmp",
+                "--perms", "1777", "--size", str(config.shm_mb << 20), "--tmpfs", "/dev/shm"]
+    for name, fd in data_fds.items():
+        command += ["--perms", "0444", "--ro-bind-data", str(fd), f"{INSIDE}/{name}"]
+    command += ["--remount-ro", "/", "--chdir", "/tmp", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
+                "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
+                exe, "-I", *argv]
+    return command
+
+
+NAMESPACE_HINTS = ("namespace", "uid map", "user_namespaces", "Operation not permitted", "Permission denied")
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(config_key: tuple) -> None:
+    config = SandboxConfig(**dict(config_key))
+    fd = _memfd("harness.py", "import os, sys; assert os.getuid() != 0 or sys.argv[1] == 'root'; print('ok')")
+    try:
+        command = bwrap_command(config, {"probe.py": fd}, [f"{INSIDE}/probe.py", "root" if os.geteuid() == 0 else "user"])
+        done = subprocess.run(command, pass_fds=(fd,), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    finally:
+        os.close(fd)
+    if done.returncode != 0 or done.stdout.strip() != "ok":
+        reason = done.stderr.strip()[-800:]
+        hint = ""
+        if any(h in reason for h in NAMESPACE_HINTS):
+            hint = (" This machine seems to forbid the namespaces bubblewrap needs (unprivileged user namespaces off: "
+                    "sysctl kernel.unprivileged_userns_clone=0 or user.max_user_namespaces=0, an AppArmor "
+                    "restrict_unprivileged_userns policy, or a container without CAP_SYS_ADMIN); enable them, or run as "
+                    "root, or set sandbox.isolation=none (unsafe).")
+        raise SandboxUnavailable(f"the bubblewrap sandbox does not start: {reason or 'no output'}.{hint}")
+
+
+def check_available(config: SandboxConfig) -> None:
+    """Raise :class:`SandboxUnavailable` (with the fix) unless the configured isolation works here."""
+    if config.isolation not in ("bwrap", "none"):
+        raise SandboxUnavailable(f"sandbox.isolation must be bwrap or none, got {config.isolation!r}")
+    if config.isolation == "bwrap":
+        _probe(tuple(sorted(vars(config).items())))
+
+
+# ------------------------------------------------------------------ running one program
+
+
+def _memfd(name: str, text: str) -> int:
+    fd = os.memfd_create(name, 0)
+    os.write(fd, text.encode("utf-8", "surrogatepass"))
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _kill(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def _read(process: subprocess.Popen, streams: dict, deadline: float, caps: dict) -> tuple[dict[str, bytes], bool, bool]:
+    """Read ``streams`` (name -> pipe) to EOF or the deadline; (data, timed out, a cap exceeded)."""
+    selector = selectors.DefaultSelector()
+    for name, pipe in streams.items():
+        selector.register(pipe, selectors.EVENT_READ, name)
+    data = {name: bytearray() for name in streams}
+    while selector.get_map():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return {k: bytes(v) for k, v in data.items()}, True, False
+        for key, _ in selector.select(left):
+            chunk = os.read(key.fd, 65536)
+            if not chunk:
+                selector.unregister(key.fileobj)
+                continue
+            data[key.data] += chunk
+            if len(data[key.data]) > caps[key.data]:
+                return {k: bytes(v) for k, v in data.items()}, False, True
+    return {k: bytes(v) for k, v in data.items()}, False, False
+
+
+def run_program(program: str, config: SandboxConfig, timeout_s: float, tests: str | None = None,
+                entry_point: str | None = None, stdin: str = "") -> ProgramRun:
+    """Run ``program`` once: with ``tests`` (assert mode) it passes only if the harness releases the
+    run's token; without, it passes if it exits 0 and ``stdout`` holds what it printed."""
+    mode = "stdio" if tests is None else "tests"
+    token = secrets.token_hex(16).encode()
+    files = {"harness.py": HARNESS, "program.py": program} | ({"tests.py": tests} if tests is not None else {})
+    data_fds = {name: _memfd(name, text) for name, text in files.items()}
+    token_fd = _memfd("token", token.decode())
+    verdict_read, verdict_write = os.pipe()
+    scratch = None
+    try:
+        harness_config = {"mode": mode, "token_fd": token_fd, "verdict_fd": verdict_write, "entry_point": entry_point,
+                          "limits": config.rlimits(timeout_s), "files": INSIDE, "drop_to": None}
+        if config.isolation == "bwrap":
+            harness_config["drop_to"] = NOBODY if os.geteuid() == 0 else None
+            command = bwrap_command(config, data_fds, [f"{INSIDE}/harness.py", json.dumps(harness_config)])
+            cwd, env = None, {"PATH": "/usr/bin:/bin"}
+        else:
+            scratch = tempfile.TemporaryDirectory(prefix="rlvr-unisolated-")
+            for name, text in files.items():
+                Path(scratch.name, name).write_text(text, encoding="utf-8", errors="surrogatepass")
+            harness_config["files"] = scratch.name
+            exe, _ = interpreter(config.python)
+            command = [exe, "-I", f"{scratch.name}/harness.py", json.dumps(harness_config)]
+            cwd, env = scratch.name, {"PATH": "/usr/bin:/bin", "HOME": scratch.name}
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, start_new_session=True, pass_fds=(*data_fds.values(), token_fd, verdict_write),
+            stdin=subprocess.PIPE if mode == "stdio" else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if mode == "stdio" else subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(verdict_write)
+        verdict_write = -1
+        deadline = time.monotonic() + timeout_s
+        streams = {"verdict": os.fdopen(verdict_read, "rb", buffering=0)}
+        verdict_read = -1
+        if mode == "stdio":
+            streams["stdout"] = process.stdout
+            _feed(process, stdin)
+        caps = {"verdict": 64, "stdout": config.output_kb << 10}
         try:
-            done = subprocess.run(command, cwd=workdir, capture_output=True, timeout=timeout_s, stdin=subprocess.DEVNULL,
-                                  preexec_fn=_limits(int(timeout_s) + 1, memory_mb, file_mb), env={"PATH": "/usr/bin:/bin"})
-        except (subprocess.TimeoutExpired, OSError):
-            return 0.0
-        return float(done.returncode == 0)
+            data, timed_out, capped = _read(process, streams, deadline, caps)
+            if not (timed_out or capped):
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:
+            _kill(process)  # also ends the PID namespace, so no daemon outlives the verdict
+            for stream in streams.values():
+                stream.close()
+        code = process.returncode
+        ok = code == 0 and not timed_out and not capped
+        passed = ok and (data["verdict"] == token if mode == "tests" else data["verdict"] == b"")
+        return ProgramRun(passed, code, data.get("stdout", b""), timed_out, capped)
+    finally:
+        for fd in (*data_fds.values(), token_fd, verdict_read, verdict_write):
+            if fd >= 0:
+                os.close(fd)
+        if scratch is not None:
+            scratch.cleanup()
+
+
+def _feed(process: subprocess.Popen, text: str) -> None:
+    """Write the program's stdin from a thread, so a program that never reads cannot block us."""
+    import threading
+
+    def feed():
+        try:
+            process.stdin.write(text.encode("utf-8", "surrogatepass"))
+        except (BrokenPipeError, OSError):
+            pass
+        finally:
+            try:
+                process.stdin.close()
+            except OSError:
+                pass
+
+    threading.Thread(target=feed, daemon=True).start()
+
+
+def same_output(printed: bytes, expected: str) -> bool:
+    """Output equality as text, up to trailing spaces on a line and trailing blank lines."""
+    def lines(text: str) -> list[str]:
+        return [line.rstrip() for line in text.rstrip().splitlines()]
+
+    try:
+        return lines(printed.decode("utf-8")) == lines(expected)
+    except UnicodeDecodeError:
+        return False
