@@ -91,6 +91,8 @@ def test_nothing_outside_the_sandbox_is_written_read_or_deleted(verifier, tmp_pa
     secret.write_text("secret")
     secrets = [f"assert open({str(project)!r}).read()", f"assert open({str(secret)!r}).read()",
                "import os\nassert 'RLVR_CANARY' in os.environ", "assert open('/etc/passwd').read()"]
+    if os.geteuid() == 0:  # as root the harness reads the tests before it drops privileges; they stay hidden
+        secrets.append("assert 'assert f(1) == 2' in open('/sandbox/tests.py').read()")
     os.environ["RLVR_CANARY"] = "secret"
     try:
         for probe in secrets:
@@ -241,3 +243,15 @@ def test_signals_to_the_verifier_process_group_are_not_ours(verifier):
     own_group = os.getpgrp()
     assert score(verifier, WRONG + f"import os, signal\nos.killpg({own_group}, signal.SIGKILL)\n") == 0.0
     assert os.getpgrp() == own_group
+
+
+def test_a_sandbox_that_fails_to_set_up_is_an_error_not_a_silent_zero(monkeypatch, caplog):
+    from rlvr_explore.verifiers import sandbox
+
+    verifier = Verifier("code", timeout_s=3)
+    monkeypatch.setattr(sandbox, "_system_mounts", lambda: ["--ro-bind", "/nonexistent-rlvr", "/x"])
+    run = run_program(RIGHT, SandboxConfig(), 3, tests=TESTS)
+    assert not run.passed and not run.started and b"nonexistent-rlvr" in run.stderr
+    with caplog.at_level("WARNING"):
+        assert score(verifier, RIGHT) == 0.0
+    assert verifier.stats["errors"] == 1 and "did not start" in caplog.text

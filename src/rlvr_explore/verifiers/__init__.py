@@ -111,6 +111,9 @@ class Verifier:
             raise  # the machine changed under us: stop, do not pay zeros
         except Exception:  # noqa: BLE001 - a malformed problem or response is reward 0, never a crash
             return 0.0, ["errors"]
+        if not run.started:  # bwrap failed to set up: not the program's fault, so say it loudly
+            log.warning("the sandbox did not start (reward 0, counted in errors): %s", run.stderr.decode(errors="replace")[-500:])
+            return 0.0, ["errors"]
         counted = ["timeouts"] if run.timed_out else []
         if run.timed_out or run.output_capped:
             counted.append("refusals")

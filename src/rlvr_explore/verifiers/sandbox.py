@@ -44,6 +44,7 @@ from rlvr_explore.documented import documented
 
 NOBODY = 65534
 INSIDE = "/sandbox"  # where the harness and the program's files appear inside the sandbox
+PRIVATE = {"tests.py"}  # root-only inside: the harness reads them before it drops to uid 65534
 
 # Runs inside the sandbox before any untrusted line: drop privileges, set limits, run, and only
 # then (tests mode) release the token. Kept free of imports the program could have patched first.
@@ -52,22 +53,25 @@ import json, os, resource, sys, types
 
 def main():
     config = json.loads(sys.argv[1])
-    write, exit_now = os.write, os._exit
+    write, exit_now, files = os.write, os._exit, config["files"]
+    write(config["started_fd"], b"1")  # the sandbox is set up: any failure from here on is the program's
+    os.close(config["started_fd"])
+    token = os.read(config["token_fd"], 64)
+    os.close(config["token_fd"])
+    if config["mode"] == "tests":  # read while privileged: as root, tests.py is 0400 and the program cannot read it
+        with open(files + "/tests.py") as handle:
+            tests = handle.read()
     if config["drop_to"] is not None:
         os.setgroups([])
         os.setgid(config["drop_to"])
         os.setuid(config["drop_to"])
     for name, value in config["limits"].items():
         resource.setrlimit(getattr(resource, name), (value, value))
-    files = config["files"]
     if config["mode"] == "stdio":
         sys.argv = ["program.py"]
         import runpy
         runpy.run_path(files + "/program.py", run_name="__main__")
         return
-    token = os.read(config["token_fd"], 64)
-    os.close(config["token_fd"])
-    verdict_fd = config["verdict_fd"]
     import builtins, threading
     clean_builtins = dict(builtins.__dict__)
     module = types.ModuleType("solution")
@@ -77,12 +81,12 @@ def main():
         # undo the cheapest ways a program could steer the tests that follow
         sys.settrace(None); sys.setprofile(None); threading.settrace(None); threading.setprofile(None)
         builtins.__dict__.clear(); builtins.__dict__.update(clean_builtins)
-        exec(compile(open(files + "/tests.py").read(), "tests.py", "exec"), module.__dict__)
+        exec(compile(tests, "tests.py", "exec"), module.__dict__)
         if config["entry_point"]:
             module.__dict__["check"](module.__dict__[config["entry_point"]])
     except BaseException:
         exit_now(1)
-    write(verdict_fd, token)
+    write(config["verdict_fd"], token)
     exit_now(0)
 
 main()
@@ -104,7 +108,7 @@ class SandboxConfig:
     scratch_mb: int = documented(64, "size of the writable /tmp (also the working directory)")
     shm_mb: int = documented(16, "size of /dev/shm")
     file_mb: int = documented(16, "largest file a program may write")
-    processes: int = documented(32, "processes and threads of the sandbox user")
+    processes: int = documented(8, "processes and threads of uid 65534 (as root, shared by all sandboxes running at once)")
     open_files: int = documented(64, "open file descriptors per process")
     output_kb: int = documented(1024, "stdout read per program; more is a failure")
     python: str | None = documented(None, "interpreter for the program (default: this one's base interpreter, without the project's venv)")
@@ -130,6 +134,8 @@ class ProgramRun:
     stdout: bytes = field(default=b"", repr=False)
     timed_out: bool = False
     output_capped: bool = False
+    started: bool = True  # False: bwrap could not set the sandbox up (see stderr)
+    stderr: bytes = field(default=b"", repr=False)
 
 
 # ------------------------------------------------------------------ the bubblewrap command
@@ -185,7 +191,7 @@ def bwrap_command(config: SandboxConfig, data_fds: dict[str, int], argv: list[st
                 "--perms", "1777", "--size", str(config.scratch_mb << 20), "--tmpfs", "/tmp",
                 "--perms", "1777", "--size", str(config.shm_mb << 20), "--tmpfs", "/dev/shm"]
     for name, fd in data_fds.items():
-        command += ["--perms", "0444", "--ro-bind-data", str(fd), f"{INSIDE}/{name}"]
+        command += ["--perms", "0400" if name in PRIVATE else "0444", "--ro-bind-data", str(fd), f"{INSIDE}/{name}"]
     command += ["--remount-ro", "/", "--chdir", "/tmp", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
                 "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
                 exe, "-I", *argv]
@@ -241,25 +247,33 @@ def _kill(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def _read(process: subprocess.Popen, streams: dict, deadline: float, caps: dict) -> tuple[dict[str, bytes], bool, bool]:
-    """Read ``streams`` (name -> pipe) to EOF or the deadline; (data, timed out, a cap exceeded)."""
+def _read(streams: dict, deadline: float, caps: dict) -> tuple[dict[str, bytes], bool, str | None]:
+    """Read ``streams`` (name -> pipe) to EOF or the deadline: (data, timed out, the stream that
+    went past its cap). A stream past its cap stops the reading, except stderr, which is dropped."""
     selector = selectors.DefaultSelector()
     for name, pipe in streams.items():
         selector.register(pipe, selectors.EVENT_READ, name)
     data = {name: bytearray() for name in streams}
+
+    def result(timed_out: bool, capped: str | None):
+        selector.close()
+        return {k: bytes(v[: caps[k]]) if k == "stderr" else bytes(v) for k, v in data.items()}, timed_out, capped
+
     while selector.get_map():
         left = deadline - time.monotonic()
         if left <= 0:
-            return {k: bytes(v) for k, v in data.items()}, True, False
+            return result(True, None)
         for key, _ in selector.select(left):
             chunk = os.read(key.fd, 65536)
             if not chunk:
                 selector.unregister(key.fileobj)
                 continue
+            if key.data == "stderr" and len(data["stderr"]) > caps["stderr"]:
+                continue
             data[key.data] += chunk
-            if len(data[key.data]) > caps[key.data]:
-                return {k: bytes(v) for k, v in data.items()}, False, True
-    return {k: bytes(v) for k, v in data.items()}, False, False
+            if len(data[key.data]) > caps[key.data] and key.data != "stderr":
+                return result(False, key.data)
+    return result(False, None)
 
 
 def run_program(program: str, config: SandboxConfig, timeout_s: float, tests: str | None = None,
@@ -269,13 +283,13 @@ def run_program(program: str, config: SandboxConfig, timeout_s: float, tests: st
     mode = "stdio" if tests is None else "tests"
     token = secrets.token_hex(16).encode()
     files = {"harness.py": HARNESS, "program.py": program} | ({"tests.py": tests} if tests is not None else {})
-    data_fds = {name: _memfd(name, text) for name, text in files.items()}
-    token_fd = _memfd("token", token.decode())
-    verdict_read, verdict_write = os.pipe()
+    opened = {name: _memfd(name, text) for name, text in files.items()} | {"token": _memfd("token", token.decode())}
+    pipes = {name: os.pipe() for name in ("verdict", "started", "stderr")}  # name -> (read end, write end)
     scratch = None
     try:
-        harness_config = {"mode": mode, "token_fd": token_fd, "verdict_fd": verdict_write, "entry_point": entry_point,
-                          "limits": config.rlimits(timeout_s), "files": INSIDE, "drop_to": None}
+        harness_config = {"mode": mode, "token_fd": opened["token"], "verdict_fd": pipes["verdict"][1], "started_fd": pipes["started"][1],
+                          "entry_point": entry_point, "limits": config.rlimits(timeout_s), "files": INSIDE, "drop_to": None}
+        data_fds = {name: fd for name, fd in opened.items() if name in files}
         if config.isolation == "bwrap":
             harness_config["drop_to"] = NOBODY if os.geteuid() == 0 else None
             command = bwrap_command(config, data_fds, [f"{INSIDE}/harness.py", json.dumps(harness_config)])
@@ -285,24 +299,26 @@ def run_program(program: str, config: SandboxConfig, timeout_s: float, tests: st
             for name, text in files.items():
                 Path(scratch.name, name).write_text(text, encoding="utf-8", errors="surrogatepass")
             harness_config["files"] = scratch.name
-            exe, _ = interpreter(config.python)
-            command = [exe, "-I", f"{scratch.name}/harness.py", json.dumps(harness_config)]
+            command = [interpreter(config.python)[0], "-I", f"{scratch.name}/harness.py", json.dumps(harness_config)]
             cwd, env = scratch.name, {"PATH": "/usr/bin:/bin", "HOME": scratch.name}
         process = subprocess.Popen(
-            command, cwd=cwd, env=env, start_new_session=True, pass_fds=(*data_fds.values(), token_fd, verdict_write),
+            command, cwd=cwd, env=env, start_new_session=True, stderr=pipes["stderr"][1],
+            pass_fds=(*opened.values(), pipes["verdict"][1], pipes["started"][1]),
             stdin=subprocess.PIPE if mode == "stdio" else subprocess.DEVNULL,
-            stdout=subprocess.PIPE if mode == "stdio" else subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        os.close(verdict_write)
-        verdict_write = -1
-        deadline = time.monotonic() + timeout_s
-        streams = {"verdict": os.fdopen(verdict_read, "rb", buffering=0)}
-        verdict_read = -1
+            stdout=subprocess.PIPE if mode == "stdio" else subprocess.DEVNULL)
+        streams = {}
+        for name, (read_end, write_end) in pipes.items():
+            os.close(write_end)
+            streams[name] = os.fdopen(read_end, "rb", buffering=0)
+        pipes.clear()
         if mode == "stdio":
             streams["stdout"] = process.stdout
             _feed(process, stdin)
-        caps = {"verdict": 64, "stdout": config.output_kb << 10}
+        caps = {"verdict": 64, "started": 1, "stderr": 4096, "stdout": config.output_kb << 10}
+        deadline = time.monotonic() + timeout_s
         try:
-            data, timed_out, capped = _read(process, streams, deadline, caps)
+            data, timed_out, capped = _read(streams, deadline, caps)
+            capped = capped in ("stdout", "verdict")  # a long traceback is no reason to fail
             if not (timed_out or capped):
                 process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
@@ -314,11 +330,11 @@ def run_program(program: str, config: SandboxConfig, timeout_s: float, tests: st
         code = process.returncode
         ok = code == 0 and not timed_out and not capped
         passed = ok and (data["verdict"] == token if mode == "tests" else data["verdict"] == b"")
-        return ProgramRun(passed, code, data.get("stdout", b""), timed_out, capped)
+        return ProgramRun(passed, code, data.get("stdout", b""), timed_out, capped, started=data["started"] == b"1",
+                          stderr=data["stderr"])
     finally:
-        for fd in (*data_fds.values(), token_fd, verdict_read, verdict_write):
-            if fd >= 0:
-                os.close(fd)
+        for fd in [*opened.values(), *(end for ends in pipes.values() for end in ends)]:
+            os.close(fd)
         if scratch is not None:
             scratch.cleanup()
 
