@@ -79,3 +79,9 @@ def test_workers_import_math_verify_only():
     assert done.returncode == 0 and done.stdout.strip() == "ready"
     assert done.stderr.strip().splitlines()[-1] == "[]"
 
+
+
+def test_spraying_answers_earns_nothing(verifier):
+    sprays = ["\\boxed{1}, \\boxed{2}, \\boxed{3}", "\\boxed{5} \\boxed{2}", "\\boxed{\\{1,2,3,4\\}}", "\\boxed{1,2,3}",
+              "\\boxed{2 \\text{ or } 3}", "\\boxed{\\pm 2}", "\\boxed{x \\in [1, 3]}", "x = 2 and \\boxed{7}"]
+    assert verifier([{"answer": "2"}] * len(sprays), sprays) == [0.0] * len(sprays)

@@ -31,7 +31,7 @@ def test_difficulty_grows_the_problems():
 
 def test_wrong_answers_are_rejected():
     assert verify_countdown("2 4 8>20:", "8*2+4") == 1.0
-    for wrong in ("8*2+5", "8*2*4", "2*2*5", "20", "8*02+4", "", "8*2+4+", "import os"):
+    for wrong in ("8*2+5", "8*2*4", "2*2*5", "20", "8*02+4", "", "8*2+4+", "import os", "9" * 5000 + "*" + "9" * 5000):
         assert verify_countdown("2 4 8>20:", wrong) == 0.0, wrong
     prompt = "ab bc cd ad|ad:"
     assert verify_graph_path(prompt, "ad") == verify_graph_path(prompt, "abcd") == 1.0

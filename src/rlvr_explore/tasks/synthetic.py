@@ -72,16 +72,14 @@ def verify_countdown(prompt: str, response: str) -> float:
     numbers_text, target_text = prompt.rstrip(":").split(">")
     available = sorted(int(x) for x in numbers_text.split())
     answer = response.strip()
-    value = countdown_value(answer)
-    if value is None or not any(op in answer for op in OPS):
+    if not COUNTDOWN_EXPRESSION.fullmatch(answer) or not any(op in answer for op in OPS):
         return 0.0
-    used = [int(x) for x in re.findall(r"\d+", answer)]
     pool = list(available)
-    for n in used:
-        if n not in pool:
+    for n in re.findall(r"\d+", answer):  # before evaluating: a response cannot make us multiply huge numbers
+        if len(n) > 6 or int(n) not in pool:
             return 0.0
-        pool.remove(n)
-    return float(value == int(target_text))
+        pool.remove(int(n))
+    return float(countdown_value(answer) == int(target_text))
 
 
 # ------------------------------------------------------------------ graph path
