@@ -34,12 +34,12 @@ def main():
         cfg.run.seed = seed
         cfg.run.out_dir = f"{args.out}/seed{seed}/base"
         validate(cfg)
-        policy = run_sft(cfg)
+        policy = run_sft(cfg, overwrite=True)
         for index, (name, overrides) in enumerate(runs.items()):
             run_cfg = apply_mapping(copy.deepcopy(cfg), overrides or {}, f"run '{name}'")
             run_cfg.run.out_dir = f"{args.out}/seed{seed}/{name}"
             validate(run_cfg)
-            results.setdefault(name, []).append(RLTrainer(run_cfg, init_policy=str(policy)).run()["summary"])
+            results.setdefault(name, []).append(RLTrainer(run_cfg, init_policy=str(policy), overwrite=True).run()["summary"])
             if index == 0:  # the base policy's evaluation is the first run's step 0
                 first = sorted(Path(run_cfg.run.out_dir, "eval").glob("step_*.json"))[0]
                 results["base"].append(json.loads(first.read_text())["summary"])

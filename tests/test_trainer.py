@@ -14,7 +14,8 @@ from conftest import TINY
 from rlvr_explore import losses
 from rlvr_explore.train.rft import rule_filter, run_rft
 from rlvr_explore.train.rl import RLTrainer
-from rlvr_explore.train.runtime import list_checkpoints, read_metrics
+from rlvr_explore.train.checkpoints import list_checkpoints
+from rlvr_explore.train.runtime import read_metrics
 
 
 @pytest.mark.parametrize("method", sorted(losses.LOSSES))
@@ -64,9 +65,10 @@ def test_resume_continues_exactly_where_the_checkpoint_left(tiny_config, tmp_pat
     assert [p.name for p in list_checkpoints(resumed.out)] == ["step_000002", "step_000004"]
 
 
-def test_resume_without_checkpoint_is_a_clear_error(tiny_config):
-    with pytest.raises(FileNotFoundError, match="no checkpoint under"):
-        RLTrainer(tiny_config(), resume=True)
+def test_resume_of_an_empty_directory_starts_a_new_run(tiny_config, caplog):
+    with caplog.at_level("WARNING"):
+        trainer = RLTrainer(tiny_config(), resume=True)
+    assert trainer.step == 0 and "no run to resume there; starting a new one" in caplog.text
 
 
 def test_killed_run_resumes_from_the_cli(tiny_config, tmp_path):

@@ -44,14 +44,14 @@ def run(args) -> int:
     base.run.out_dir = str(out / "base")
     validate(base)
     print(f"[demo] 1/{len(runs) + 2}: SFT of a base policy on {base.task.name} -> {out / 'base'}")
-    policy = run_sft(base)
+    policy = run_sft(base, overwrite=True)  # the demo owns its output directory
     run_dirs = []
     for i, (name, overrides) in enumerate(runs.items(), start=2):
         cfg = apply_mapping(copy.deepcopy(base), overrides or {}, f"demo run '{name}'")
         cfg.run.out_dir = str(out / name)
         validate(cfg)
         print(f"[demo] {i}/{len(runs) + 2}: {name} ({cfg.algorithm.method}, {cfg.train.steps} steps) -> {cfg.run.out_dir}")
-        summary = RLTrainer(cfg, init_policy=str(policy)).run()["summary"]
+        summary = RLTrainer(cfg, init_policy=str(policy), overwrite=True).run()["summary"]
         n = cfg.eval.n_samples
         print(f"[demo]     pass@1 {summary['pass@1']:.3f}  pass@{n} {summary[f'pass@{n}']:.3f}  "
               f"distinct correct {summary['distinct_correct']:.2f}  entropy {summary['entropy']:.3f}")

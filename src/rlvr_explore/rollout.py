@@ -61,6 +61,10 @@ class Rollout:
         return Rollout(**fields)
 
 
+class NonFiniteError(ValueError):
+    """A NaN or inf where training cannot go on; the message names where and the likely cause."""
+
+
 def encode_prompts(tokenizer, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded ids and mask; a BOS is put first when the tokenizer has one."""
     rows = []
@@ -120,6 +124,9 @@ def sample(model, tokenizer, prompts: list[str], max_new_tokens: int, temperatur
     tokens, mask, stats = [], [], []
     for _ in range(max_new_tokens):
         probs = torch.softmax(logits.float() / temperature, -1)
+        if not torch.isfinite(probs).all():
+            raise NonFiniteError("sampling: the policy's next-token probabilities are NaN or inf "
+                                 "(its logits or weights are not finite)")
         if greedy:
             token = probs.argmax(-1)
         else:

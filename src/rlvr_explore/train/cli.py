@@ -25,18 +25,29 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--help-config", action=_HelpConfig)
 
 
+def _overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in run.out_dir (without it, such a directory is refused)")
+
+
 def _sft(args) -> int:
     from .sft import run_sft
 
-    run_sft(load_config(args.config, args.set))
+    run_sft(load_config(args.config, args.set), overwrite=args.overwrite)
     return 0
 
 
 def _train(args) -> int:
+    from .checkpoints import RunAlreadyFinished
     from .rl import RLTrainer
 
     cfg = load_config(args.config, args.set)
-    result = RLTrainer(cfg, resume=args.resume, init_policy=args.init).run()
+    try:
+        trainer = RLTrainer(cfg, resume=args.resume, init_policy=args.init, overwrite=args.overwrite)
+    except RunAlreadyFinished as done:
+        print(done)
+        return 0
+    result = trainer.run()
     print(json.dumps(result["summary"], indent=2))
     print(f"run written to {cfg.run.out_dir} (policy in {Path(cfg.run.out_dir) / 'policy'})")
     return 0
@@ -46,7 +57,7 @@ def _rft(args) -> int:
     from .rft import run_rft
 
     cfg = load_config(args.config, args.set)
-    print(json.dumps(run_rft(cfg, init_policy=args.init)["summary"], indent=2))
+    print(json.dumps(run_rft(cfg, init_policy=args.init, overwrite=args.overwrite)["summary"], indent=2))
     return 0
 
 
@@ -59,7 +70,7 @@ def _eval(args) -> int:
     cfg = load_config(args.config, args.set)
     model, tokenizer = build_policy(cfg, args.model)
     model.to(resolve_device(cfg))
-    _, eval_problems = load_tasks(cfg)
+    _, eval_problems = load_tasks(cfg, tokenizer, model)
     verifier = make_verifier(cfg)
     result = evaluate(model, tokenizer, eval_problems, verifier, cfg, torch.Generator().manual_seed(cfg.run.seed + 1))
     verifier.close()
@@ -81,15 +92,18 @@ def _report(args) -> int:
 def add_parsers(sub) -> None:
     p = sub.add_parser("sft", help="supervised fine-tuning on a task's solutions (the base policy)")
     _common(p)
+    _overwrite(p)
     p.set_defaults(func=_sft)
     p = sub.add_parser("train", help="RL training with any registered loss and advantage")
     _common(p)
     p.add_argument("--init", metavar="DIR", help="start from this saved policy (e.g. an SFT run's policy/)")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in run.out_dir")
+    p.add_argument("--resume", action="store_true", help="continue from the newest intact checkpoint in run.out_dir")
+    _overwrite(p)
     p.set_defaults(func=_train)
     p = sub.add_parser("rft", help="rejection-sampling fine-tuning with exploration-aware selection (STILL §4.4.1)")
     _common(p)
     p.add_argument("--init", metavar="DIR", help="start from this saved policy")
+    _overwrite(p)
     p.set_defaults(func=_rft)
     p = sub.add_parser("eval", help="pass@1..n, avg@n, maj@n and diagnostics of a saved policy")
     _common(p)

@@ -7,6 +7,7 @@ the file, the line where YAML knows it, the dotted key and what was expected.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ class TaskConfig:
     eval_size: int = documented(64, "held-out evaluation problems (a different seed)")
     dataset: str | None = documented(None, "local jsonl/json/parquet/`datasets` directory: prompt with answer, tests (HumanEval form) or inputs/outputs (docs/reliability.md)")
     eval_dataset: str | None = documented(None, "local evaluation set (default: the last eval_size records of dataset)")
+    truncate_prompts: bool = documented(False, "keep the end of prompts longer than the model's context allows (default: refuse them at load time)")
     verifier: str = documented("builtin", "builtin, exact, math (math-verify) or code (sandbox)")
     verifier_timeout_s: float = documented(5.0, "per-answer timeout of the math verifier; per-program (per stdin input) wall clock of the code sandbox")
     verifier_workers: int = documented(0, "answers or programs checked in parallel (0: CPUs, at most 8)")
@@ -93,6 +95,7 @@ class TrainConfig:
     eval_every: int = documented(20, "steps between evaluations (0: only at the end)")
     save_every: int = documented(20, "steps between checkpoints (0: only at the end)")
     keep_checkpoints: int = documented(2, "checkpoints kept on disk")
+    max_nonfinite_updates: int = documented(3, "updates in a row with a NaN/inf loss or gradient (each skipped) before the run stops")
 
 
 @dataclass
@@ -153,6 +156,9 @@ class ConfigError(ValueError):
     pass
 
 
+MIN_TEMPERATURE = 1e-6
+
+
 def _type_ok(value, annotation) -> bool:
     hint = typing.get_origin(annotation)
     if hint in (typing.Union, types.UnionType):
@@ -188,6 +194,8 @@ def _merge(target, values: dict, where: str, lines: dict) -> None:
         if not _type_ok(value, hints[key]):
             expected = getattr(hints[key], "__name__", str(hints[key]))
             raise ConfigError(f"{{source}}{line}: '{dotted}' expects {expected}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{{source}}{line}: '{dotted}' expects a finite number, got {value!r}")
         setattr(target, key, float(value) if hints[key] is float and value is not None else value)
 
 
@@ -286,37 +294,80 @@ def validate(cfg: Config) -> None:
         if not ok:
             raise ConfigError(f"config: {message}")
 
-    for method in filter(None, (cfg.algorithm.method, cfg.algorithm.warmup_method)):
+    a, r, t = cfg.algorithm, cfg.rollout, cfg.train
+    methods = [m for m in (a.method, a.warmup_method) if m]
+    for method in methods:
         need(method in losses.available(), f"algorithm.method {method!r} is not a registered loss; available: {', '.join(losses.available())}")
-    if cfg.algorithm.advantage is not None:
-        need(cfg.algorithm.advantage in advantages.ESTIMATORS,
-             f"algorithm.advantage {cfg.algorithm.advantage!r} unknown; available: {', '.join(sorted(advantages.ESTIMATORS))}")
-    for step in cfg.algorithm.shaping:
+    accepted = sorted(set(losses.core.COMMON_KEYS).union(*(losses.get_method(m).keys for m in methods)))
+    for key in a.loss:
+        need(key in accepted, f"algorithm.loss: unknown key {key!r} for {' / '.join(methods)}; accepted: {', '.join(accepted)}")
+    try:  # the values too, now rather than at the first step
+        losses.core.make_config(losses.get_method(a.method), {k: v for k, v in a.loss.items()
+                                                              if k in set(losses.core.COMMON_KEYS) | set(losses.get_method(a.method).keys)})
+    except (TypeError, ValueError) as error:
+        need(False, f"algorithm.loss: {error}")
+    for key in a.advantage_hp:
+        need(key in advantages.ADVANTAGE_CONFIG_KEYS,
+             f"algorithm.advantage_hp: unknown key {key!r}; accepted: {', '.join(advantages.ADVANTAGE_CONFIG_KEYS)}")
+    try:
+        advantages.AdvantageConfig(**a.advantage_hp).validate()
+    except (TypeError, ValueError) as error:
+        need(False, f"algorithm.advantage_hp: {error}")
+    if a.advantage is not None:
+        need(a.advantage in advantages.ESTIMATORS,
+             f"algorithm.advantage {a.advantage!r} unknown; available: {', '.join(sorted(advantages.ESTIMATORS))}")
+    for step in a.shaping:
         need(step in advantages.SHAPINGS, f"algorithm.shaping step {step!r} unknown; available: {', '.join(sorted(advantages.SHAPINGS))}")
     need(cfg.task.dataset is not None or cfg.task.name in TASKS, f"task.name {cfg.task.name!r} unknown; built-in: {', '.join(TASKS)}")
     need(cfg.task.verifier in ("builtin", "exact", "math", "code"), f"task.verifier must be builtin, exact, math or code, got {cfg.task.verifier!r}")
     need(cfg.task.dataset is None or cfg.task.verifier != "builtin", "task.verifier 'builtin' only checks built-in tasks; use exact, math or code with task.dataset")
-    need(cfg.rollout.group_size >= 2, f"rollout.group_size must be >= 2 for group baselines, got {cfg.rollout.group_size}")
-    need(cfg.rollout.prompts_per_step >= 1, "rollout.prompts_per_step must be >= 1")
-    need(cfg.rollout.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1")
-    need(cfg.rollout.temperature > 0 and cfg.eval.temperature > 0, "temperatures must be > 0")
-    need(0 < cfg.rollout.top_p <= 1 and 0 < cfg.eval.top_p <= 1, "top_p must be in (0, 1]")
-    need(cfg.algorithm.micro_batch_size >= 1 and cfg.algorithm.mini_batch_size >= cfg.algorithm.micro_batch_size,
+    need(cfg.task.train_size >= 1 and cfg.task.eval_size >= 1, "task.train_size and task.eval_size must be >= 1")
+    need(r.group_size >= 2, f"rollout.group_size must be >= 2 for group baselines, got {r.group_size}")
+    need(r.prompts_per_step >= 1, "rollout.prompts_per_step must be >= 1")
+    need(r.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1")
+    need(r.top_n >= 1, f"rollout.top_n must be >= 1, got {r.top_n}")
+    for name, value in (("rollout.temperature", r.temperature), ("eval.temperature", cfg.eval.temperature)):
+        # logits / temperature must stay finite in float32: below this, sampling would divide into inf and NaN
+        need(value >= MIN_TEMPERATURE, f"{name} must be >= {MIN_TEMPERATURE} (smaller values overflow logits / temperature), got {value}")
+    need(0 < r.top_p <= 1 and 0 < cfg.eval.top_p <= 1, "top_p must be in (0, 1]")
+    need(a.micro_batch_size >= 1 and a.mini_batch_size >= a.micro_batch_size,
          "need 1 <= algorithm.micro_batch_size <= algorithm.mini_batch_size")
-    need(cfg.algorithm.ppo_epochs >= 1, "algorithm.ppo_epochs must be >= 1")
+    need(a.ppo_epochs >= 1, "algorithm.ppo_epochs must be >= 1")
+    need(a.kl_coef >= 0 and a.entropy_coeff >= 0, "algorithm.kl_coef and algorithm.entropy_coeff must be >= 0")
+    need(a.max_resample >= 0 and a.warmup_method_steps >= 0 and a.kl_reset_every >= 0,
+         "algorithm.max_resample, warmup_method_steps and kl_reset_every must be >= 0")
     need(cfg.optim.schedule in ("constant", "linear", "cosine"), f"optim.schedule must be constant, linear or cosine, got {cfg.optim.schedule!r}")
     need(cfg.optim.lr > 0, "optim.lr must be > 0")
-    need(cfg.train.steps >= 1, "train.steps must be >= 1")
-    need(cfg.eval.n_samples >= 1, "eval.n_samples must be >= 1")
+    need(cfg.optim.weight_decay >= 0 and cfg.optim.grad_clip >= 0 and cfg.optim.warmup_steps >= 0,
+         "optim.weight_decay, grad_clip and warmup_steps must be >= 0")
+    need(t.steps >= 1, "train.steps must be >= 1")
+    need(t.log_every >= 1, f"train.log_every must be >= 1, got {t.log_every}")
+    need(t.eval_every >= 0 and t.save_every >= 0, f"train.eval_every and train.save_every must be >= 0 (0: only at the end), got {t.eval_every} and {t.save_every}")
+    need(t.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1, got {t.keep_checkpoints}")
+    need(t.max_nonfinite_updates >= 1, f"train.max_nonfinite_updates must be >= 1, got {t.max_nonfinite_updates}")
+    need(cfg.eval.n_samples >= 1 and cfg.eval.batch_size >= 1, "eval.n_samples and eval.batch_size must be >= 1")
+    m = cfg.model
+    need(min(m.n_layer, m.n_head, m.n_embd, m.n_positions) >= 1 and m.n_embd % m.n_head == 0,
+         "model.n_layer, n_head, n_embd, n_positions must be >= 1, and n_embd a multiple of n_head")
     need(cfg.rft.select in ("entropy", "branching", "random"), f"rft.select must be entropy, branching or random, got {cfg.rft.select!r}")
-    need(1 <= cfg.sps.keep_per_prompt <= cfg.rollout.group_size, "sps.keep_per_prompt must be in [1, rollout.group_size]")
+    need(min(cfg.rft.iterations, cfg.rft.samples_per_prompt, cfg.rft.select_size) >= 1 and cfg.rft.sft_steps >= 0,
+         "rft.iterations, samples_per_prompt and select_size must be >= 1, sft_steps >= 0")
+    need(0 <= cfg.rft.noisy_fraction < 1, "rft.noisy_fraction must be in [0, 1)")
+    need(min(cfg.sft.steps, cfg.sft.batch_size, cfg.sft.solutions_per_prompt) >= 0 and cfg.sft.batch_size >= 1 and cfg.sft.lr > 0,
+         "sft.steps >= 0, sft.batch_size >= 1, sft.lr > 0")
+    need(0 <= cfg.sft.incorrect_fraction < 1, "sft.incorrect_fraction must be in [0, 1)")
+    s = cfg.sps
+    need(s.every >= 1 and s.irl_steps >= 0 and s.lr_scale > 0 and 0 < s.quantile <= 1,
+         "sps.every >= 1, sps.irl_steps >= 0, sps.lr_scale > 0, sps.quantile in (0, 1]")
+    need(not s.enabled or 1 <= s.keep_per_prompt <= r.group_size, "sps.keep_per_prompt must be in [1, rollout.group_size]")
+    need(cfg.run.device in ("auto", "cpu", "cuda"), f"run.device must be auto, cpu or cuda, got {cfg.run.device!r}")
+    need(cfg.run.threads >= 0, "run.threads must be >= 0")
     need(cfg.task.verifier_timeout_s > 0, f"task.verifier_timeout_s must be > 0, got {cfg.task.verifier_timeout_s}")
     need(cfg.task.verifier_workers >= 0, f"task.verifier_workers must be >= 0, got {cfg.task.verifier_workers}")
     need(cfg.sandbox.isolation in ("bwrap", "none"), f"sandbox.isolation must be bwrap or none, got {cfg.sandbox.isolation!r}")
     for name in ("memory_mb", "scratch_mb", "shm_mb", "file_mb", "processes", "open_files", "output_kb"):
         need(getattr(cfg.sandbox, name) >= 1, f"sandbox.{name} must be >= 1, got {getattr(cfg.sandbox, name)}")
     need(cfg.sandbox.cpu_s >= 0, f"sandbox.cpu_s must be >= 0 (0: from the timeout), got {cfg.sandbox.cpu_s}")
-    need(cfg.run.device in ("auto", "cpu", "cuda"), f"run.device must be auto, cpu or cuda, got {cfg.run.device!r}")
 
 
 def describe() -> str:

@@ -19,6 +19,7 @@ from rlvr_explore.metrics.answers import BOXED, extract_boxed, ngram_redundancy
 
 from .config import Config, to_dict
 from .evaluate import evaluate, sample_many
+from .checkpoints import lock_run_dir, mark_finished, plan_run
 from .runtime import RunLogger, build_policy, load_tasks, make_verifier, resolve_device, save_policy, seed_everything
 from .sft import train_sft
 
@@ -42,16 +43,18 @@ def select(candidates: list[dict], how: str, size: int, rng: random.Random) -> l
     return sorted(candidates, key=lambda c: c[key], reverse=True)[:size]
 
 
-def run_rft(cfg: Config, init_policy: str | None = None) -> dict:
+def run_rft(cfg: Config, init_policy: str | None = None, overwrite: bool = False) -> dict:
     out = Path(cfg.run.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    lock = lock_run_dir(out)
+    plan = plan_run(out, cfg.rft.iterations, resume=False, overwrite=overwrite)
     seed_everything(cfg.run.seed)
     device = resolve_device(cfg)
     model, tokenizer = build_policy(cfg, init_policy)
     model.to(device)
-    train_problems, eval_problems = load_tasks(cfg)
+    train_problems, eval_problems = load_tasks(cfg, tokenizer, model)
     verifier = make_verifier(cfg)
+    plan.apply()
+    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
     logger = RunLogger(out)
     rng = random.Random(cfg.run.seed)
     generator = torch.Generator().manual_seed(cfg.run.seed)
@@ -89,6 +92,8 @@ def run_rft(cfg: Config, init_policy: str | None = None) -> dict:
         (out / "eval").mkdir(exist_ok=True)
         (out / "eval" / f"step_{iteration:06d}.json").write_text(json.dumps(result))
     save_policy(model, tokenizer, out / "policy")
+    mark_finished(out, r.iterations)
     logger.close()
     verifier.close()
+    lock.close()
     return result

@@ -18,40 +18,52 @@ from tqdm.auto import tqdm
 
 from rlvr_explore import advantages as adv_lib
 from rlvr_explore import losses, metrics
-from rlvr_explore.rollout import Rollout, sample, score
+from rlvr_explore.rollout import NonFiniteError, Rollout, sample, score
 
 from .config import Config, to_dict
 from .evaluate import evaluate
+from .checkpoints import (
+    RunDirectoryError, assert_savable, lock_run_dir, mark_finished, nonfinite_tensors, plan_run,
+    save_checkpoint,
+)
 from .runtime import (
-    RunLogger, build_policy, list_checkpoints, load_tasks, make_schedule, make_verifier, resolve_device,
-    restore_rng, rng_state, save_checkpoint, save_policy, seed_everything,
+    RunLogger, build_policy, load_tasks, make_schedule, make_verifier, resolve_device, restore_rng, rng_state,
+    save_policy, seed_everything,
 )
 from .sft import nll_loss
 
 
 class RLTrainer:
-    def __init__(self, cfg: Config, resume: bool = False, init_policy: str | None = None):
+    """One RL run in ``run.out_dir``. ``resume`` continues from the newest intact checkpoint;
+    ``overwrite`` replaces a run already there (otherwise refused). Every refusal comes before
+    anything in the directory is changed."""
+
+    def __init__(self, cfg: Config, resume: bool = False, init_policy: str | None = None, overwrite: bool = False):
         self.cfg = cfg
         self.out = Path(cfg.run.out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self._lock = lock_run_dir(self.out)
+        plan = plan_run(self.out, cfg.train.steps, resume, overwrite)
         seed_everything(cfg.run.seed)
         self.device = resolve_device(cfg)
-        checkpoints = list_checkpoints(self.out) if resume else []
-        if resume and not checkpoints:
-            raise FileNotFoundError(f"--resume: no checkpoint under {self.out / 'checkpoints'}")
-        start_from = str(checkpoints[-1]) if checkpoints else init_policy
+        start_from = str(plan.resume_from) if plan.resume_from else init_policy
         self.model, self.tokenizer = build_policy(cfg, start_from)
         self.model.to(self.device)
-        self.train_problems, self.eval_problems = load_tasks(cfg)
+        self.train_problems, self.eval_problems = load_tasks(cfg, self.tokenizer, self.model)
         self.verifier = make_verifier(cfg)
         self.generator = torch.Generator().manual_seed(cfg.run.seed)
         self.optimizer = self._new_optimizer()
         self.scheduler = make_schedule(self.optimizer, cfg, cfg.train.steps * self._updates_per_step())
         self.reference = self._frozen_copy() if cfg.algorithm.kl_coef > 0 else None
         self.step = 0
-        if checkpoints:
-            self._restore(torch.load(checkpoints[-1] / "trainer_state.pt", weights_only=False))
-        self.logger = RunLogger(self.out, resume_step=self.step if checkpoints else None)
+        self.nonfinite_streak = 0  # updates skipped in a row for a NaN/inf loss or gradient
+        if plan.resume_from:
+            state_path = plan.resume_from / "trainer_state.pt"
+            try:
+                self._restore(torch.load(state_path, weights_only=False))
+            except Exception as error:  # the manifest held, so this is a version mismatch, not damage
+                raise RunDirectoryError(f"{state_path}: cannot be restored ({type(error).__name__}: {error})") from None
+        plan.apply()
+        self.logger = RunLogger(self.out, resume_step=self.step if plan.resume_from else None)
         (self.out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
 
     # ---------------------------------------------------------------- setup helpers
@@ -73,6 +85,7 @@ class RLTrainer:
     def _state(self) -> dict:
         return {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "rng": rng_state(self.generator), "verifier_stats": dict(self.verifier.stats),
+                "nonfinite_streak": self.nonfinite_streak,
                 "reference": self.reference.state_dict() if self.reference is not None else None}
 
     def _restore(self, state: dict) -> None:
@@ -81,6 +94,7 @@ class RLTrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         restore_rng(state["rng"], self.generator)
         self.verifier.stats.update(state["verifier_stats"])
+        self.nonfinite_streak = state.get("nonfinite_streak", 0)
         if self.reference is not None and state["reference"] is not None:
             self.reference.load_state_dict(state["reference"])
 
@@ -148,6 +162,7 @@ class RLTrainer:
                 ref_logp = torch.cat([self._score(self.reference, rollout, rows).logp.cpu()
                                       for rows in torch.arange(len(mask)).split(a.micro_batch_size)])
         collected: dict[str, list[float]] = {}
+        finite, skipped = True, 0
         self.model.train()
         for _ in range(a.ppo_epochs):
             order = torch.randperm(len(mask), generator=self.generator)
@@ -167,15 +182,40 @@ class RLTrainer:
                         token_gate=None if gate is None else gate[start : start + len(rows)].to(dev),
                         kl_coef=a.kl_coef, entropy_coeff=a.entropy_coeff, **norm, **hp)
                     loss.backward()
+                    finite = finite and bool(torch.isfinite(loss))
                     for key, value in m.items():
                         collected.setdefault(key, []).append(float(value))
-                if self.cfg.optim.grad_clip > 0:
-                    norm_value = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+                # max_norm=inf measures without clipping, so the finiteness check always has a norm
+                norm_value = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip or math.inf)
+                if finite and math.isfinite(norm_value):
                     collected.setdefault("grad_norm", []).append(float(norm_value))
-                self.optimizer.step()
-                self.scheduler.step()
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.nonfinite_streak = 0
+                else:
+                    self._skip_nonfinite_update()
+                    skipped += 1
                 self.optimizer.zero_grad(set_to_none=True)
-        return {k: float(np.mean(v)) for k, v in collected.items()}
+                finite = True
+        bad = nonfinite_tensors(dict(self.model.named_parameters()))
+        if bad:
+            raise NonFiniteError(f"step {self.step + 1}: the optimizer step made {len(bad)} weight tensors non-finite "
+                                 f"({bad[0]}, ...); {self.likely_causes()}")
+        return {**{k: float(np.mean(v)) for k, v in collected.items()}, "nonfinite_skipped": skipped}
+
+    def likely_causes(self) -> str:
+        a, o = self.cfg.algorithm, self.cfg.optim
+        return (f"likely causes: the learning rate (optim.lr={o.lr}, optim.grad_clip={o.grad_clip}) or a coefficient "
+                f"(algorithm.entropy_coeff={a.entropy_coeff}, algorithm.kl_coef={a.kl_coef}, algorithm.loss={a.loss})")
+
+    def _skip_nonfinite_update(self) -> None:
+        """Drop this mini-batch's update; stop once ``train.max_nonfinite_updates`` come in a row."""
+        self.nonfinite_streak += 1
+        limit = self.cfg.train.max_nonfinite_updates
+        if self.nonfinite_streak >= limit:
+            raise NonFiniteError(f"step {self.step + 1}: {self.nonfinite_streak} updates in a row had a non-finite loss or "
+                                 f"gradient and were skipped (train.max_nonfinite_updates={limit}); {self.likely_causes()}. "
+                                 "Nothing non-finite was saved; --resume continues from the last checkpoint.")
 
     @torch.no_grad()
     def _batch_gate(self, method, hp, rollout, mini, rewards, advantages):
@@ -227,7 +267,10 @@ class RLTrainer:
     def train_step(self) -> dict:
         cfg, a = self.cfg, self.cfg.algorithm
         started = time.time()
-        rollout, problems, rewards, group_ids, record = self.collect()
+        try:
+            rollout, problems, rewards, group_ids, record = self.collect()
+        except NonFiniteError as error:
+            raise NonFiniteError(f"step {self.step + 1}: {error}; {self.likely_causes()}") from None
         if rollout is None:
             return {**record, "skipped": 1}
         mask = rollout.response_mask
@@ -269,8 +312,16 @@ class RLTrainer:
         return result
 
     def save(self) -> None:
-        save_checkpoint(self.out, self.step, self.model, self.tokenizer, self._state(), self.cfg,
-                        self.cfg.train.keep_checkpoints)
+        assert_savable(self.model, self.optimizer)
+        state = self._state()
+
+        def write(directory: Path):
+            self.model.save_pretrained(directory)
+            self.tokenizer.save_pretrained(directory)
+            torch.save(state, directory / "trainer_state.pt")
+            (directory / "run_config.json").write_text(json.dumps(to_dict(self.cfg), indent=2))
+
+        save_checkpoint(self.out, self.step, write, self.cfg.train.keep_checkpoints)
 
     def run(self) -> dict:
         t = self.cfg.train
@@ -295,6 +346,8 @@ class RLTrainer:
         if not (t.save_every and self.step % t.save_every == 0):  # not just saved in the loop
             self.save()
         save_policy(self.model, self.tokenizer, self.out / "policy")
+        mark_finished(self.out, self.step)
         self.logger.close()
         self.verifier.close()
+        self._lock.close()
         return last_eval

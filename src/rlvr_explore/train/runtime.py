@@ -1,13 +1,11 @@
-"""What every command shares: device and seeds, the policy, the problems, the verifier, the
-metric log (metrics.jsonl + TensorBoard + a progress bar) and atomic checkpoints."""
+"""What every command shares: device and seeds, the policy, the problems (checked against the
+model's context), the verifier and the metric log (metrics.jsonl + TensorBoard)."""
 
 from __future__ import annotations
 
 import json
-import os
+import logging
 import random
-import re
-import shutil
 import time
 from pathlib import Path
 
@@ -19,7 +17,10 @@ from rlvr_explore.tasks import characters, generate, load_problems
 from rlvr_explore.tasks.synthetic import countdown_value
 from rlvr_explore.verifiers import Verifier
 
-from .config import Config, to_dict
+from .checkpoints import atomic_dir
+from .config import Config
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(cfg: Config) -> torch.device:
@@ -42,27 +43,67 @@ def build_policy(cfg: Config, path: str | None = None):
     """(model, tokenizer): from ``path`` / ``model.path`` when given, else a tiny GPT-2 + char tokenizer."""
     path = path or cfg.model.path
     if path:
-        return load_policy(path)
-    tokenizer = char_tokenizer(characters())
-    model = tiny_gpt2(len(tokenizer), n_layer=cfg.model.n_layer, n_head=cfg.model.n_head, n_embd=cfg.model.n_embd,
-                      n_positions=cfg.model.n_positions, seed=cfg.run.seed, pad_token_id=tokenizer.pad_token_id,
-                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+        model, tokenizer = load_policy(path)
+    else:
+        tokenizer = char_tokenizer(characters())
+        model = tiny_gpt2(len(tokenizer), n_layer=cfg.model.n_layer, n_head=cfg.model.n_head, n_embd=cfg.model.n_embd,
+                          n_positions=cfg.model.n_positions, seed=cfg.run.seed, pad_token_id=tokenizer.pad_token_id,
+                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise ValueError(f"{path or 'the tiny model'}: the tokenizer has {len(tokenizer)} tokens but the model's embedding "
+                         f"only {rows} rows; token ids past {rows - 1} would index out of range")
     return model, tokenizer
 
 
-def load_tasks(cfg: Config) -> tuple[list[dict], list[dict]]:
-    """(train, eval) problems: generated from the seed, or read from local files."""
+def context_length(model) -> int | None:
+    config = model.config
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+
+
+def fit_prompts(problems: list[dict], tokenizer, model, max_new_tokens: int, truncate: bool, source: str) -> list[dict]:
+    """Problems whose prompt plus ``max_new_tokens`` fits the model's context: longer ones are an
+    error naming the record, or, with ``truncate``, keep the prompt's last tokens that fit."""
+    context = context_length(model)
+    if context is None:
+        return problems
+    room = context - max_new_tokens - (tokenizer.bos_token_id is not None)
+    if room < 1:
+        raise ValueError(f"rollout.max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's context of {context}")
+    fitted = []
+    for index, problem in enumerate(problems):
+        ids = tokenizer(problem["prompt"], add_special_tokens=False)["input_ids"]
+        if len(ids) > room:
+            if not truncate:
+                raise ValueError(f"{source}: problem {index + 1}: the prompt has {len(ids)} tokens; with "
+                                 f"rollout.max_new_tokens={max_new_tokens} the model's context of {context} leaves "
+                                 f"{room}. Shorten it, raise the context, or set task.truncate_prompts=true")
+            problem = {**problem, "prompt": tokenizer.decode(ids[-room:])}
+        fitted.append(problem)
+    return fitted
+
+
+def load_tasks(cfg: Config, tokenizer=None, model=None) -> tuple[list[dict], list[dict]]:
+    """(train, eval) problems: generated from the seed, or read from local files; with a model,
+    checked (or truncated) against its context."""
     t = cfg.task
     if t.dataset:
         problems = load_problems(t.dataset, verifier=t.verifier)
         if t.eval_dataset:
-            return problems, load_problems(t.eval_dataset, limit=t.eval_size, verifier=t.verifier)
-        if len(problems) <= t.eval_size:
+            train, held_out = problems, load_problems(t.eval_dataset, limit=t.eval_size, verifier=t.verifier)
+        elif len(problems) <= t.eval_size:
             raise ValueError(f"{t.dataset}: {len(problems)} records leave none for training after eval_size={t.eval_size}")
-        return problems[: -t.eval_size], problems[-t.eval_size :]
-    train = generate(t.name, t.train_size, seed=cfg.run.seed, difficulty=t.difficulty)
-    held_out = generate(t.name, t.eval_size, seed=10_000 + cfg.run.seed, difficulty=t.difficulty)
-    return train, held_out
+        else:
+            train, held_out = problems[: -t.eval_size], problems[-t.eval_size :]
+        sources = (t.dataset, t.eval_dataset or f"{t.dataset} (last {t.eval_size} records)")
+    else:
+        train = generate(t.name, t.train_size, seed=cfg.run.seed, difficulty=t.difficulty)
+        held_out = generate(t.name, t.eval_size, seed=10_000 + cfg.run.seed, difficulty=t.difficulty)
+        sources = (f"task {t.name} (train)", f"task {t.name} (eval)")
+    if model is None:
+        return train, held_out
+    return tuple(fit_prompts(problems, tokenizer, model, cfg.rollout.max_new_tokens, t.truncate_prompts, source)
+                 for problems, source in zip((train, held_out), sources))
 
 
 def make_verifier(cfg: Config) -> Verifier:
@@ -85,6 +126,24 @@ def extract_answer(problem: dict, response: str):
 # ------------------------------------------------------------------ logging
 
 
+def read_records(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl; a torn last line (a write cut by a kill) is dropped with a
+    warning, a bad line elsewhere is an error naming it."""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if number == len(lines):
+                log.warning("%s: line %d is cut short (an interrupted write); dropped", path, number)
+                continue
+            raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+    return records
+
+
 class RunLogger:
     """Appends one JSON line per record to ``metrics.jsonl`` and mirrors scalars to TensorBoard."""
 
@@ -93,12 +152,13 @@ class RunLogger:
         self.path = out_dir / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
             # drop records written after the checkpoint we resume from, so steps are not doubled
-            kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            kept = [r for r in read_records(self.path) if r.get("step", 0) <= resume_step]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(out_dir / "tensorboard"))
+            # on resume, TensorBoard drops the events past the checkpoint, as metrics.jsonl does
+            self.writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=None if resume_step is None else resume_step + 1)
         except ImportError:  # tensorboard is a dependency; tolerate its absence in minimal installs
             self.writer = None
 
@@ -122,26 +182,7 @@ def read_metrics(out_dir: str | Path) -> list[dict]:
     path = Path(out_dir) / "metrics.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"no metrics.jsonl in {out_dir}: not a run directory")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-# ------------------------------------------------------------------ checkpoints
-
-
-def _atomic_dir(final: Path, write) -> None:
-    """Write into a temporary sibling, then rename: a crash never leaves a half checkpoint."""
-    tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    if final.exists():
-        old = final.with_name(final.name + f".old-{os.getpid()}")
-        final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(final)
+    return read_records(path)
 
 
 def save_policy(model, tokenizer, directory: Path) -> None:
@@ -151,31 +192,7 @@ def save_policy(model, tokenizer, directory: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
-    _atomic_dir(directory, write)
-
-
-def save_checkpoint(out_dir: Path, step: int, model, tokenizer, state: dict, cfg: Config, keep: int) -> Path:
-    """checkpoints/step_NNNNNN: the policy (loadable by transformers) and trainer_state.pt
-    (optimizer, scheduler, RNG states, reference weights, counters)."""
-    final = out_dir / "checkpoints" / f"step_{step:06d}"
-
-    def write(tmp: Path):
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        torch.save(state, tmp / "trainer_state.pt")
-        (tmp / "config.yaml.json").write_text(json.dumps(to_dict(cfg), indent=2))
-
-    _atomic_dir(final, write)
-    for old in list_checkpoints(out_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old)
-    return final
-
-
-def list_checkpoints(out_dir: Path) -> list[Path]:
-    root = out_dir / "checkpoints"
-    if not root.exists():
-        return []
-    return sorted(p for p in root.iterdir() if re.fullmatch(r"step_\d{6}", p.name) and (p / "trainer_state.pt").exists())
+    atomic_dir(directory, write)
 
 
 def rng_state(generator: torch.Generator) -> dict:

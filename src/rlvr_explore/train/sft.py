@@ -13,6 +13,7 @@ from rlvr_explore.losses import aggregate
 from rlvr_explore.rollout import encode_prompts, score
 
 from .config import Config
+from .checkpoints import lock_run_dir, mark_finished, plan_run
 from .runtime import RunLogger, build_policy, load_tasks, resolve_device, save_policy, seed_everything
 
 
@@ -86,20 +87,24 @@ def train_sft(model, tokenizer, pairs: list[tuple[str, str]], steps: int, batch_
     return curve
 
 
-def run_sft(cfg: Config) -> Path:
+def run_sft(cfg: Config, overwrite: bool = False) -> Path:
     """`rlvr-explore sft`: fine-tune the policy on the task's solutions; writes out_dir/policy."""
     out = Path(cfg.run.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    lock = lock_run_dir(out)
+    plan = plan_run(out, cfg.sft.steps, resume=False, overwrite=overwrite)
     seed_everything(cfg.run.seed)
     device = resolve_device(cfg)
     model, tokenizer = build_policy(cfg)
     model.to(device)
-    train_problems, _ = load_tasks(cfg)
+    train_problems, _ = load_tasks(cfg, tokenizer, model)
     rng = random.Random(cfg.run.seed)
+    plan.apply()
     logger = RunLogger(out)
     curve = train_sft(model, tokenizer, sft_examples(train_problems, cfg, rng), cfg.sft.steps, cfg.sft.batch_size,
                       cfg.sft.lr, rng, logger)
     logger.close()
     save_policy(model, tokenizer, out / "policy")
+    mark_finished(out, cfg.sft.steps)
+    lock.close()
     print(f"sft: final NLL {curve[-1]:.3f}; policy saved to {out / 'policy'}")
     return out / "policy"
