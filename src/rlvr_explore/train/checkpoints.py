@@ -232,7 +232,8 @@ def save_checkpoint(out: Path, step: int, write_files, keep: int) -> Path:
 
     atomic_dir(final, write)
     for old in list_checkpoints(out)[:-keep]:
-        shutil.rmtree(old)
+        doomed = old.rename(old.with_name(f"{old.name}.tmp-{os.getpid()}"))  # a kill mid-delete leaves an orphan, not a torn checkpoint
+        shutil.rmtree(doomed)
     return final
 
 
