@@ -273,3 +273,18 @@ def test_sigkill_at_random_points_resumes_bit_identically(tmp_path):
     assert final.keys() == expected.keys() and all(torch.equal(final[k], expected[k]) for k in final)
     assert comparable(out) == comparable(reference)
     assert not list(out.rglob("*.tmp-*")) and all_finite_on_disk(out)
+
+
+def test_sft_stops_on_a_non_finite_loss_and_saves_no_nan_policy(tiny_config):
+    from rlvr_explore.train.runtime import save_policy
+    from rlvr_explore.train.sft import run_sft
+
+    cfg = tiny_config("sft.lr=1e30", "sft.steps=20")
+    with pytest.raises(NonFiniteError, match=r"sft step \d+: the NLL or its gradient is NaN or inf \(lr=1e\+30\)"):
+        run_sft(cfg)
+    assert not (Path(cfg.run.out_dir) / "policy").exists()
+    model = tiny_gpt2(10, n_layer=1, n_embd=16, n_head=2)
+    with torch.no_grad():
+        next(model.parameters())[0, 0] = float("inf")
+    with pytest.raises(NonFiniteError, match="not saving"):
+        save_policy(model, char_tokenizer("ab"), Path(cfg.run.out_dir) / "nan-policy")

@@ -13,11 +13,12 @@ import numpy as np
 import torch
 
 from rlvr_explore.models import char_tokenizer, load_policy, tiny_gpt2
+from rlvr_explore.rollout import NonFiniteError
 from rlvr_explore.tasks import characters, generate, load_problems
 from rlvr_explore.tasks.synthetic import countdown_value
 from rlvr_explore.verifiers import Verifier
 
-from .checkpoints import atomic_dir
+from .checkpoints import atomic_dir, nonfinite_tensors
 from .config import Config
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,9 @@ def read_metrics(out_dir: str | Path) -> list[dict]:
 
 def save_policy(model, tokenizer, directory: Path) -> None:
     """A directory that ``AutoModelForCausalLM.from_pretrained`` loads, written atomically."""
+    bad = nonfinite_tensors(model.state_dict())
+    if bad:
+        raise NonFiniteError(f"not saving {directory}: {len(bad)} weight tensors are not finite ({bad[0]}, ...)")
 
     def write(tmp: Path):
         model.save_pretrained(tmp)

@@ -10,10 +10,10 @@ import torch
 from tqdm.auto import tqdm
 
 from rlvr_explore.losses import aggregate
-from rlvr_explore.rollout import encode_prompts, score
+from rlvr_explore.rollout import NonFiniteError, encode_prompts, score
 
-from .config import Config
 from .checkpoints import lock_run_dir, mark_finished, plan_run
+from .config import Config
 from .runtime import RunLogger, build_policy, load_tasks, resolve_device, save_policy, seed_everything
 
 
@@ -79,7 +79,9 @@ def train_sft(model, tokenizer, pairs: list[tuple[str, str]], steps: int, batch_
         loss = nll_loss(model, tokenizer, [p for p, _ in batch], [r for _, r in batch])
         optimizer.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if not (torch.isfinite(loss) and torch.isfinite(norm)):
+            raise NonFiniteError(f"{desc} step {step}: the NLL or its gradient is NaN or inf (lr={lr}); nothing was saved")
         optimizer.step()
         curve.append(loss.item())
         if logger is not None and step % 10 == 0:
