@@ -182,7 +182,8 @@ def test_a_damaged_checkpoint_falls_back_to_the_newest_intact_one(tiny_config, t
     with open(out / "metrics.jsonl", "a") as handle:
         handle.write('{"kind": "train", "step": 4, "rew')  # and a torn last line
     with caplog.at_level("WARNING"):
-        resumed = RLTrainer(tiny_config("train.steps=4", "train.save_every=1", f"run.out_dir={out}"), resume=True)
+        resumed = RLTrainer(tiny_config("train.steps=4", "train.save_every=1", f"run.out_dir={out}"), resume=True,
+                            accept_changes=True)
     assert resumed.step == 2
     assert "step_000003 is damaged" in caplog.text and f"{out / 'metrics.jsonl'}: line" in caplog.text
     resumed.run()
@@ -198,7 +199,7 @@ def test_no_intact_checkpoint_is_a_clear_error(tiny_config):
     _damage(out / "checkpoints" / "step_000001" / "model.safetensors", "truncate")
     before = snapshot(out)
     with pytest.raises(RunDirectoryError, match=r"no intact checkpoint .*step_000001: model.safetensors has \d+ bytes"):
-        RLTrainer(tiny_config("train.steps=2"), resume=True)
+        RLTrainer(tiny_config("train.steps=2"), resume=True, accept_changes=True)
     assert snapshot(out) == before
 
 

@@ -14,7 +14,7 @@ from conftest import TINY
 from rlvr_explore import losses
 from rlvr_explore.train.rft import rule_filter, run_rft
 from rlvr_explore.train.rl import RLTrainer
-from rlvr_explore.train.checkpoints import list_checkpoints
+from rlvr_explore.train.checkpoints import RunDirectoryError, list_checkpoints
 from rlvr_explore.train.runtime import read_metrics
 
 
@@ -56,7 +56,9 @@ def test_resume_continues_exactly_where_the_checkpoint_left(tiny_config, tmp_pat
     interrupted = tiny_config("train.steps=2", "train.save_every=2", f"run.out_dir={tmp_path / 'resumed'}")
     RLTrainer(interrupted).run()  # stops after the step-2 checkpoint, like a killed run
     continued = tiny_config("train.steps=4", "train.save_every=2", f"run.out_dir={tmp_path / 'resumed'}")
-    resumed = RLTrainer(continued, resume=True)
+    with pytest.raises(RunDirectoryError, match=r"settings differ from the run's own .*train.steps: 2 -> 4.*--accept-changes"):
+        RLTrainer(continued, resume=True)
+    resumed = RLTrainer(continued, resume=True, accept_changes=True)
     assert resumed.step == 2
     resumed.run()
     assert torch.equal(_weights(resumed.model), _weights(reference.model))
@@ -84,7 +86,7 @@ def test_killed_run_resumes_from_the_cli(tiny_config, tmp_path):
     saved = list_checkpoints(out)
     assert saved, "the run wrote no checkpoint before it was killed"
     last = int(saved[-1].name.split("_")[1])
-    done = subprocess.run([*args[:-2], "train.steps=" + str(last + 2), "train.save_every=1", "--resume"],
+    done = subprocess.run([*args[:-2], "train.steps=" + str(last + 2), "train.save_every=1", "--resume", "--accept-changes"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     steps = [r["step"] for r in read_metrics(out) if r["kind"] == "train"]

@@ -56,7 +56,10 @@ def test_every_loss_trains_through_trl(local_model, tmp_path, method):
     trainer.train()
     logged = [h for h in trainer.state.log_history if "explore/lambda1" in h]
     assert len(logged) == 2
-    assert {"explore/lambda1", "explore/lambda3", "explore/loss", "explore/zero_advantage_frac", "explore/kl"} <= set(logged[0])
+    trl_keys = {"entropy", "kl", "clip_ratio/low_mean", "clip_ratio/high_max", "clip_ratio/region_mean"}  # TRL's own
+    ours = {"explore/lambda1", "explore/lambda3", "explore/zero_advantage_frac"} | (
+        set() if method == "grpo" else {"explore/loss", "explore/kl"})
+    assert trl_keys | ours <= set(logged[0])
     if method in ("casp", "casp_softmax", "simko"):
         assert "explore/gated_entropy" in logged[0]
     moved = sum(float((p.detach() - b).abs().sum()) for p, b in zip(trainer.model.parameters(), before))
@@ -99,3 +102,50 @@ def test_unknown_method_fails_at_config_time(tmp_path):
         ExploreGRPOConfig(output_dir=str(tmp_path), method="cassp", report_to=[], use_cpu=True)
     with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
         ExploreGRPOConfig(output_dir=str(tmp_path), method="casp", casp_alpha=2.0, report_to=[], use_cpu=True)
+
+
+def test_swapping_the_import_alone_changes_nothing(tmp_path):
+    args = ExploreGRPOConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    assert args.method == "grpo"
+    with pytest.raises(ValueError, match=r"\['casp_alpha'\] would have no effect with method='grpo' \(TRL's own loss"):
+        ExploreGRPOConfig(output_dir=str(tmp_path), casp_alpha=0.3, report_to=[], use_cpu=True)
+    with pytest.raises(ValueError, match=r"\['kl_cov_ratio'\] would have no effect with method='casp'"):
+        ExploreGRPOConfig(output_dir=str(tmp_path), method="casp", kl_cov_ratio=0.1, report_to=[], use_cpu=True)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo"])
+def test_method_grpo_reproduces_trl_for_each_loss_type(local_model, tmp_path, loss_type):
+    """Plain GRPOTrainer and ExploreGRPOTrainer (method left out) on identical tensors: the same
+    loss and the same gradient for every parameter. In float32: under TRL's default bf16 autocast
+    the two agree to bf16 rounding (our statistics are computed in float32)."""
+    path, tokenizer = local_model
+    dataset = Dataset.from_list([{"prompt": p["prompt"]} for p in generate("countdown", 8, seed=0)])
+    common = dict(per_device_train_batch_size=8, num_generations=4, max_completion_length=8, report_to=[],
+                  use_cpu=True, save_strategy="no", seed=0, loss_type=loss_type, beta=0.02, bf16=False)
+    trainers = [cls(model=path, reward_funcs=[countdown_reward], processing_class=tokenizer, train_dataset=dataset,
+                    args=config(output_dir=str(tmp_path / cls.__name__), **common))
+                for cls, config in ((trl.GRPOTrainer, trl.GRPOConfig), (ExploreGRPOTrainer, ExploreGRPOConfig))]
+    g = torch.Generator().manual_seed(0)
+    B, P, T, V = 8, 6, 5, trainers[0].model.config.vocab_size
+    completion_mask = torch.ones(B, T, dtype=torch.long)
+    completion_mask[2, 3:] = 0
+    inputs = {"prompt_ids": torch.randint(3, V, (B, P), generator=g), "prompt_mask": torch.ones(B, P, dtype=torch.long),
+              "completion_ids": torch.randint(3, V, (B, T), generator=g), "completion_mask": completion_mask,
+              "advantages": torch.tensor([1.0, -1.0, 0.5, -0.5, 0.0, 2.0, -2.0, 0.3]),
+              "old_per_token_logps": -2.5 + 0.3 * torch.randn(B, T, generator=g),
+              "ref_per_token_logps": -3.0 + 0.1 * torch.randn(B, T, generator=g),
+              "num_items_in_batch": completion_mask.sum()}
+    results = []
+    for trainer in trainers:
+        trainer.current_gradient_accumulation_steps = 1  # set by TRL's training loop, which this test skips
+        trainer.model.train()
+        trainer.model.zero_grad()
+        loss = trainer._compute_loss(trainer.model, dict(inputs))
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in trainer.model.parameters()]))
+    (trl_loss, trl_grads), (our_loss, our_grads) = results
+    assert abs(float(trl_loss)) > 1e-6
+    torch.testing.assert_close(our_loss, trl_loss, rtol=1e-5, atol=1e-7)
+    for ours, theirs in zip(our_grads, trl_grads):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-7)
+    assert "explore/lambda1" in trainers[1]._metrics["train"]

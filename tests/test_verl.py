@@ -73,7 +73,8 @@ def test_contract_registration_names():
 
 @pytest.mark.parametrize("method", LOGPROB_ONLY)
 def test_contract_policy_loss_signature_and_value(method, monkeypatch):
-    monkeypatch.setenv("RLVR_EXPLORE_HP", '{"kl_cov_ratio": 0.2}')
+    if "kl_cov_ratio" in losses.get_method(method).keys:
+        monkeypatch.setenv("RLVR_EXPLORE_HP", '{"kl_cov_ratio": 0.2}')
     module = stand_in_core_algos()
     plugin.register(module)
     old, new, adv, mask = batch(1)
@@ -195,6 +196,12 @@ def test_bad_environment_hyperparameters_are_named(monkeypatch):
     monkeypatch.setenv("RLVR_EXPLORE_HP", "{alpha: 1}")
     with pytest.raises(ValueError, match="RLVR_EXPLORE_HP is not valid JSON"):
         plugin.environment_hyperparameters()
+    monkeypatch.setenv("RLVR_EXPLORE_HP", '{"alpah": 0.3}')
+    with pytest.raises(ValueError, match=r"RLVR_EXPLORE_HP: \['alpah'\] do not apply to loss 'casp'; it takes .*'alpha'"):
+        plugin.loss_hyperparameters("casp", {})
+    monkeypatch.setenv("RLVR_EXPLORE_HP", '{"entropy_coeff": 0.01}')
+    with pytest.raises(ValueError, match="set through verl's actor.entropy_coeff"):
+        plugin.loss_hyperparameters("casp", {})
 
 
 def test_contract_a_verl_with_another_layout_still_imports(monkeypatch):

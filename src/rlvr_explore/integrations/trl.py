@@ -1,6 +1,8 @@
 """TRL: ``ExploreGRPOTrainer``, a ``GRPOTrainer`` whose loss is any rlvr-explore method.
 
-Moving a TRL script over changes one import and one config line::
+Moving a TRL script over changes one import; it then trains exactly as before (``method`` defaults
+to ``"grpo"``, which keeps GRPOTrainer's own loss for its ``loss_type``, and adds Lambda^(n) to the
+logs). One config line then picks a method::
 
     from rlvr_explore.integrations.trl import ExploreGRPOConfig as GRPOConfig, ExploreGRPOTrainer as GRPOTrainer
     args = GRPOConfig(..., method="casp")              # casp_alpha=0.01, casp_lam=1.1, ... as needed
@@ -8,9 +10,10 @@ Moving a TRL script over changes one import and one config line::
 The seam is ``_get_per_token_logps_and_entropies``: the model runs with ``logits_to_keep`` (so
 multi-GPU wrappers see an ordinary forward and only completion logits exist) and
 ``rlvr_explore.candidates.token_stats`` returns the log-probs, the entropy and the top-N at the
-sampling temperature in one pass. ``_compute_loss`` then calls ``rlvr_explore.losses.policy_loss``
-and logs Lambda^(n), the entropy of gated tokens and the share of responses with zero advantage
-through TRL's metric store. Multimodal inputs fall back to TRL's own path (and its losses).
+sampling temperature in one pass. For any method but ``grpo``, ``_compute_loss`` then calls
+``rlvr_explore.losses.policy_loss`` and logs, beside TRL's own ``entropy``, ``kl`` and
+``clip_ratio/*`` keys, Lambda^(n), the entropy of gated tokens and the share of responses with
+zero advantage. Multimodal inputs fall back to TRL's own path (and its losses).
 Tested with TRL 1.10 to 1.16.
 """
 
@@ -42,7 +45,7 @@ class ExploreGRPOConfig(GRPOConfig):
     aggregation follows ``loss_agg_mode`` (default: the method's own).
     """
 
-    method: str = field(default="casp", metadata={"help": "rlvr-explore policy loss: grpo, casp, grpo_n, kl_cov, ... (`rlvr-explore methods`)."})
+    method: str = field(default="grpo", metadata={"help": "rlvr-explore policy loss: casp, grpo_n, kl_cov, ... (`rlvr-explore methods`); 'grpo' (default) keeps TRL's own loss for its loss_type."})
     loss_agg_mode: str | None = field(default=None, metadata={"help": "token-mean, seq-mean-token-mean, seq-mean-token-sum or seq-mean-token-sum-norm; None: the method's default."})
     casp_alpha: float | None = field(default=None, metadata={"help": "CaSP smoothing alpha in [0, 1] (CaSP §4.1 Eq. 4; App. E math 0.01, logic 0.005, code 0.05)."})
     casp_top_n: int = field(default=3, metadata={"help": "N top candidates tracked and smoothed over (CaSP §4.1, App. E: 3)."})
@@ -59,6 +62,14 @@ class ExploreGRPOConfig(GRPOConfig):
     def __post_init__(self):
         super().__post_init__()
         spec = losses.get_method(self.method)  # unknown names fail here, listing the available ones
+        accepted = set() if self.method == "grpo" else set(losses.core.COMMON_KEYS) | set(spec.keys)
+        ignored = [name for name, key in {**HYPERPARAMETER_FIELDS, "loss_agg_mode": "loss_agg_mode"}.items()
+                   if getattr(self, name) is not None and key not in accepted and name != "casp_top_n"]  # top-N also sizes Lambda^(n)
+        if ignored:
+            takes = sorted(n for n, k in HYPERPARAMETER_FIELDS.items() if k in accepted)
+            raise ValueError(f"{ignored} would have no effect with method={self.method!r}"
+                             + (" (TRL's own loss: set loss_type instead)" if self.method == "grpo" else "")
+                             + f"; it takes {takes or 'none of them'}")
         losses.core.make_config(spec, self.loss_hyperparameters())
 
     def loss_hyperparameters(self) -> dict:
@@ -111,8 +122,12 @@ class ExploreGRPOTrainer(GRPOTrainer):
         return logp, (entropy if compute_entropy else None), None
 
     def _compute_loss(self, model, inputs):
-        if self.aux_loss_enabled or inputs.get("pixel_values") is not None:
-            return super()._compute_loss(model, inputs)
+        if self.args.method == "grpo" or self.aux_loss_enabled or inputs.get("pixel_values") is not None:
+            self._candidates = None
+            loss = super()._compute_loss(model, inputs)  # TRL's own loss; our statistics hook ran inside it
+            if self._candidates is not None:
+                self._log_candidates(*self._candidates, inputs["completion_mask"].bool(), inputs["advantages"])
+            return loss
         prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
         completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
         mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]
@@ -139,8 +154,35 @@ class ExploreGRPOTrainer(GRPOTrainer):
         store = self._metrics[mode]
         for key, value in metrics.items():
             store[f"explore/{key}"].append(self.accelerator.gather(value.detach().float().reshape(1)).mean().item())
-        for n, value in enumerate(rank_logprobs(topn_logp.detach(), mask.bool()), start=1):
-            store[f"explore/lambda{n}"].append(value)
-        advantages = inputs["advantages"]
-        store["explore/zero_advantage_frac"].append(float((advantages.reshape(advantages.shape[0], -1) == 0).all(-1).float().mean()))
+        self._log_trl_keys(store, logp.detach(), old_logp, entropy.detach(), mask.bool(), inputs["advantages"], metrics)
+        self._log_candidates(topn_logp, topn_ids, mask.bool(), inputs["advantages"])
         return loss
+
+    def _log_candidates(self, topn_logp, topn_ids, mask, advantages) -> None:
+        store = self._metrics["train" if self.model.training else "eval"]
+        for n, value in enumerate(rank_logprobs(topn_logp.detach(), mask), start=1):
+            store[f"explore/lambda{n}"].append(value)
+        store["explore/zero_advantage_frac"].append(float((advantages.reshape(advantages.shape[0], -1) == 0).all(-1).float().mean()))
+
+    def _log_trl_keys(self, store, logp, old_logp, entropy, mask, advantages, metrics) -> None:
+        """TRL's own ``entropy``, ``kl`` and ``clip_ratio/*`` keys, as GRPOTrainer computes them, so
+        dashboards built on TRL keep working when the loss is ours."""
+        def global_mean(x):
+            totals = self.accelerator.reduce(torch.stack([(x * mask).sum(), mask.sum().float()]), reduction="sum")
+            return (totals[0] / totals[1].clamp(min=1.0)).item()
+
+        def per_sequence(x):
+            return (x * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+        advantages = advantages.reshape(advantages.shape[0], -1)
+        ratio = torch.exp(logp - old_logp)
+        low = ((ratio < 1 - self.epsilon_low) & (advantages < 0)).float()
+        high = ((ratio > 1 + self.epsilon_high) & (advantages > 0)).float()
+        store["entropy"].append(global_mean(entropy))
+        if "kl" in metrics:
+            store["kl"].append(self.accelerator.gather(metrics["kl"].detach().float().reshape(1)).mean().item())
+        store["clip_ratio/low_mean"].append(global_mean(low))
+        store["clip_ratio/high_mean"].append(global_mean(high))
+        store["clip_ratio/region_mean"].append(global_mean(torch.maximum(low, high)))
+        store["clip_ratio/low_min"].append(self.accelerator.gather(per_sequence(low)).min().item())
+        store["clip_ratio/high_max"].append(self.accelerator.gather(per_sequence(high)).max().item())

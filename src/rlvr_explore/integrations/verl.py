@@ -98,7 +98,13 @@ def loss_hyperparameters(method: str, config) -> dict:
         value = _get(policy_config, verl_key)
         if value is not None and key in accepted:
             hp[key] = value
-    hp.update({k: v for k, v in environment_hyperparameters().items() if k in accepted})
+    extra = environment_hyperparameters()
+    unknown = sorted(set(extra) - accepted)
+    if unknown:
+        owned = sorted(set(unknown) & VERL_OWNED_KEYS)
+        hint = f" ({', '.join(owned)}: set through verl's actor.entropy_coeff / use_kl_loss)" if owned else ""
+        raise ValueError(f"RLVR_EXPLORE_HP: {unknown} do not apply to loss '{method}'{hint}; it takes {sorted(accepted)}")
+    hp.update(extra)
     return hp
 
 

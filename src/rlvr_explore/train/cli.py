@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .config import describe, load_config
+from .config import describe, load_config, to_dict
 
 
 class _HelpConfig(argparse.Action):
@@ -21,8 +21,25 @@ class _HelpConfig(argparse.Action):
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML config (see configs/)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, e.g. algorithm.method=casp optim.lr=1e-3")
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="overrides, applied in order; may repeat. E.g. algorithm.method=casp algorithm.loss.alpha=0.3")
     p.add_argument("--help-config", action=_HelpConfig)
+    p.add_argument("--print-config", action="store_true", help="print the resolved config (file + overrides) as YAML, then exit")
+
+
+def _load(args):
+    """The resolved config, or None after printing it for --print-config. ``train --resume``
+    without ``--config`` starts from the run's own config.json, then applies the overrides."""
+    cfg = load_config(args.config, args.set)
+    saved = Path(cfg.run.out_dir) / "config.json"
+    if getattr(args, "resume", False) and args.config is None and saved.exists():
+        cfg = load_config(None, args.set, base=json.loads(saved.read_text()), base_source=str(saved))
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        return None
+    return cfg
 
 
 def _overwrite(p: argparse.ArgumentParser) -> None:
@@ -33,7 +50,9 @@ def _overwrite(p: argparse.ArgumentParser) -> None:
 def _sft(args) -> int:
     from .sft import run_sft
 
-    run_sft(load_config(args.config, args.set), overwrite=args.overwrite)
+    cfg = _load(args)
+    if cfg is not None:
+        run_sft(cfg, overwrite=args.overwrite)
     return 0
 
 
@@ -41,9 +60,12 @@ def _train(args) -> int:
     from .checkpoints import RunAlreadyFinished
     from .rl import RLTrainer
 
-    cfg = load_config(args.config, args.set)
+    cfg = _load(args)
+    if cfg is None:
+        return 0
     try:
-        trainer = RLTrainer(cfg, resume=args.resume, init_policy=args.init, overwrite=args.overwrite)
+        trainer = RLTrainer(cfg, resume=args.resume, init_policy=args.init, overwrite=args.overwrite,
+                            accept_changes=args.accept_changes)
     except RunAlreadyFinished as done:
         print(done)
         return 0
@@ -56,8 +78,9 @@ def _train(args) -> int:
 def _rft(args) -> int:
     from .rft import run_rft
 
-    cfg = load_config(args.config, args.set)
-    print(json.dumps(run_rft(cfg, init_policy=args.init, overwrite=args.overwrite)["summary"], indent=2))
+    cfg = _load(args)
+    if cfg is not None:
+        print(json.dumps(run_rft(cfg, init_policy=args.init, overwrite=args.overwrite)["summary"], indent=2))
     return 0
 
 
@@ -67,7 +90,9 @@ def _eval(args) -> int:
     from .evaluate import evaluate
     from .runtime import build_policy, load_tasks, make_verifier, resolve_device
 
-    cfg = load_config(args.config, args.set)
+    cfg = _load(args)
+    if cfg is None:
+        return 0
     model, tokenizer = build_policy(cfg, args.model)
     model.to(resolve_device(cfg))
     _, eval_problems = load_tasks(cfg, tokenizer, model)
@@ -97,7 +122,11 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("train", help="RL training with any registered loss and advantage")
     _common(p)
     p.add_argument("--init", metavar="DIR", help="start from this saved policy (e.g. an SFT run's policy/)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest intact checkpoint in run.out_dir")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest intact checkpoint in run.out_dir, with the run's own settings "
+                        "(without --config, they are read from its config.json)")
+    p.add_argument("--accept-changes", action="store_true",
+                   help="with --resume: continue with settings that differ from the run's (recorded in config_history.jsonl)")
     _overwrite(p)
     p.set_defaults(func=_train)
     p = sub.add_parser("rft", help="rejection-sampling fine-tuning with exploration-aware selection (STILL §4.4.1)")

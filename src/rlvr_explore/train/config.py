@@ -1,7 +1,11 @@
 """The run configuration: nested dataclasses, read from YAML, overridden with ``key.sub=value``.
 
-Every field carries help text (``rlvr-explore train --help-config`` prints them all). Errors name
-the file, the line where YAML knows it, the dotted key and what was expected.
+One semantics for every source (defaults, then the YAML file, then each ``--set`` in order):
+a value replaces the field it names; a mapping merges key by key into a mapping field
+(``algorithm.loss.alpha=0.3`` and ``algorithm.loss='{alpha: 0.3}'`` both change alpha alone), and
+``null`` removes a key from it. Every field carries help text (``--help-config`` prints them all;
+``--print-config`` prints the resolved config). Errors name the file, the line where YAML knows
+it, the dotted key and what was expected.
 """
 
 from __future__ import annotations
@@ -186,6 +190,11 @@ def _merge(target, values: dict, where: str, lines: dict) -> None:
                 raise ConfigError(f"{{source}}{line}: '{dotted}' must be a mapping, got {value!r}")
             _merge(current, value, dotted, lines)
             continue
+        if isinstance(current, dict) and isinstance(value, dict):
+            # mappings merge key by key, so an override changes what it names and nothing else; null removes a key
+            merged = {**current, **value}
+            setattr(target, key, {k: v for k, v in merged.items() if v is not None})
+            continue
         if isinstance(value, str) and _type_ok(1.0, hints[key]):
             try:  # YAML 1.1 reads 1e-6 (no dot) as a string
                 value = float(value)
@@ -268,10 +277,11 @@ def apply_mapping(cfg: Config, data: dict, source: str, lines: dict[str, int] | 
     return cfg
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Defaults, then the YAML file (a path or a packaged name), then each ``key.sub=value``
-    override; validated."""
-    cfg = Config()
+def load_config(path: str | Path | None = None, overrides: list[str] = (), base: dict | None = None,
+                base_source: str = "base config") -> Config:
+    """Defaults (or ``base``, a saved config), then the YAML file (a path or a packaged name),
+    then each ``key.sub=value`` override in order; validated."""
+    cfg = apply_mapping(Config(), base, base_source) if base is not None else Config()
     if path is not None:
         path = resolve_config_path(path)
         data, lines = read_yaml(path)
@@ -284,6 +294,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
             raise ConfigError(str(error).replace("{source}", f"override {text!r}")) from None
     validate(cfg)
     return cfg
+
+
+def config_diff(old: Config, new: Config, ignore: tuple[str, ...] = ("run.out_dir",)) -> dict[str, tuple]:
+    """Dotted key -> (old value, new value) for every setting that differs."""
+    def flat(value, prefix=""):
+        if not (isinstance(value, dict) and value):
+            return {prefix: value}
+        items = {}
+        for key, sub in value.items():
+            items.update(flat(sub, f"{prefix}.{key}" if prefix else str(key)))
+        return items
+
+    a, b = flat(to_dict(old)), flat(to_dict(new))
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in ignore}
 
 
 def validate(cfg: Config) -> None:

@@ -45,55 +45,54 @@ def select(candidates: list[dict], how: str, size: int, rng: random.Random) -> l
 
 def run_rft(cfg: Config, init_policy: str | None = None, overwrite: bool = False) -> dict:
     out = Path(cfg.run.out_dir)
-    lock = lock_run_dir(out)
-    plan = plan_run(out, cfg.rft.iterations, resume=False, overwrite=overwrite)
-    seed_everything(cfg.run.seed)
-    device = resolve_device(cfg)
-    model, tokenizer = build_policy(cfg, init_policy)
-    model.to(device)
-    train_problems, eval_problems = load_tasks(cfg, tokenizer, model)
-    verifier = make_verifier(cfg)
-    plan.apply()
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
-    logger = RunLogger(out)
-    rng = random.Random(cfg.run.seed)
-    generator = torch.Generator().manual_seed(cfg.run.seed)
-    r = cfg.rft
-    result = evaluate(model, tokenizer, eval_problems, verifier, cfg, torch.Generator().manual_seed(cfg.run.seed + 1))
-    logger.log({"kind": "eval", "step": 0, **result["summary"]})
-    for iteration in range(1, r.iterations + 1):
-        problems = [p for p in train_problems for _ in range(r.samples_per_prompt)]
-        model.eval()
-        rollout = sample_many(model, tokenizer, [p["prompt"] for p in problems], cfg.eval.batch_size,
-                              max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
-                              top_p=cfg.rollout.top_p, top_n=cfg.rollout.top_n, generator=generator)
-        rewards = verifier(problems, rollout.texts)
-        mask = rollout.response_mask.float()
-        entropy = (rollout.entropy * mask).sum(1) / mask.sum(1)
-        branching = (rollout.branching_factor.float() * mask).sum(1) / mask.sum(1)
-        right, wrong = [], []
-        for i, (problem, text) in enumerate(zip(problems, rollout.texts)):
-            kept = rule_filter(problem, text, r.max_redundancy)
-            if kept is not None:
-                item = {"prompt": problem["prompt"], "response": kept, "entropy": float(entropy[i]), "branching": float(branching[i])}
-                (right if rewards[i] > 0.5 else wrong).append(item)
-        chosen = select(right, r.select, r.select_size, rng)
-        noisy = rng.sample(wrong, min(len(wrong), int(round(r.noisy_fraction * len(chosen)))))
-        pairs = [(c["prompt"], c["response"]) for c in chosen + noisy]
-        record = {"kind": "rft", "step": iteration, "sampled": len(problems), "correct_kept": len(right),
-                  "incorrect_kept": len(wrong), "selected": len(chosen), "noisy": len(noisy),
-                  "selected_entropy": sum(c["entropy"] for c in chosen) / max(1, len(chosen))}
-        if pairs:
-            curve = train_sft(model, tokenizer, pairs, r.sft_steps, cfg.sft.batch_size, cfg.optim.lr, rng, desc=f"rft {iteration}")
-            record["sft_nll"] = curve[-1]
-        logger.log(record)
+    with lock_run_dir(out):
+        plan = plan_run(out, cfg.rft.iterations, resume=False, overwrite=overwrite)
+        seed_everything(cfg.run.seed)
+        device = resolve_device(cfg)
+        model, tokenizer = build_policy(cfg, init_policy)
+        model.to(device)
+        train_problems, eval_problems = load_tasks(cfg, tokenizer, model)
+        verifier = make_verifier(cfg)
+        plan.apply()
+        (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+        logger = RunLogger(out)
+        rng = random.Random(cfg.run.seed)
+        generator = torch.Generator().manual_seed(cfg.run.seed)
+        r = cfg.rft
         result = evaluate(model, tokenizer, eval_problems, verifier, cfg, torch.Generator().manual_seed(cfg.run.seed + 1))
-        logger.log({"kind": "eval", "step": iteration, **result["summary"]})
-        (out / "eval").mkdir(exist_ok=True)
-        (out / "eval" / f"step_{iteration:06d}.json").write_text(json.dumps(result))
-    save_policy(model, tokenizer, out / "policy")
-    mark_finished(out, r.iterations)
-    logger.close()
-    verifier.close()
-    lock.close()
-    return result
+        logger.log({"kind": "eval", "step": 0, **result["summary"]})
+        for iteration in range(1, r.iterations + 1):
+            problems = [p for p in train_problems for _ in range(r.samples_per_prompt)]
+            model.eval()
+            rollout = sample_many(model, tokenizer, [p["prompt"] for p in problems], cfg.eval.batch_size,
+                                  max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
+                                  top_p=cfg.rollout.top_p, top_n=cfg.rollout.top_n, generator=generator)
+            rewards = verifier(problems, rollout.texts)
+            mask = rollout.response_mask.float()
+            entropy = (rollout.entropy * mask).sum(1) / mask.sum(1)
+            branching = (rollout.branching_factor.float() * mask).sum(1) / mask.sum(1)
+            right, wrong = [], []
+            for i, (problem, text) in enumerate(zip(problems, rollout.texts)):
+                kept = rule_filter(problem, text, r.max_redundancy)
+                if kept is not None:
+                    item = {"prompt": problem["prompt"], "response": kept, "entropy": float(entropy[i]), "branching": float(branching[i])}
+                    (right if rewards[i] > 0.5 else wrong).append(item)
+            chosen = select(right, r.select, r.select_size, rng)
+            noisy = rng.sample(wrong, min(len(wrong), int(round(r.noisy_fraction * len(chosen)))))
+            pairs = [(c["prompt"], c["response"]) for c in chosen + noisy]
+            record = {"kind": "rft", "step": iteration, "sampled": len(problems), "correct_kept": len(right),
+                      "incorrect_kept": len(wrong), "selected": len(chosen), "noisy": len(noisy),
+                      "selected_entropy": sum(c["entropy"] for c in chosen) / max(1, len(chosen))}
+            if pairs:
+                curve = train_sft(model, tokenizer, pairs, r.sft_steps, cfg.sft.batch_size, cfg.optim.lr, rng, desc=f"rft {iteration}")
+                record["sft_nll"] = curve[-1]
+            logger.log(record)
+            result = evaluate(model, tokenizer, eval_problems, verifier, cfg, torch.Generator().manual_seed(cfg.run.seed + 1))
+            logger.log({"kind": "eval", "step": iteration, **result["summary"]})
+            (out / "eval").mkdir(exist_ok=True)
+            (out / "eval" / f"step_{iteration:06d}.json").write_text(json.dumps(result))
+        save_policy(model, tokenizer, out / "policy")
+        mark_finished(out, r.iterations)
+        logger.close()
+        verifier.close()
+        return result

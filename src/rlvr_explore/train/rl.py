@@ -20,7 +20,7 @@ from rlvr_explore import advantages as adv_lib
 from rlvr_explore import losses, metrics
 from rlvr_explore.rollout import NonFiniteError, Rollout, sample, score
 
-from .config import Config, to_dict
+from .config import Config, config_diff, load_config, to_dict
 from .evaluate import evaluate
 from .checkpoints import (
     RunDirectoryError, assert_savable, lock_run_dir, mark_finished, nonfinite_tensors, plan_run,
@@ -38,11 +38,26 @@ class RLTrainer:
     ``overwrite`` replaces a run already there (otherwise refused). Every refusal comes before
     anything in the directory is changed."""
 
-    def __init__(self, cfg: Config, resume: bool = False, init_policy: str | None = None, overwrite: bool = False):
+    def __init__(self, cfg: Config, resume: bool = False, init_policy: str | None = None, overwrite: bool = False,
+                 accept_changes: bool = False):
         self.cfg = cfg
         self.out = Path(cfg.run.out_dir)
         self._lock = lock_run_dir(self.out)
+        try:
+            self._start(resume, init_policy, overwrite, accept_changes)
+        except BaseException:
+            self._lock.close()  # a refused start leaves the directory to the next attempt
+            raise
+
+    def _start(self, resume, init_policy, overwrite, accept_changes) -> None:
+        cfg = self.cfg
         plan = plan_run(self.out, cfg.train.steps, resume, overwrite)
+        changes = self._changes_from_saved_config() if plan.resume_from else {}
+        if changes and not accept_changes:
+            listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())
+            raise RunDirectoryError(f"--resume: the settings differ from the run's own ({self.out / 'config.json'}): {listed}. "
+                                    "Resume with the run's settings (drop those overrides), or pass --accept-changes to "
+                                    "continue with these (they are recorded in config_history.jsonl)")
         seed_everything(cfg.run.seed)
         self.device = resolve_device(cfg)
         start_from = str(plan.resume_from) if plan.resume_from else init_policy
@@ -64,7 +79,18 @@ class RLTrainer:
                 raise RunDirectoryError(f"{state_path}: cannot be restored ({type(error).__name__}: {error})") from None
         plan.apply()
         self.logger = RunLogger(self.out, resume_step=self.step if plan.resume_from else None)
+        if changes:
+            with (self.out / "config_history.jsonl").open("a") as history:
+                history.write(json.dumps({"time": round(time.time(), 3), "resumed_at_step": self.step,
+                                          "changes": {k: {"from": a, "to": b} for k, (a, b) in changes.items()}}) + "\n")
         (self.out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+
+    def _changes_from_saved_config(self) -> dict:
+        saved = self.out / "config.json"
+        try:
+            return config_diff(load_config(base=json.loads(saved.read_text()), base_source=str(saved)), self.cfg)
+        except (OSError, ValueError) as error:
+            raise RunDirectoryError(f"--resume: {saved} is missing or unreadable ({error}); the run's settings are unknown") from None
 
     # ---------------------------------------------------------------- setup helpers
 

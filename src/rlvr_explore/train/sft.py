@@ -3,6 +3,7 @@ NLL minimisation of SPS's IRL phase all use :func:`nll_loss`."""
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from rlvr_explore.losses import aggregate
 from rlvr_explore.rollout import NonFiniteError, encode_prompts, score
 
 from .checkpoints import lock_run_dir, mark_finished, plan_run
-from .config import Config
+from .config import Config, to_dict
 from .runtime import RunLogger, build_policy, load_tasks, resolve_device, save_policy, seed_everything
 
 
@@ -92,21 +93,21 @@ def train_sft(model, tokenizer, pairs: list[tuple[str, str]], steps: int, batch_
 def run_sft(cfg: Config, overwrite: bool = False) -> Path:
     """`rlvr-explore sft`: fine-tune the policy on the task's solutions; writes out_dir/policy."""
     out = Path(cfg.run.out_dir)
-    lock = lock_run_dir(out)
-    plan = plan_run(out, cfg.sft.steps, resume=False, overwrite=overwrite)
-    seed_everything(cfg.run.seed)
-    device = resolve_device(cfg)
-    model, tokenizer = build_policy(cfg)
-    model.to(device)
-    train_problems, _ = load_tasks(cfg, tokenizer, model)
-    rng = random.Random(cfg.run.seed)
-    plan.apply()
-    logger = RunLogger(out)
-    curve = train_sft(model, tokenizer, sft_examples(train_problems, cfg, rng), cfg.sft.steps, cfg.sft.batch_size,
-                      cfg.sft.lr, rng, logger)
-    logger.close()
-    save_policy(model, tokenizer, out / "policy")
-    mark_finished(out, cfg.sft.steps)
-    lock.close()
+    with lock_run_dir(out):
+        plan = plan_run(out, cfg.sft.steps, resume=False, overwrite=overwrite)
+        seed_everything(cfg.run.seed)
+        device = resolve_device(cfg)
+        model, tokenizer = build_policy(cfg)
+        model.to(device)
+        train_problems, _ = load_tasks(cfg, tokenizer, model)
+        rng = random.Random(cfg.run.seed)
+        plan.apply()
+        (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+        logger = RunLogger(out)
+        curve = train_sft(model, tokenizer, sft_examples(train_problems, cfg, rng), cfg.sft.steps, cfg.sft.batch_size,
+                          cfg.sft.lr, rng, logger)
+        logger.close()
+        save_policy(model, tokenizer, out / "policy")
+        mark_finished(out, cfg.sft.steps)
     print(f"sft: final NLL {curve[-1]:.3f}; policy saved to {out / 'policy'}")
     return out / "policy"
