@@ -1,0 +1,59 @@
+"""One config semantics: overrides merge into mappings, repeat, print; --resume keeps the run's
+own settings unless told otherwise, and records the change."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import TINY
+from rlvr_explore.train.config import ConfigError, config_diff, load_config
+
+
+def test_dotted_and_mapping_overrides_change_only_what_they_name():
+    base = load_config("casp_logic")
+    assert {"alpha", "lam", "top_n", "clip_eps_high"} <= set(base.algorithm.loss)
+    dotted = load_config("casp_logic", ["algorithm.loss.alpha=0.3"])
+    mapping = load_config("casp_logic", ["algorithm.loss={alpha: 0.3}"])
+    assert dotted.algorithm.loss == mapping.algorithm.loss == {**base.algorithm.loss, "alpha": 0.3}
+    removed = load_config("casp_logic", ["algorithm.loss.clip_eps_high=null"])
+    assert "clip_eps_high" not in removed.algorithm.loss and removed.algorithm.loss["lam"] == base.algorithm.loss["lam"]
+    assert config_diff(base, dotted) == {"algorithm.loss.alpha": (base.algorithm.loss["alpha"], 0.3)}
+    with pytest.raises(ConfigError, match="unknown key 'alpah'"):
+        load_config("casp_logic", ["algorithm.loss.alpah=0.3"])
+
+
+def cli(*args, check=True):
+    done = subprocess.run([sys.executable, "-m", "rlvr_explore", *args], capture_output=True, text=True, timeout=300)
+    assert not check or done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+def test_repeated_set_flags_accumulate_and_print_config_shows_the_result():
+    done = cli("train", "--config", "casp_logic", "--set", "algorithm.loss.alpha=0.3", "--set", "run.out_dir=elsewhere",
+               "--print-config")
+    shown = yaml.safe_load(done.stdout)
+    assert shown["run"]["out_dir"] == "elsewhere" and shown["algorithm"]["method"] == "casp"
+    assert shown["algorithm"]["loss"]["alpha"] == 0.3 and shown["algorithm"]["loss"]["lam"] == 1.05
+
+
+def test_resume_uses_the_runs_own_settings_and_refuses_silent_changes(tmp_path):
+    out = tmp_path / "run"
+    cli("train", "--set", *TINY, f"run.out_dir={out}", "train.steps=2", "train.save_every=1", "algorithm.method=casp",
+        "algorithm.loss.alpha=0.3")
+    (out / "finished.json").unlink()  # pretend it was killed after its step-2 checkpoint
+    # resumed without repeating the original settings: the run's own config.json is the base
+    done = cli("train", "--set", f"run.out_dir={out}", "--resume")
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["algorithm"]["loss"]["alpha"] == 0.3 and saved["algorithm"]["method"] == "casp"
+    assert not (out / "config_history.jsonl").exists()
+    (out / "finished.json").unlink()
+    refused = cli("train", "--set", f"run.out_dir={out}", "train.steps=3", "--resume", check=False)
+    assert refused.returncode == 2 and "train.steps: 2 -> 3" in refused.stderr and "--accept-changes" in refused.stderr
+    assert json.loads((out / "config.json").read_text()) == saved  # untouched
+    cli("train", "--set", f"run.out_dir={out}", "train.steps=3", "--resume", "--accept-changes")
+    history = [json.loads(line) for line in (out / "config_history.jsonl").read_text().splitlines()]
+    assert history[0]["resumed_at_step"] == 2 and history[0]["changes"] == {"train.steps": {"from": 2, "to": 3}}
+    assert done.returncode == 0
