@@ -96,3 +96,22 @@ def test_greedy_is_deterministic_and_nucleus_truncates():
     probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
     assert torch.allclose(_nucleus(probs, 0.7), torch.tensor([[0.625, 0.375, 0.0, 0.0]]))
     assert torch.allclose(_nucleus(probs, 0.85), torch.tensor([[0.5, 0.3, 0.15, 0.0]]) / 0.95)
+
+
+def test_a_saved_tiny_policy_works_with_plain_transformers_code(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlvr_explore.models import char_tokenizer, tiny_gpt2
+    from rlvr_explore.rollout import encode_prompts
+
+    tokenizer = char_tokenizer("0123456789+-*>: ")
+    tiny_gpt2(len(tokenizer), n_layer=1, n_embd=16, n_head=2).save_pretrained(tmp_path / "p")
+    tokenizer.save_pretrained(tmp_path / "p")
+    loaded = AutoTokenizer.from_pretrained(tmp_path / "p")
+    plain = loaded("2 4>6:")["input_ids"]
+    ours, _ = encode_prompts(loaded, ["2 4>6:"])
+    assert plain[0] == loaded.bos_token_id and plain == ours[0].tolist()  # the BOS the trainer puts first
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "p")
+    out = model.generate(**loaded("2 4>6:", return_tensors="pt"), max_new_tokens=3, do_sample=False,
+                         pad_token_id=loaded.pad_token_id)
+    assert out.shape == (1, len(plain) + 3)

@@ -57,3 +57,23 @@ def test_resume_uses_the_runs_own_settings_and_refuses_silent_changes(tmp_path):
     history = [json.loads(line) for line in (out / "config_history.jsonl").read_text().splitlines()]
     assert history[0]["resumed_at_step"] == 2 and history[0]["changes"] == {"train.steps": {"from": 2, "to": 3}}
     assert done.returncode == 0
+
+
+def test_progress_off_a_terminal_prints_steady_lines():
+    import io
+
+    from rlvr_explore.train.runtime import Progress
+
+    stream = io.StringIO()
+    progress = Progress(4, "casp run", every_s=0.0, stream=stream)
+    for _ in range(4):
+        progress.update(1, reward=0.25, lambda1=-0.5, label="not a number")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 4 and lines[-1].startswith("[casp run] 4/4 reward 0.25 lambda1 -0.5 |") and "ETA 0 s" in lines[-1]
+    quiet = io.StringIO()
+    slow = Progress(100, "sft", every_s=3600.0, stream=quiet)
+    for _ in range(99):
+        slow.update(1)
+    assert quiet.getvalue() == ""  # within the interval nothing is printed ...
+    slow.update(1)
+    assert quiet.getvalue().startswith("[sft] 100/100")  # ... and the end always is

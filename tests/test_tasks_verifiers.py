@@ -79,14 +79,14 @@ def test_load_problems_formats_and_errors(tmp_path):
     with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid JSON"):
         load_problems(tmp_path / "bad.jsonl")
     (tmp_path / "missing.jsonl").write_text('{"question": "x", "answer": "1"}\n')
-    with pytest.raises(ValueError, match=r"missing.jsonl: record 1: field 'prompt' must be a string, got nothing"):
+    with pytest.raises(ValueError, match=r"missing.jsonl: record 1: field 'prompt' must be a string or a chat .*, got nothing"):
         load_problems(tmp_path / "missing.jsonl")
     with pytest.raises(FileNotFoundError, match="dataset not found"):
         load_problems(tmp_path / "nope.jsonl")
 
 
 @pytest.mark.parametrize("record,message", [
-    ({"prompt": 123, "answer": "1"}, "field 'prompt' must be a string, got 123"),
+    ({"prompt": 123, "answer": "1"}, "field 'prompt' must be a string or a chat (a list of {role, content} messages), got 123"),
     ({"prompt": "x", "answer": None}, "field 'answer' must be a string or a number, got None"),
     ({"prompt": "x", "answer": True}, "field 'answer' must be a string or a number, got True"),
     ({"prompt": "x"}, "field 'answer' must be a string or a number, got nothing"),
@@ -122,3 +122,34 @@ def test_undecodable_file_is_named(tmp_path):
     (tmp_path / "latin.jsonl").write_bytes(b'{"prompt": "caf\xe9", "answer": "1"}\n')
     with pytest.raises(ValueError, match=r"latin.jsonl: not UTF-8 text"):
         load_problems(tmp_path / "latin.jsonl")
+
+
+def test_columns_map_onto_our_fields(tmp_path):
+    rows = [{"question": "1+1?", "solution": "#### 2"}, {"question": "2+2?", "solution": "4"}]
+    (tmp_path / "gsm.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    problems = load_problems(tmp_path / "gsm.jsonl", fields={"prompt": "question", "answer": "solution"})
+    assert [(p["prompt"], p["answer"]) for p in problems] == [("1+1?", "#### 2"), ("2+2?", "4")]
+    with pytest.raises(ValueError, match=r"gsm.jsonl: record 1: no column \['query'\] \(task.fields maps to it\)"):
+        load_problems(tmp_path / "gsm.jsonl", fields={"prompt": "query"})
+    with pytest.raises(ValueError, match=r"task.fields: unknown field\(s\) \['promt'\]"):
+        load_problems(tmp_path / "gsm.jsonl", fields={"promt": "question"})
+
+
+def test_chat_prompts_go_through_the_chat_template(tmp_path):
+    from rlvr_explore.models import char_tokenizer, tiny_gpt2
+    from rlvr_explore.train.runtime import fit_prompts
+
+    chat = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "1+1?"}]
+    (tmp_path / "chat.jsonl").write_text(json.dumps({"prompt": chat, "answer": "2"}) + "\n")
+    (problem,) = load_problems(tmp_path / "chat.jsonl")
+    assert problem["prompt"] == chat
+    tokenizer = char_tokenizer("".join(chr(c) for c in range(32, 127)) + "\n")
+    model = tiny_gpt2(len(tokenizer), n_layer=1, n_embd=16, n_head=2, n_positions=256)
+    with pytest.raises(ValueError, match="is a chat, but the tokenizer has no chat template"):
+        fit_prompts([problem], tokenizer, model, 8, False, "chat.jsonl")
+    tokenizer.chat_template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}<assistant>"
+    (rendered,) = fit_prompts([problem], tokenizer, model, 8, False, "chat.jsonl")
+    assert rendered["prompt"] == "<system>be brief\n<user>1+1?\n<assistant>" and rendered["messages"] == chat
+    with pytest.raises(ValueError, match=r"field 'prompt' must be a string or a chat"):
+        (tmp_path / "bad.jsonl").write_text(json.dumps({"prompt": [{"role": "user"}], "answer": "2"}) + "\n")
+        load_problems(tmp_path / "bad.jsonl")

@@ -1,4 +1,4 @@
-"""Theorem 1 of the two-stage paper (001) against a Monte Carlo estimate of Alg. 1's update."""
+"""Theorem 1 of the two-stage paper (two-stage paper (arXiv 2510.04028)) against a Monte Carlo estimate of Alg. 1's update."""
 
 import torch
 

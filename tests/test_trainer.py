@@ -41,7 +41,7 @@ def test_saved_policy_loads_with_plain_transformers(tiny_config):
     tokenizer = AutoTokenizer.from_pretrained(path)
     ids = tokenizer("2 4>6:", return_tensors="pt")["input_ids"]
     assert model(ids).logits.shape[-1] == len(tokenizer)
-    assert tokenizer.decode(ids[0]) == "2 4>6:"
+    assert ids[0, 0] == tokenizer.bos_token_id and tokenizer.decode(ids[0], skip_special_tokens=True) == "2 4>6:"
 
 
 def _weights(model):

@@ -1,4 +1,4 @@
-"""Closed forms of the two-stage dynamic paper (001, Lemma 1 and Theorem 1).
+"""Closed forms of the two-stage dynamic paper (two-stage paper (arXiv 2510.04028), Lemma 1 and Theorem 1).
 
 For a softmax policy pi = softmax(z) over V actions and the group-relative policy gradient
 g = (1/G) sum_i A(u_i) grad_z log pi(u_i) with u_i ~ pi, Theorem 1 gives the expected update

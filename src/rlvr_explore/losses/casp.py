@@ -1,4 +1,4 @@
-"""CaSP / SimKO: candidate-aware support preservation (000 §4, Fig. 10, App. A; 002).
+"""CaSP / SimKO: candidate-aware support preservation (CaSP (arXiv 2510.14807) §4, Fig. 10, App. A; SimKO).
 
 At forking tokens, w_t = 1[H_t > quantile_q(H)] (the current policy's entropy, detached):
   A > 0:                 ratio+ = (1 - alpha w) r + (alpha w) sum_n c_n sg(r) exp(logp(v(n)) - sg(logp(v(n))))
@@ -55,13 +55,13 @@ def _casp(inputs, cfg, weighting: str):
     return loss, metrics
 
 
-@register_loss("casp", "CaSP 000 §4, Fig. 10, App. E (SimKO 002)", keys=CASP_KEYS, aliases=("simko",), gate=entropy_gate,
+@register_loss("casp", "CaSP (arXiv 2510.14807) §4, Fig. 10, App. E (SimKO)", keys=CASP_KEYS, aliases=("simko",), gate=entropy_gate,
                batch_wide_gate=lambda cfg: cfg.quantile_scope == "batch")
 def casp(inputs, cfg):
     return _casp(inputs, cfg, weighting="uniform")
 
 
-@register_loss("casp_softmax", "CaSP 000 App. F.3", keys=CASP_KEYS, gate=entropy_gate,
+@register_loss("casp_softmax", "CaSP (arXiv 2510.14807) App. F.3", keys=CASP_KEYS, gate=entropy_gate,
                batch_wide_gate=lambda cfg: cfg.quantile_scope == "batch")
 def casp_softmax(inputs, cfg):
     return _casp(inputs, cfg, weighting="softmax")

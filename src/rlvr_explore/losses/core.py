@@ -53,7 +53,7 @@ class LossConfig:
     kl_coef: float = documented(
         0.0, "beta of the k3 KL to the reference policy; needs ref_logp. CaSP §2 uses 0.001 (set in configs)."
     )
-    entropy_coeff: float = documented(0.0, "c of the entropy bonus, loss - c * H (CaSP baselines 0.01; 001 App. C.2 1e-4).")
+    entropy_coeff: float = documented(0.0, "c of the entropy bonus, loss - c * H (CaSP baselines 0.01; two-stage paper (arXiv 2510.04028) App. C.2 1e-4).")
     alpha: float = documented(0.01, "CaSP smoothing strength in [0, 1] (CaSP §4.1 Eq. 4; App. E: math 0.01, logic 0.005, code 0.05).")
     top_n: int = documented(3, "N, the number of top candidates CaSP smooths over (CaSP §4.1, App. E: 3).")
     lam: float = documented(1.1, "lambda_top1 > 1, the rank-1 penalty on negatives (CaSP §4.2 Eq. 5; App. E: math 1.1, logic 1.05).")

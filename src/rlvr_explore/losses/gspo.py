@@ -1,4 +1,4 @@
-"""GSPO and GSPO-N: a sequence-level importance ratio (Zheng et al. 2025; SPS App. B.3; 001 §2).
+"""GSPO and GSPO-N: a sequence-level importance ratio (Zheng et al. 2025; SPS App. B.3; two-stage paper (arXiv 2510.04028) §2).
 
 s_i = exp(mean_t(logp - old_logp)) over the response's valid tokens, spread over tokens as
 s_{i,t} = sg(s_i) * exp(logp_t - sg(logp_t)): the value is s_i and the gradient s_i * grad logp_t.
@@ -31,7 +31,7 @@ def gspo(inputs, cfg):
     return _gspo(inputs, cfg, negative_only=False)
 
 
-@register_loss("gspo_n", "001 §4, App. B.5 (GSPO-N)", defaults=GSPO_DEFAULTS)
+@register_loss("gspo_n", "two-stage paper (arXiv 2510.04028) §4, App. B.5 (GSPO-N)", defaults=GSPO_DEFAULTS)
 def gspo_n(inputs, cfg):
     """GSPO with only relative negative responses: indicator 1[A < 0]."""
     return _gspo(inputs, cfg, negative_only=True)

@@ -57,7 +57,7 @@ def w_reinforce(inputs, cfg):
     return _clipped_pg(inputs, cfg)
 
 
-@register_loss("grpo_n", "001 §4, App. B.5 (GRPO-N)")
+@register_loss("grpo_n", "two-stage paper (arXiv 2510.04028) §4, App. B.5 (GRPO-N)")
 def grpo_n(inputs, cfg):
     """GRPO advantages, but only relative negative tokens contribute: indicator 1[A < 0]."""
     return _clipped_pg(inputs, cfg, keep=lambda a: a < 0)

@@ -1,5 +1,5 @@
 """Statistics of the text of responses: answer entropy, response quality, token categories,
-trajectory similarity (001 App. C.5; STILL §3.2.2, Tab. 1; SPS App. E.1)."""
+trajectory similarity (two-stage paper (arXiv 2510.04028) App. C.5; STILL §3.2.2, Tab. 1; SPS App. E.1)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
@@ -26,6 +26,10 @@ def char_tokenizer(alphabet: str) -> PreTrainedTokenizerFast:
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL["unk_token"]))
     backend.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
     backend.decoder = decoders.Fuse()
+    # the BOS the trainer puts first, added by the tokenizer itself, so plain `tokenizer(text)` +
+    # `generate` on a saved policy sees what training saw
+    backend.post_processor = processors.TemplateProcessing(single=f"{SPECIAL['bos_token']} $A",
+                                                          special_tokens=[(SPECIAL["bos_token"], vocab[SPECIAL["bos_token"]])])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, **SPECIAL)
     tokenizer.padding_side = "left"
     return tokenizer

@@ -9,7 +9,10 @@ and what was expected; nothing is coerced):
   ``entry_point`` (the harness then calls ``check(<entry_point>)``) and ``canonical_solution``;
 * **stdin/stdout tests**: ``prompt``, ``inputs`` and ``outputs``, equally long lists of strings.
 
-Nothing is downloaded: a path that does not exist is an error naming it.
+A chat-format ``prompt`` (a list of ``{"role", "content"}`` messages) is kept as such; the trainer
+renders it with the tokenizer's chat template. Other column names map onto these with ``fields``
+(``task.fields`` in the config, e.g. ``{prompt: question}`` for GSM8K). Nothing is downloaded: a
+path that does not exist is an error naming it.
 """
 
 from __future__ import annotations
@@ -59,14 +62,22 @@ def _records(path: Path) -> list:
     raise ValueError(f"{path}: unsupported format; use .jsonl, .json, .parquet or a `datasets` directory")
 
 
-def _problem(record: dict, where: str, prompt_key: str, answer_key: str, verifier: str | None) -> dict:
+FIELDS = ("prompt", "answer", "tests", "test", "entry_point", "canonical_solution", "inputs", "outputs")
+
+
+def _is_chat(value) -> bool:
+    return (isinstance(value, list) and bool(value)
+            and all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value))
+
+
+def _problem(record: dict, where: str, verifier: str | None) -> dict:
     def fail(field: str, expected: str):
         shown = repr(record[field])[:80] if field in record else "nothing"
         raise ValueError(f"{where}: field '{field}' must be {expected}, got {shown}")
 
-    if not isinstance(record.get(prompt_key), str):
-        fail(prompt_key, "a string")
-    problem = {"prompt": record[prompt_key]}
+    if not (isinstance(record.get("prompt"), str) or _is_chat(record.get("prompt"))):
+        fail("prompt", "a string or a chat (a list of {role, content} messages)")
+    problem = {"prompt": record["prompt"]}
     if "test" in record and "tests" not in record:  # HumanEval names it `test`
         record = {**record, "tests": record["test"]}
     has_tests, has_io = "tests" in record, "inputs" in record or "outputs" in record
@@ -95,10 +106,10 @@ def _problem(record: dict, where: str, prompt_key: str, answer_key: str, verifie
         if not isinstance(record["canonical_solution"], str):
             fail("canonical_solution", "a string")
         problem["canonical_solution"] = record["canonical_solution"]
-    if answer_key in record or not is_code:
-        answer = record.get(answer_key)
+    if "answer" in record or not is_code:
+        answer = record.get("answer")
         if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
-            fail(answer_key, "a string or a number")
+            fail("answer", "a string or a number")
         answer = str(answer)
         problem["answer"] = extract_boxed(answer) or answer
     elif "canonical_solution" in problem:
@@ -106,18 +117,27 @@ def _problem(record: dict, where: str, prompt_key: str, answer_key: str, verifie
     return {"task": "code" if is_code else "math", **problem}
 
 
-def load_problems(path: str | Path, prompt_key: str = "prompt", answer_key: str = "answer", limit: int | None = None,
+def load_problems(path: str | Path, fields: dict | None = None, limit: int | None = None,
                   verifier: str | None = None) -> list[dict]:
-    """Problems from a local file; ``verifier="code"`` requires test fields in every record."""
+    """Problems from a local file; ``fields`` maps our field names to the file's columns
+    (``{"prompt": "question"}``); ``verifier="code"`` requires test fields in every record."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"dataset not found: {path}")
+    fields = fields or {}
+    unknown = sorted(set(fields) - set(FIELDS))
+    if unknown:
+        raise ValueError(f"task.fields: unknown field(s) {unknown}; map any of {', '.join(FIELDS)} to a column name")
     problems = []
     for index, record in enumerate(_records(path)):
         where = f"{path}: record {index + 1}"
         if not isinstance(record, dict):
-            raise ValueError(f"{where}: expected an object with '{prompt_key}' and '{answer_key}' (or test fields)")
-        problems.append(_problem(record, where, prompt_key, answer_key, verifier))
+            raise ValueError(f"{where}: expected an object with 'prompt' and 'answer' (or test fields)")
+        missing = sorted(column for column in fields.values() if column not in record)
+        if missing:
+            raise ValueError(f"{where}: no column {missing} (task.fields maps to it); the record has {sorted(record)}")
+        record = {**record, **{ours: record[column] for ours, column in fields.items()}}
+        problems.append(_problem(record, where, verifier))
         if limit is not None and len(problems) >= limit:
             break
     if not problems:

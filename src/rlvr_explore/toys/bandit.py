@@ -1,4 +1,4 @@
-"""The logit bandit of the two-stage paper (001 Alg. 1, Figs. 1, 5, 6, 7).
+"""The logit bandit of the two-stage paper (two-stage paper (arXiv 2510.04028) Alg. 1, Figs. 1, 5, 6, 7).
 
 Softmax over a few actions with fixed rewards; each step samples G actions, takes A = r - mean,
 builds g[a_i] += (1 - pi[a_i]) A_i and g[a_j] -= pi[a_j] A_i (that is, sum_i A_i (e_{a_i} - pi)),
@@ -105,8 +105,8 @@ def plot(summary: dict, path: str) -> None:
     axes[0].axvline(st["a1_peak_step"], color="grey", ls="--", lw=1, label="pi(a1) peak")
     if st["a2_rise_step"] is not None:
         axes[0].axvline(st["a2_rise_step"], color="black", ls=":", lw=1, label="pi(a2) rise")
-    axes[0].set_title("two-stage dynamic (001 Fig. 1)")
-    for ax, kind, title in ((axes[1], "group_size", "G (001 Fig. 5)"), (axes[2], "temperature", "temperature (001 Fig. 6)")):
+    axes[0].set_title("two-stage dynamic (two-stage paper (arXiv 2510.04028) Fig. 1)")
+    for ax, kind, title in ((axes[1], "group_size", "G (two-stage paper (arXiv 2510.04028) Fig. 5)"), (axes[2], "temperature", "temperature (two-stage paper (arXiv 2510.04028) Fig. 6)")):
         for key, history in histories.items():
             if key.startswith(kind + "="):
                 line, = ax.plot(history[:, 0], label=f"{key} pi(a1)")
@@ -115,7 +115,7 @@ def plot(summary: dict, path: str) -> None:
     four = histories["four_actions"]
     for a in range(four.shape[1]):
         axes[3].plot(four[:, a], label=f"pi(a{a + 1}), r={summary['config']['four_action_case']['rewards'][a]}")
-    axes[3].set_title("four actions (001 Fig. 7)")
+    axes[3].set_title("four actions (two-stage paper (arXiv 2510.04028) Fig. 7)")
     for ax in axes:
         ax.set_xlabel("step")
         ax.set_ylabel("probability")

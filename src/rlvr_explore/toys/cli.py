@@ -93,7 +93,7 @@ def add_parser(subparsers) -> None:
     common(p)
     p.set_defaults(func=_tree_mdp)
 
-    p = kinds.add_parser("bandit", help="001 Alg. 1: the two-stage dynamic, sweeps, and Theorem 1 vs Monte Carlo")
+    p = kinds.add_parser("bandit", help="two-stage paper (arXiv 2510.04028) Alg. 1: the two-stage dynamic, sweeps, and Theorem 1 vs Monte Carlo")
     p.add_argument("--group-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--steps", type=int, default=3000)

@@ -48,6 +48,7 @@ class TaskConfig:
     eval_size: int = documented(64, "held-out evaluation problems (a different seed)")
     dataset: str | None = documented(None, "local jsonl/json/parquet/`datasets` directory: prompt with answer, tests (HumanEval form) or inputs/outputs (docs/reliability.md)")
     eval_dataset: str | None = documented(None, "local evaluation set (default: the last eval_size records of dataset)")
+    fields: dict = documented({}, "dataset column for each of our fields, e.g. {prompt: question} for GSM8K (prompt, answer, tests, entry_point, inputs, outputs, canonical_solution)")
     truncate_prompts: bool = documented(False, "keep the end of prompts longer than the model's context allows (default: refuse them at load time)")
     verifier: str = documented("builtin", "builtin, exact, math (math-verify) or code (sandbox)")
     verifier_timeout_s: float = documented(5.0, "per-answer timeout of the math verifier; per-program (per stdin input) wall clock of the code sandbox")

@@ -10,11 +10,16 @@ from rlvr_explore import metrics
 from rlvr_explore.rollout import Rollout, sample
 
 from .config import Config
-from .runtime import extract_answer
+from .runtime import Progress, extract_answer
 
 
-def sample_many(model, tokenizer, prompts: list[str], batch_size: int, **kwargs) -> Rollout:
-    parts = [sample(model, tokenizer, prompts[i : i + batch_size], **kwargs) for i in range(0, len(prompts), batch_size)]
+def sample_many(model, tokenizer, prompts: list[str], batch_size: int, desc: str = "sampling", **kwargs) -> Rollout:
+    bar = Progress(len(prompts), desc)
+    parts = []
+    for i in range(0, len(prompts), batch_size):
+        parts.append(sample(model, tokenizer, prompts[i : i + batch_size], **kwargs))
+        bar.update(len(parts[-1].texts))
+    bar.close()
     return Rollout.concat(parts)
 
 
@@ -24,7 +29,7 @@ def evaluate(model, tokenizer, problems: list[dict], verifier, cfg: Config, gene
     n = cfg.eval.n_samples
     model.eval()
     prompts = [p["prompt"] for p in problems for _ in range(n)]
-    rollout = sample_many(model, tokenizer, prompts, cfg.eval.batch_size, max_new_tokens=cfg.rollout.max_new_tokens,
+    rollout = sample_many(model, tokenizer, prompts, cfg.eval.batch_size, desc="evaluation", max_new_tokens=cfg.rollout.max_new_tokens,
                           temperature=cfg.eval.temperature, top_p=cfg.eval.top_p, top_n=cfg.rollout.top_n,
                           generator=generator)
     repeated = [p for p in problems for _ in range(n)]

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from rlvr_explore import advantages as adv_lib
 from rlvr_explore import losses, metrics
@@ -27,7 +26,7 @@ from .checkpoints import (
     save_checkpoint,
 )
 from .runtime import (
-    RunLogger, build_policy, load_tasks, make_schedule, make_verifier, resolve_device, restore_rng, rng_state,
+    Progress, RunLogger, build_policy, load_tasks, make_schedule, make_verifier, resolve_device, restore_rng, rng_state,
     save_policy, seed_everything,
 )
 from .sft import nll_loss
@@ -353,16 +352,13 @@ class RLTrainer:
         t = self.cfg.train
         if self.step == 0:
             self.evaluate()
-        bar = tqdm(total=t.steps, initial=self.step, desc=f"{self.cfg.algorithm.method}", dynamic_ncols=True,
-                   disable=None)
+        bar = Progress(t.steps, f"{self.cfg.algorithm.method} {self.out.name}", initial=self.step)
         while self.step < t.steps:
             record = self.train_step()
             self.step += 1
             if self.step % t.log_every == 0 or self.step == t.steps:
                 self.logger.log({"kind": "train", "step": self.step, **record})
-            bar.set_postfix({k: f"{record[k]:.3g}" for k in ("reward", "rollout_entropy", "lambda1", "pg_clipfrac")
-                             if isinstance(record.get(k), float)})
-            bar.update(1)
+            bar.update(1, **{k: record[k] for k in ("reward", "rollout_entropy", "lambda1", "pg_clipfrac") if k in record})
             if t.eval_every and self.step % t.eval_every == 0 and self.step != t.steps:
                 self.evaluate()
             if t.save_every and self.step % t.save_every == 0:

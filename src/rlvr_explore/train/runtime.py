@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import logging
 import random
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from rlvr_explore.models import char_tokenizer, load_policy, tiny_gpt2
 from rlvr_explore.rollout import NonFiniteError
@@ -73,6 +75,12 @@ def fit_prompts(problems: list[dict], tokenizer, model, max_new_tokens: int, tru
         raise ValueError(f"rollout.max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's context of {context}")
     fitted = []
     for index, problem in enumerate(problems):
+        if not isinstance(problem["prompt"], str):  # a chat: rendered as the model was trained to see it
+            if not getattr(tokenizer, "chat_template", None):
+                raise ValueError(f"{source}: problem {index + 1} is a chat, but the tokenizer has no chat template; "
+                                 "give plain-text prompts or a model whose tokenizer has one")
+            problem = {**problem, "messages": problem["prompt"],
+                       "prompt": tokenizer.apply_chat_template(problem["prompt"], tokenize=False, add_generation_prompt=True)}
         ids = tokenizer(problem["prompt"], add_special_tokens=False)["input_ids"]
         if len(ids) > room:
             if not truncate:
@@ -89,9 +97,9 @@ def load_tasks(cfg: Config, tokenizer=None, model=None) -> tuple[list[dict], lis
     checked (or truncated) against its context."""
     t = cfg.task
     if t.dataset:
-        problems = load_problems(t.dataset, verifier=t.verifier)
+        problems = load_problems(t.dataset, fields=t.fields, verifier=t.verifier)
         if t.eval_dataset:
-            train, held_out = problems, load_problems(t.eval_dataset, limit=t.eval_size, verifier=t.verifier)
+            train, held_out = problems, load_problems(t.eval_dataset, fields=t.fields, limit=t.eval_size, verifier=t.verifier)
         elif len(problems) <= t.eval_size:
             raise ValueError(f"{t.dataset}: {len(problems)} records leave none for training after eval_size={t.eval_size}")
         else:
@@ -125,6 +133,37 @@ def extract_answer(problem: dict, response: str):
 
 
 # ------------------------------------------------------------------ logging
+
+
+class Progress:
+    """A tqdm bar on a terminal; elsewhere (nohup, CI, a job's log) one line every
+    ``every_s`` seconds and at the end: done/total, the given figures, rate and ETA."""
+
+    def __init__(self, total: int, desc: str, initial: int = 0, every_s: float = 30.0, stream=None):
+        self.stream = stream or sys.stderr
+        self.total, self.desc, self.done, self.every_s = total, desc, initial, every_s
+        self.started = self.last = time.monotonic()
+        self.first = initial
+        self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=False) if self.stream.isatty() else None
+
+    def update(self, n: int = 1, **figures) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.3g}" for k, v in figures.items() if isinstance(v, float)}, refresh=False)
+            self.bar.update(n)
+            return
+        now = time.monotonic()
+        if now - self.last >= self.every_s or self.done >= self.total:
+            self.last = now
+            rate = (self.done - self.first) / max(now - self.started, 1e-9)
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            shown = " ".join(f"{k} {v:.3g}" for k, v in figures.items() if isinstance(v, float))
+            print(f"[{self.desc}] {self.done}/{self.total} {shown} | {rate:.3g}/s, ETA {eta:.0f} s",
+                  file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def read_records(path: Path) -> list[dict]:

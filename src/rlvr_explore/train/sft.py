@@ -8,14 +8,13 @@ import random
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from rlvr_explore.losses import aggregate
 from rlvr_explore.rollout import NonFiniteError, encode_prompts, score
 
 from .checkpoints import lock_run_dir, mark_finished, plan_run
 from .config import Config, to_dict
-from .runtime import RunLogger, build_policy, load_tasks, resolve_device, save_policy, seed_everything
+from .runtime import Progress, RunLogger, build_policy, load_tasks, resolve_device, save_policy, seed_everything
 
 
 def encode_responses(tokenizer, responses: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,7 +74,8 @@ def train_sft(model, tokenizer, pairs: list[tuple[str, str]], steps: int, batch_
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()
     curve = []
-    for step in tqdm(range(1, steps + 1), desc=desc, leave=False, dynamic_ncols=True, disable=None):
+    bar = Progress(steps, desc)
+    for step in range(1, steps + 1):
         batch = rng.sample(pairs, min(batch_size, len(pairs)))
         loss = nll_loss(model, tokenizer, [p for p, _ in batch], [r for _, r in batch])
         optimizer.zero_grad()
@@ -85,8 +85,10 @@ def train_sft(model, tokenizer, pairs: list[tuple[str, str]], steps: int, batch_
             raise NonFiniteError(f"{desc} step {step}: the NLL or its gradient is NaN or inf (lr={lr}); nothing was saved")
         optimizer.step()
         curve.append(loss.item())
+        bar.update(1, nll=curve[-1])
         if logger is not None and step % 10 == 0:
             logger.log({"kind": "sft", "step": step, "nll": curve[-1]})
+    bar.close()
     return curve
 
 
