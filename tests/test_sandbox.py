@@ -215,6 +215,12 @@ def test_humaneval_style_program_assembly():
     assert program_of({"prompt": "Write f.", "tests": ""}, "def f(): pass") == "def f(): pass"
 
 
+def test_a_check_that_nothing_calls_pays_nothing(verifier):
+    tests = "def check(candidate):\n    assert candidate(1) == 2\n"
+    assert verifier([{"prompt": "", "tests": tests}], [WRONG]) == [0.0]  # an error, counted, not a free pass
+    assert verifier([{"prompt": "", "tests": tests, "entry_point": "f"}], [RIGHT]) == [1.0]
+
+
 def test_counts_reach_the_stats():
     verifier = Verifier("code", timeout_s=1, workers=2)
     verifier([{"prompt": "", "tests": TESTS}, {"prompt": ""}, {"prompt": "", "inputs": ["1"], "outputs": ["1"]}],

@@ -95,6 +95,7 @@ def test_load_problems_formats_and_errors(tmp_path):
     ({"prompt": "x", "inputs": ["1"], "outputs": "1"}, "field 'outputs' must be a non-empty list of strings"),
     ({"prompt": "x", "inputs": ["1", "2"], "outputs": ["1"]}, "2 inputs but 1 outputs"),
     ({"prompt": "x", "tests": "", "inputs": ["1"], "outputs": ["1"]}, "has both assert tests"),
+    ({"prompt": "x", "test": "def check(candidate):\n    assert candidate(1) == 2\n"}, "defines check() but there is no 'entry_point'"),
 ])
 def test_bad_records_are_named(tmp_path, record, message):
     path = tmp_path / "bad.jsonl"

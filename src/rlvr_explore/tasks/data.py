@@ -18,6 +18,7 @@ path that does not exist is an error naming it.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from rlvr_explore.metrics.answers import extract_boxed
@@ -62,6 +63,7 @@ def _records(path: Path) -> list:
     raise ValueError(f"{path}: unsupported format; use .jsonl, .json, .parquet or a `datasets` directory")
 
 
+DEFINES_CHECK = re.compile(r"^def check\(", re.MULTILINE)
 FIELDS = ("prompt", "answer", "tests", "test", "entry_point", "canonical_solution", "inputs", "outputs")
 
 
@@ -87,6 +89,9 @@ def _problem(record: dict, where: str, verifier: str | None) -> dict:
         if not isinstance(record["tests"], str):
             fail("tests", "Python source (a string)")
         problem["tests"] = record["tests"]
+        if DEFINES_CHECK.search(record["tests"]) and record.get("entry_point") is None:
+            raise ValueError(f"{where}: 'tests' defines check() but there is no 'entry_point', so nothing would call "
+                             "it and every program would pass; add the entry point (HumanEval form)")
         if record.get("entry_point") is not None:
             if not (isinstance(record["entry_point"], str) and record["entry_point"].isidentifier()):
                 fail("entry_point", "the name of the function the tests check")

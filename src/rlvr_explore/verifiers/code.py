@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from rlvr_explore.metrics.answers import CODE_BLOCK
+from rlvr_explore.tasks.data import DEFINES_CHECK
 
 from .sandbox import ProgramRun, SandboxConfig, run_program, same_output
 
@@ -40,6 +41,8 @@ def judge(problem: dict, response: str, config: SandboxConfig, timeout_s: float)
     first failure (the reward is all-or-nothing), and ``timeout_s`` bounds each input.
     """
     program = program_of(problem, response)
+    if "tests" in problem and not problem.get("entry_point") and DEFINES_CHECK.search(problem["tests"]):
+        raise ValueError("the tests define check() but the problem has no entry_point: nothing would call it")
     if "tests" in problem:
         return run_program(program, config, timeout_s, tests=problem["tests"], entry_point=problem.get("entry_point"))
     if "inputs" not in problem:
