@@ -185,3 +185,31 @@ def test_eval_command_prints_summary(tiny_config, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout)
     assert {"pass@1", "pass@4", "avg@4", "maj@4", "lambda1", "entropy"} <= set(summary)
+
+
+def test_report_verdicts_are_paired_differences_with_intervals():
+    from math import comb
+
+    from rlvr_explore.report.html import _paired, _unsolvable_table, _verdicts
+
+    def final(counts, unsolvable=()):
+        return {"details": {"n_samples": 4, "correct_counts": counts, "unsolvable_ids": list(unsolvable)}}
+
+    ref = final([0, 1, 2, 4, 0, 3], unsolvable=[0, 4])
+    better = final([4, 4, 4, 4, 4, 4])
+    same = final([0, 1, 2, 4, 0, 3], unsolvable=[0, 4])
+    mixed = final([1, 0, 2, 4, 0, 3], unsolvable=[1, 4])
+    exact = lambda c, k: 1 - comb(4 - c, k) / comb(4, k)  # noqa: E731
+    mean, low, high = _paired(mixed, ref, 2)
+    assert mean == pytest.approx(sum(exact(a, 2) - exact(b, 2) for a, b in zip([1, 0, 2, 4, 0, 3], [0, 1, 2, 4, 0, 3])) / 6)
+    assert low < 0 < high
+    page = _verdicts({"ref": ref, "better": better, "same": same, "mixed": mixed}, "ref", 4)
+    # better at pass@1 beyond doubt; at pass@4 only 2 of 6 problems differ, which 6 problems cannot settle
+    better_line = page.split("<b>better</b>: ")[1].split("</li>")[0]
+    assert better_line.startswith("pass@1 +0.583 [") and "]: <b>higher</b>; pass@4 +0.333 [+0.000" in better_line
+    assert better_line.endswith("<b>no detectable difference</b>")
+    assert page.count("<b>higher</b>") == 1
+    assert "<b>same</b>: pass@1 +0.000 [+0.000, +0.000]: <b>no detectable difference</b>" in page
+    assert _paired(final([1, 2]), ref, 1) is None
+    table = _unsolvable_table({"ref": ref, "mixed": mixed}, "ref")
+    assert "<tr><th>mixed</th><td>2</td><td>1</td><td>1</td></tr>" in table

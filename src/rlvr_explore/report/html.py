@@ -1,6 +1,8 @@
 """`rlvr-explore report`: one HTML page comparing runs side by side: the summary table, pass@k
 curves, Lambda^(n) dynamics, entropy over training and its histogram, probability bins,
-accuracy buckets, the unsolvable-set overlap and a grouped candidate matrix per run."""
+accuracy buckets, the unsolvable-set overlap and a grouped candidate matrix per run. It opens with
+its answer: each run against the first one and against the policy before RL, at pass@1 and pass@n,
+as paired differences over problems with 95% bootstrap intervals."""
 
 from __future__ import annotations
 
@@ -8,6 +10,9 @@ import html
 import json
 from pathlib import Path
 
+import numpy as np
+
+from rlvr_explore import metrics
 from rlvr_explore.train.runtime import read_metrics
 
 from . import plots
@@ -46,6 +51,50 @@ def _summary_table(runs: list[dict], n: int) -> str:
     return f"<table><tr><th>run</th>{head}</tr>{''.join(rows)}</table>"
 
 
+def _paired(final: dict, reference: dict, k: int) -> tuple[float, float, float] | None:
+    """Mean per-problem pass@k difference (final - reference) on the same problems, with a 95%
+    bootstrap interval over problems; None when the two were not evaluated alike."""
+    a, b = final["details"], reference["details"]
+    if a["n_samples"] != b["n_samples"] or len(a["correct_counts"]) != len(b["correct_counts"]):
+        return None
+    n = a["n_samples"]
+    diff = (metrics.pass_at_k(n, np.asarray(a["correct_counts"]), k) - metrics.pass_at_k(n, np.asarray(b["correct_counts"]), k))
+    low, high = metrics.bootstrap_ci(diff)
+    return float(diff.mean()), low, high
+
+
+def _verdicts(finals: dict, reference: str, n: int) -> str:
+    """The page's answer: each run against ``reference`` at pass@1 and pass@n, as a paired
+    difference with its interval, and the verdict the interval allows."""
+    items = []
+    for name, final in finals.items():
+        if name == reference:
+            continue
+        cells = []
+        for k in (1, n):
+            found = _paired(final, finals[reference], k)
+            if found is None:
+                cells.append(f"pass@{k}: not comparable (other problems or n)")
+                continue
+            mean, low, high = found
+            verdict = "higher" if low > 0 else "lower" if high < 0 else "no detectable difference"
+            cells.append(f"pass@{k} {mean:+.3f} [{low:+.3f}, {high:+.3f}]: <b>{verdict}</b>")
+        items.append(f"<li><b>{html.escape(name)}</b>: {'; '.join(cells)}</li>")
+    return (f"<p>Against <b>{html.escape(reference)}</b> (mean paired difference over problems, 95% bootstrap "
+            f"interval):</p><ul>{''.join(items)}</ul>")
+
+
+def _unsolvable_table(finals: dict, reference: str) -> str:
+    """For every run: problems no sample solved, and how that set moved against ``reference``."""
+    base = set(finals[reference]["details"]["unsolvable_ids"])
+    rows = []
+    for name, final in finals.items():
+        ids = set(final["details"]["unsolvable_ids"])
+        rows.append(f"<tr><th>{html.escape(name)}</th><td>{len(ids)}</td><td>{len(ids - base)}</td><td>{len(base - ids)}</td></tr>")
+    return (f"<table><tr><th>run</th><th>unsolvable</th><th>newly unsolvable vs {html.escape(reference)}</th>"
+            f"<th>newly solved</th></tr>{''.join(rows)}</table>")
+
+
 def build_report(run_dirs: list[str | Path], out_html: str | Path, title: str = "rlvr-explore report",
                  baseline: str | None = "base (before RL)") -> Path:
     """Write ``out_html`` and its figures; ``baseline`` labels the first run's step-0 evaluation."""
@@ -59,6 +108,8 @@ def build_report(run_dirs: list[str | Path], out_html: str | Path, title: str = 
     if baseline:
         finals = {baseline: runs[0]["first"], **finals}
     parts = []
+    first_run = runs[0]["name"]
+    verdicts = _verdicts(finals, first_run, n) + (_verdicts(finals, baseline, n) if baseline else "")
 
     path = plots.pass_at_k_curves({k: v["details"]["pass_at_k"] for k, v in finals.items()}, str(figures / "pass_at_k.png"),
                                   title=f"pass@k on {len(runs[0]['final']['details']['correct_counts'])} held-out problems, n = {n}")
@@ -97,11 +148,14 @@ def build_report(run_dirs: list[str | Path], out_html: str | Path, title: str = 
 
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} figure{{display:inline-block;margin:8px;vertical-align:top}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right;font-size:0.9em}} figure{{display:inline-block;margin:8px;vertical-align:top}}
 img{{max-width:560px}} figcaption{{font-size:0.85em;color:#444;max-width:560px}}</style></head><body>
 <h1>{html.escape(title)}</h1>
+{verdicts}
 <p>Final evaluation of each run; the baseline row is the first run's policy before RL.</p>
-{_summary_table([{"name": k, "final": v} for k, v in finals.items()], n)}
+<div style="overflow-x:auto">{_summary_table([{"name": k, "final": v} for k, v in finals.items()], n)}</div>
+<p>{n}-rollout unsolvable problems of every run:</p>
+{_unsolvable_table(finals, next(iter(finals)))}
 {''.join(parts)}
 </body></html>"""
     out_html.write_text(page)
