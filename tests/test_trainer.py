@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -213,3 +214,14 @@ def test_report_verdicts_are_paired_differences_with_intervals():
     assert _paired(final([1, 2]), ref, 1) is None
     table = _unsolvable_table({"ref": ref, "mixed": mixed}, "ref")
     assert "<tr><th>mixed</th><td>2</td><td>1</td><td>1</td></tr>" in table
+
+
+def test_smoothing_is_a_trailing_moving_average():
+    from rlvr_explore.report.plots import smooth
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=57)
+    for window in (1, 3, 10):
+        brute = [values[max(0, i - window + 1) : i + 1].mean() for i in range(len(values))]
+        np.testing.assert_allclose(smooth(values, window), brute, rtol=1e-12)
+    assert len(smooth(values)) == 57

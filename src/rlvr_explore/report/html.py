@@ -35,8 +35,11 @@ def load_run(run_dir: Path) -> dict:
     }
 
 
-def _img(path: Path, out_dir: Path, caption: str) -> str:
-    return f'<figure><img src="{path.relative_to(out_dir)}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+def _img(path: Path, out_dir: Path, caption: str, wide: bool = False) -> str:
+    """A figure that opens at full size on a click; ``wide`` ones take the page's width."""
+    src = path.relative_to(out_dir)
+    return (f'<figure class="{"wide" if wide else ""}"><a href="{src}"><img src="{src}" alt="{html.escape(caption)}"></a>'
+            f'<figcaption>{html.escape(caption)}</figcaption></figure>')
 
 
 def _summary_table(runs: list[dict], n: int) -> str:
@@ -109,6 +112,7 @@ def build_report(run_dirs: list[str | Path], out_html: str | Path, title: str = 
         finals = {baseline: runs[0]["first"], **finals}
     parts = []
     first_run = runs[0]["name"]
+    plots.set_run_colours(list(finals))
     verdicts = _verdicts(finals, first_run, n) + (_verdicts(finals, baseline, n) if baseline else "")
 
     path = plots.pass_at_k_curves({k: v["details"]["pass_at_k"] for k, v in finals.items()}, str(figures / "pass_at_k.png"),
@@ -120,7 +124,8 @@ def build_report(run_dirs: list[str | Path], out_html: str | Path, title: str = 
     if series:
         series = {name: {("rank" + k[6:] if k.startswith("lambda") else k): v for k, v in s.items()} for name, s in series.items()}
         parts.append(_img(Path(plots.rank_logprob_dynamics(series, str(figures / "lambda.png"))), out_dir,
-                          "Lambda^(n): mean log-prob of the rank-n candidate on training rollouts (CaSP Fig. 3, 7)."))
+                          "Lambda^(n): mean log-prob of the rank-n candidate on training rollouts, smoothed, raw values faint "
+                          "(CaSP Fig. 3, 7).", wide=True))
         entropy = {r["name"]: ([t["step"] for t in r["train"]], [t["rollout_entropy"] for t in r["train"]]) for r in runs if r["train"]}
         parts.append(_img(Path(plots.metric_over_steps(entropy, str(figures / "entropy_steps.png"), "mean token entropy (nats)",
                                                        "entropy of training rollouts")), out_dir, "Token entropy during training."))
@@ -132,24 +137,27 @@ def build_report(run_dirs: list[str | Path], out_html: str | Path, title: str = 
                       "Token entropy of evaluation samples (CaSP Fig. 8)."))
     parts.append(_img(Path(plots.probability_bins({k: v["details"]["probability_bins"] for k, v in finals.items()},
                                                   str(figures / "probability_bins.png"))), out_dir,
-                      "Probability bins of the top-3 candidates (CaSP Fig. 9)."))
+                      "Probability bins of the top-3 candidates (CaSP Fig. 9).", wide=True))
     parts.append(_img(Path(plots.accuracy_buckets({k: v["details"]["accuracy_buckets"] for k, v in finals.items()},
                                                   str(figures / "accuracy_buckets.png"))), out_dir,
                       "Per-problem accuracy (SPS Fig. 2)."))
     venn_sets = dict(list({k: set(v["details"]["unsolvable_ids"]) for k, v in finals.items()}.items())[:3])
     parts.append(_img(Path(plots.unsolvable_overlap(venn_sets, str(figures / "unsolvable.png"), title=f"{n}-rollout unsolvable problems")),
-                      out_dir, "Problems no sample solved, and their overlap (STILL §2.1)."))
+                      out_dir, f"Problems no sample solved, and their overlap, for {', '.join(venn_sets)} (STILL §2.1); "
+                               "every run is in the table at the top."))
     for name, final in finals.items():
         example = final["details"]["example"]
         file = figures / f"candidates_{''.join(c if c.isalnum() else '_' for c in name)}.png"
         plots.grouped_candidate_matrix([[(t, p, s) for t, p, s in col] for col in example["columns"]], str(file),
                                        title=f"{name}: {example['prompt']} -> {example['response']}")
-        parts.append(_img(file, out_dir, f"{name}: candidates up to 0.95 mass per position, sampled path in red (CaSP App. G)."))
+        parts.append(_img(file, out_dir, f"{name}: candidates up to 0.95 mass per position, sampled path in red (CaSP App. G).",
+                          wide=True))
 
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right;font-size:0.9em}} figure{{display:inline-block;margin:8px;vertical-align:top}}
-img{{max-width:560px}} figcaption{{font-size:0.85em;color:#444;max-width:560px}}</style></head><body>
+img{{max-width:560px}} figcaption{{font-size:0.85em;color:#444;max-width:560px}}
+figure.wide{{display:block}} figure.wide img{{max-width:100%}} figure.wide figcaption{{max-width:none}}</style></head><body>
 <h1>{html.escape(title)}</h1>
 {verdicts}
 <p>Final evaluation of each run; the baseline row is the first run's policy before RL.</p>

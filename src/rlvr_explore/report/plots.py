@@ -10,7 +10,31 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
+
+
+RUN_COLOURS: dict[str, str] = {}  # name -> colour, so one run keeps its colour in every figure
+
+
+def set_run_colours(names: Sequence[str]) -> None:
+    """Fix each run's colour for the figures that follow (the report calls this once)."""
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    RUN_COLOURS.clear()
+    RUN_COLOURS.update({name: cycle[i % len(cycle)] for i, name in enumerate(names)})
+
+
+def _colour(name: str) -> str | None:
+    return RUN_COLOURS.get(name)
+
+
+def smooth(values: Sequence[float], window: int | None = None) -> np.ndarray:
+    """Trailing moving average (window: a twentieth of the series, at least 1)."""
+    values = np.asarray(values, dtype=float)
+    window = window or max(1, len(values) // 20)
+    cumulative = np.cumsum(np.insert(values, 0, 0.0))
+    counts = np.minimum(np.arange(1, len(values) + 1), window)
+    return (cumulative[1:] - cumulative[np.maximum(0, np.arange(1, len(values) + 1) - window)]) / counts
 
 
 def _save(fig, path: str) -> str:
@@ -27,7 +51,7 @@ def pass_at_k_curves(curves: Mapping[str, Mapping[int, Mapping[str, float]]], pa
         curve = {int(k): v for k, v in curve.items()}  # JSON keeps keys as strings
         ks = sorted(curve)
         mean = [curve[k]["mean"] for k in ks]
-        line, = ax.plot(ks, mean, marker="o", ms=3, label=name)
+        line, = ax.plot(ks, mean, marker="o", ms=3, label=name, color=_colour(name))
         if all("ci_low" in curve[k] for k in ks):
             ax.fill_between(ks, [curve[k]["ci_low"] for k in ks], [curve[k]["ci_high"] for k in ks],
                             color=line.get_color(), alpha=0.15)
@@ -55,9 +79,10 @@ def rank_logprob_dynamics(series: Mapping[str, Mapping[str, Sequence[float]]], p
     for ax, name in zip(axes.flat, runs):
         data = series[name]
         for key in sorted(k for k in data if k.startswith("rank")):
-            ax.plot(data["step"], data[key], label=f"Lambda^({key[4:]})")
+            line, = ax.plot(data["step"], smooth(data[key]), label=f"Lambda^({key[4:]})")
+            ax.plot(data["step"], data[key], color=line.get_color(), alpha=0.2, lw=0.8)
         if "sample" in data:
-            ax.plot(data["step"], data["sample"], "k--", label="Lambda^sample")
+            ax.plot(data["step"], smooth(data["sample"]), "k--", label="Lambda^sample")
         ax.set_title(name)
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
@@ -75,7 +100,7 @@ def entropy_histograms(entropies: Mapping[str, Sequence[float]], path: str, bins
     top = max((v.max() for v in values if len(v)), default=1.0)
     edges = np.linspace(0, max(top, 1e-3), bins + 1)
     for name, v in zip(entropies, values):
-        ax.hist(v, bins=edges, alpha=0.45, density=True, label=f"{name} (mean {v.mean():.3f})")
+        ax.hist(v, bins=edges, alpha=0.45, density=True, label=f"{name} (mean {v.mean():.3f})", color=_colour(name))
     ax.set_yscale("log")
     ax.set_xlabel("token entropy (nats)")
     ax.set_ylabel("density (log scale)")
@@ -95,7 +120,8 @@ def probability_bins(bins_by_run: Mapping[str, dict], path: str) -> str:
     width = 0.8 / len(runs)
     for ax, rank in zip(axes[0], ranks):
         for i, name in enumerate(runs):
-            ax.bar(np.arange(len(labels)) + i * width, bins_by_run[name]["fractions"][rank], width, label=name)
+            ax.bar(np.arange(len(labels)) + i * width, bins_by_run[name]["fractions"][rank], width, label=name,
+                   color=_colour(name))
         ax.set_xticks(np.arange(len(labels)) + width * (len(runs) - 1) / 2, labels, rotation=30)
         ax.set_xlabel(f"probability of the {rank.replace('rank', 'rank-')} candidate")
         ax.set_title(rank.replace("rank", "rank-"))
@@ -122,6 +148,8 @@ def grouped_candidate_matrix(columns, path: str, decode=str, title: str = "group
     ax.plot(range(len(path_y)), path_y, color="red", lw=1, alpha=0.6)
     ax.set_xlabel("position")
     ax.set_ylabel("candidate rank")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title)
     fig.colorbar(image, ax=ax, label="probability")
     return _save(fig, path)
@@ -165,7 +193,7 @@ def accuracy_buckets(buckets_by_run: Mapping[str, dict], path: str) -> str:
     width = 0.8 / len(runs)
     fig, ax = plt.subplots(figsize=(max(6.4, 0.6 * len(labels)), 4.2))
     for i, name in enumerate(runs):
-        ax.bar(np.arange(len(labels)) + i * width, buckets_by_run[name]["counts"], width, label=name)
+        ax.bar(np.arange(len(labels)) + i * width, buckets_by_run[name]["counts"], width, label=name, color=_colour(name))
     ax.set_xticks(np.arange(len(labels)) + width * (len(runs) - 1) / 2, labels, rotation=30)
     ax.set_xlabel("per-problem accuracy")
     ax.set_ylabel("number of problems")
@@ -178,8 +206,9 @@ def metric_over_steps(series: Mapping[str, tuple[Sequence[float], Sequence[float
                       title: str) -> str:
     """A scalar metric (entropy, reward, branching factor) against training step, one line per run."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for name, (steps, values) in series.items():
-        ax.plot(steps, values, marker="o", ms=3, label=name)
+    for name, (steps, values) in series.items():  # smoothed, with the raw values faint behind
+        line, = ax.plot(steps, smooth(values), label=name, color=_colour(name))
+        ax.plot(steps, values, color=line.get_color(), alpha=0.2, lw=0.8)
     ax.set_xlabel("training step")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
