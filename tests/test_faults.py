@@ -289,3 +289,20 @@ def test_sft_stops_on_a_non_finite_loss_and_saves_no_nan_policy(tiny_config):
         next(model.parameters())[0, 0] = float("inf")
     with pytest.raises(NonFiniteError, match="not saving"):
         save_policy(model, char_tokenizer("ab"), Path(cfg.run.out_dir) / "nan-policy")
+
+
+def test_a_kill_after_the_final_checkpoint_resumes_without_doubling_the_final_evaluation(tiny_config, tmp_path):
+    straight = tiny_config("train.steps=2", "train.save_every=1", f"run.out_dir={tmp_path / 'straight'}")
+    RLTrainer(straight).run()
+    killed = tiny_config("train.steps=2", "train.save_every=1", f"run.out_dir={tmp_path / 'killed'}")
+    RLTrainer(killed).run()
+    out = tmp_path / "killed"
+    (out / "finished.json").unlink()  # as if killed between the final checkpoint and the end
+    for entry in (out / "policy").iterdir():
+        entry.unlink()
+    (out / "policy").rmdir()
+    RLTrainer(killed, resume=True).run()
+    assert comparable(out) == comparable(tmp_path / "straight")
+    final = load_file(out / "policy" / "model.safetensors")
+    expected = load_file(tmp_path / "straight" / "policy" / "model.safetensors")
+    assert all(torch.equal(final[k], expected[k]) for k in final)

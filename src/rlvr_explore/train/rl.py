@@ -350,6 +350,10 @@ class RLTrainer:
 
     def run(self) -> dict:
         t = self.cfg.train
+        # resumed from the final checkpoint (killed before the policy was written): its final
+        # evaluation was logged before that checkpoint was saved, so it is read, not run again
+        final_eval = self.out / "eval" / f"step_{t.steps:06d}.json"
+        evaluated_at_end = self.step >= t.steps and final_eval.exists()
         if self.step == 0:
             self.evaluate()
         bar = Progress(t.steps, f"{self.cfg.algorithm.method} {self.out.name}", initial=self.step)
@@ -364,7 +368,7 @@ class RLTrainer:
             if t.save_every and self.step % t.save_every == 0:
                 self.save()
         bar.close()
-        last_eval = self.evaluate()
+        last_eval = json.loads(final_eval.read_text()) if evaluated_at_end else self.evaluate()
         if not (t.save_every and self.step % t.save_every == 0):  # not just saved in the loop
             self.save()
         save_policy(self.model, self.tokenizer, self.out / "policy")
