@@ -404,3 +404,33 @@ def test_real_verl_fsdp_engine_with_the_hook_equals_the_core_loss_on_the_whole_b
     for ours, reference in zip(verl_grads, [p.grad for p in model.parameters()]):
         torch.testing.assert_close(ours, reference)
 
+
+
+def test_documented_casp_command_composes_with_verls_config_and_reaches_the_loss():
+    """The CaSP `main_ppo` command of docs/integrations.md, composed with verl's own Hydra config:
+    the hyper-parameters under `policy_loss.rlvr` reach `loss_hyperparameters`, and a typo there
+    is an error."""
+    verl = pytest.importorskip("verl", reason="verl not installed: the contract tests above stand in")
+    import re
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from verl.utils.config import omega_conf_to_dataclass
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "integrations.md").read_text()
+    block = next(b for b in re.findall(r"```sh\n(.*?)```", docs, re.DOTALL) if "loss_mode=rlvr_casp" in b)
+    lines = [line.strip().rstrip("\\").strip() for line in block.strip().splitlines()]
+    assert lines[0] == "python -m verl.trainer.main_ppo"
+    overrides = [line.replace("$HOME", "/home/user") for line in lines[1:]]
+    config_dir = str(Path(verl.__file__).parent / "trainer" / "config")
+    with initialize_config_dir(config_dir=config_dir, version_base=None):
+        cfg = compose(config_name="ppo_trainer", overrides=overrides)
+        typo = compose(config_name="ppo_trainer", overrides=[o.replace("alpha:", "alpah:") for o in overrides])
+    assert cfg.actor_rollout_ref.actor.policy_loss.loss_mode == "rlvr_casp" and cfg.algorithm.adv_estimator == "grpo"
+    policy_loss = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor.policy_loss)
+    assert type(policy_loss).__name__ == "ExplorePolicyLossConfig"
+    actor = {"clip_ratio": 0.2, "policy_loss": policy_loss}
+    hp = plugin.loss_hyperparameters("casp", actor)
+    assert {k: hp[k] for k in ("alpha", "lam", "top_n", "q")} == {"alpha": 0.01, "lam": 1.1, "top_n": 3, "q": 0.8}
+    with pytest.raises(ValueError, match=r"actor.policy_loss.rlvr: \['alpah'\] do not apply to loss 'casp'"):
+        plugin.loss_hyperparameters("casp", {"policy_loss": omega_conf_to_dataclass(typo.actor_rollout_ref.actor.policy_loss)})

@@ -27,9 +27,11 @@ in every process on ``import verl``. Importing this module:
      other ``loss_mode`` goes to verl's function untouched.
 
 Hyper-parameters verl's config already names are read from it (``clip_ratio_low/high``,
-``policy_loss.kl_cov_ratio``, ``ppo_kl_coef``, ``clip_cov_*``); the others come from the
-environment variable ``RLVR_EXPLORE_HP``, a JSON object such as ``{"alpha": 0.01, "top_n": 3}``
-(set it in Ray's ``runtime_env.env_vars`` so every worker sees it).
+``policy_loss.kl_cov_ratio``, ``ppo_kl_coef``, ``clip_cov_*``); the others from
+``policy_loss.rlvr``, a mapping that ``verl_config.ExplorePolicyLossConfig`` adds to verl's config,
+or from the environment variable ``RLVR_EXPLORE_HP``, a JSON object such as
+``{"alpha": 0.01, "top_n": 3}`` (set it in Ray's ``runtime_env.env_vars``). A key the method does
+not take is an error in either place.
 """
 
 from __future__ import annotations
@@ -98,13 +100,14 @@ def loss_hyperparameters(method: str, config) -> dict:
         value = _get(policy_config, verl_key)
         if value is not None and key in accepted:
             hp[key] = value
-    extra = environment_hyperparameters()
-    unknown = sorted(set(extra) - accepted)
-    if unknown:
-        owned = sorted(set(unknown) & VERL_OWNED_KEYS)
-        hint = f" ({', '.join(owned)}: set through verl's actor.entropy_coeff / use_kl_loss)" if owned else ""
-        raise ValueError(f"RLVR_EXPLORE_HP: {unknown} do not apply to loss '{method}'{hint}; it takes {sorted(accepted)}")
-    hp.update(extra)
+    for source, extra in (("actor.policy_loss.rlvr", dict(_get(policy_config, "rlvr", {}))),
+                          ("RLVR_EXPLORE_HP", environment_hyperparameters())):
+        unknown = sorted(set(extra) - accepted)
+        if unknown:
+            owned = sorted(set(unknown) & VERL_OWNED_KEYS)
+            hint = f" ({', '.join(owned)}: set through verl's actor.entropy_coeff / use_kl_loss)" if owned else ""
+            raise ValueError(f"{source}: {unknown} do not apply to loss '{method}'{hint}; it takes {sorted(accepted)}")
+        hp.update(extra)
     return hp
 
 
