@@ -225,3 +225,15 @@ def test_smoothing_is_a_trailing_moving_average():
         brute = [values[max(0, i - window + 1) : i + 1].mean() for i in range(len(values))]
         np.testing.assert_allclose(smooth(values, window), brute, rtol=1e-12)
     assert len(smooth(values)) == 57
+
+
+def test_unsolvable_overlap_of_many_runs(tmp_path):
+    from rlvr_explore.report.plots import overlap_counts, unsolvable_matrix
+
+    sets = {"a": {1, 2, 3}, "b": {2, 3}, "c": set(), "d": {3, 4}}
+    counts = overlap_counts(sets)
+    names = list(sets)
+    assert all(counts[i, j] == len(sets[x] & sets[y]) for i, x in enumerate(names) for j, y in enumerate(names))
+    assert counts.tolist()[0] == [3, 2, 0, 1]
+    assert (tmp_path / "m.png").samefile(unsolvable_matrix(sets, str(tmp_path / "m.png")))
+    assert (tmp_path / "m.png").stat().st_size > 1000

@@ -43,15 +43,16 @@ def _img(path: Path, out_dir: Path, caption: str, wide: bool = False) -> str:
 
 
 def _summary_table(runs: list[dict], n: int) -> str:
+    """One row per metric and one column per run, so the table fits the page for a few runs."""
     keys = [k for k in runs[0]["final"]["summary"] if k.startswith(SUMMARY_KEYS)]
     keys = ["pass@1"] + [f"pass@{k}" for k in (4, 16, 64, n) if f"pass@{k}" in runs[0]["final"]["summary"] and k != 1] + [
         k for k in keys if not k.startswith("pass@")]
-    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+    head = "".join(f"<th>{html.escape(run['name'])}</th>" for run in runs)
     rows = []
-    for run in runs:
-        cells = "".join(f"<td>{run['final']['summary'][k]:.3f}</td>" for k in keys)
-        rows.append(f"<tr><th>{html.escape(run['name'])}</th>{cells}</tr>")
-    return f"<table><tr><th>run</th>{head}</tr>{''.join(rows)}</table>"
+    for key in keys:
+        cells = "".join(f"<td>{run['final']['summary'][key]:.3f}</td>" for run in runs)
+        rows.append(f"<tr><th>{html.escape(key)}</th>{cells}</tr>")
+    return f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>"
 
 
 def _paired(final: dict, reference: dict, k: int) -> tuple[float, float, float] | None:
@@ -141,10 +142,10 @@ def build_report(run_dirs: list[str | Path], out_html: str | Path, title: str = 
     parts.append(_img(Path(plots.accuracy_buckets({k: v["details"]["accuracy_buckets"] for k, v in finals.items()},
                                                   str(figures / "accuracy_buckets.png"))), out_dir,
                       "Per-problem accuracy (SPS Fig. 2)."))
-    venn_sets = dict(list({k: set(v["details"]["unsolvable_ids"]) for k, v in finals.items()}.items())[:3])
-    parts.append(_img(Path(plots.unsolvable_overlap(venn_sets, str(figures / "unsolvable.png"), title=f"{n}-rollout unsolvable problems")),
-                      out_dir, f"Problems no sample solved, and their overlap, for {', '.join(venn_sets)} (STILL §2.1); "
-                               "every run is in the table at the top."))
+    unsolvable = {k: set(v["details"]["unsolvable_ids"]) for k, v in finals.items()}
+    draw = plots.unsolvable_overlap if len(unsolvable) <= 3 else plots.unsolvable_matrix  # a Venn up to three sets
+    parts.append(_img(Path(draw(unsolvable, str(figures / "unsolvable.png"), title=f"{n}-rollout unsolvable problems")),
+                      out_dir, "Problems no sample solved, and their overlap across runs (STILL §2.1)."))
     for name, final in finals.items():
         example = final["details"]["example"]
         file = figures / f"candidates_{''.join(c if c.isalnum() else '_' for c in name)}.png"

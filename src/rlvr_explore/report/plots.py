@@ -186,6 +186,29 @@ def unsolvable_overlap(sets: Mapping[str, set], path: str, title: str = "k-rollo
     return _save(fig, path)
 
 
+def overlap_counts(sets: Mapping[str, set]) -> np.ndarray:
+    """(i, j) -> how many items sets i and j share; the diagonal holds each set's size."""
+    values = list(sets.values())
+    return np.array([[len(a & b) for b in values] for a in values])
+
+
+def unsolvable_matrix(sets: Mapping[str, set], path: str, title: str = "k-rollout unsolvable problems") -> str:
+    """The overlap of any number of sets as a matrix: unsolvable by both runs (a Venn for many)."""
+    names = list(sets)
+    counts = overlap_counts(sets)
+    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 3, 0.9 * len(names) + 2))
+    image = ax.imshow(counts, cmap="Oranges")
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=10,
+                    color="white" if counts[i, j] > counts.max() / 2 else "black")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_title(f"{title}: unsolved by both (diagonal: by the run)")
+    fig.colorbar(image, ax=ax, label="problems")
+    return _save(fig, path)
+
+
 def accuracy_buckets(buckets_by_run: Mapping[str, dict], path: str) -> str:
     """Histogram of per-problem accuracy, one bar group per run (SPS Fig. 2)."""
     runs = list(buckets_by_run)
