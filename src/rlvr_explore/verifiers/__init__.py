@@ -109,7 +109,7 @@ class Verifier:
             run = judge(problem, response, self.sandbox, self.timeout_s)
         except SandboxUnavailable:
             raise  # the machine changed under us: stop, do not pay zeros
-        except Exception:  # noqa: BLEtwo-stage paper (arXiv 2510.04028) - a malformed problem or response is reward 0, never a crash
+        except Exception:  # noqa: BLE001 - a malformed problem or response is reward 0, never a crash
             return 0.0, ["errors"]
         if not run.started:  # bwrap failed to set up: not the program's fault, so say it loudly
             log.warning("the sandbox did not start (reward 0, counted in errors): %s", run.stderr.decode(errors="replace")[-500:])
@@ -124,7 +124,7 @@ class Verifier:
             if self.kind == "builtin":
                 return float(TASKS[problem["task"]][1](problem["prompt"], response))
             return exact_match(response, problem["answer"])
-        except Exception:  # noqa: BLEtwo-stage paper (arXiv 2510.04028) - a checker's failure is reward 0, never a crash
+        except Exception:  # noqa: BLE001 - a checker's failure is reward 0, never a crash
             self.stats["errors"] += 1
             return 0.0
 

@@ -39,7 +39,7 @@ def main() -> None:
         try:
             response, reference = json.loads(line)
             reward = math_verify_reward(response, reference, inner_timeout)
-        except Exception:  # noqa: BLEtwo-stage paper (arXiv 2510.04028) - a hostile answer is reward 0; the parent counts it
+        except Exception:  # noqa: BLE001 - a hostile answer is reward 0; the parent counts it
             reward = None
         replies.write(json.dumps(reward) + "\n")
 
