@@ -62,7 +62,7 @@ class ExploreGRPOConfig(GRPOConfig):
     def __post_init__(self):
         super().__post_init__()
         spec = losses.get_method(self.method)  # unknown names fail here, listing the available ones
-        accepted = set() if self.method == "grpo" else set(losses.core.COMMON_KEYS) | set(spec.keys)
+        accepted = set() if self.method == "grpo" else spec.accepted_keys
         ignored = [name for name, key in {**HYPERPARAMETER_FIELDS, "loss_agg_mode": "loss_agg_mode"}.items()
                    if getattr(self, name) is not None and key not in accepted and name != "casp_top_n"]  # top-N also sizes Lambda^(n)
         if ignored:
@@ -76,7 +76,7 @@ class ExploreGRPOConfig(GRPOConfig):
         """The hyper-parameters to pass to ``policy_loss`` for ``method``: those it takes and that
         are set, plus TRL's clip range."""
         spec = losses.get_method(self.method)
-        accepted = set(losses.core.COMMON_KEYS) | set(spec.keys)
+        accepted = spec.accepted_keys
         hp = {"clip_eps_low": self.epsilon, "clip_eps_high": self.epsilon_high if self.epsilon_high is not None else self.epsilon}
         if self.loss_agg_mode is not None:
             hp["loss_agg_mode"] = self.loss_agg_mode

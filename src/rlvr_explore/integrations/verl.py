@@ -90,7 +90,7 @@ def _get(config, key, default=None):
 def loss_hyperparameters(method: str, config) -> dict:
     """What ``method`` takes, from verl's actor config and RLVR_EXPLORE_HP."""
     spec = losses.get_method(method)
-    accepted = (set(losses.core.COMMON_KEYS) | set(spec.keys)) - VERL_OWNED_KEYS
+    accepted = spec.accepted_keys - VERL_OWNED_KEYS
     clip = _get(config, "clip_ratio", 0.2)
     hp = {"clip_eps_low": _get(config, "clip_ratio_low", clip), "clip_eps_high": _get(config, "clip_ratio_high", clip)}
     if "clip_eps_low" in spec.defaults and _get(config, "clip_ratio_low") is None and clip == 0.2:

@@ -114,6 +114,15 @@ class Method:
     gate: Callable | None = None  # (inputs, cfg) -> (B, T) bool token selection from detached statistics
     batch_wide_gate: Callable[[LossConfig], bool] = lambda cfg: False  # does the gate read other responses?
 
+    @property
+    def accepted_keys(self) -> frozenset[str]:
+        """Every hyper-parameter this method takes: the common ones and its own."""
+        return frozenset(COMMON_KEYS) | frozenset(self.keys)
+
+    def select(self, hyperparameters: dict) -> dict:
+        """The entries of ``hyperparameters`` that this method takes."""
+        return {k: v for k, v in hyperparameters.items() if k in self.accepted_keys}
+
 
 LOSSES: dict[str, Method] = {}
 ALIASES: dict[str, str] = {}
@@ -155,7 +164,7 @@ def available() -> list[str]:
 
 
 def make_config(method: Method, hyperparameters: dict) -> LossConfig:
-    allowed = set(COMMON_KEYS) | set(method.keys)
+    allowed = method.accepted_keys
     bad = sorted(set(hyperparameters) - allowed)
     if bad:
         raise ValueError(

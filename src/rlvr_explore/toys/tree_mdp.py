@@ -116,7 +116,7 @@ def run(cfg: TreeMDPConfig, seeds: list[int]) -> dict:
     return {
         "toy": "tree-mdp",
         "config": asdict(cfg),
-        "loss_config": {k: v for k, v in resolved.items() if k in (*losses.core.COMMON_KEYS, *spec.keys)},
+        "loss_config": spec.select(resolved),
         "advantage": spec.advantage,
         "seeds": [{k: v for k, v in r.items() if k != "train_reward"} for r in runs],
         "mean_accuracy": sum(r["accuracy"] for r in runs) / len(runs),

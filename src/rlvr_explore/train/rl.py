@@ -129,9 +129,7 @@ class RLTrainer:
 
     def loss_hp(self, method: str) -> dict:
         """The configured loss hyper-parameters that ``method`` takes (warm-up methods take fewer)."""
-        spec = losses.get_method(method)
-        accepted = set(losses.core.COMMON_KEYS) | set(spec.keys)
-        return {k: v for k, v in self.cfg.algorithm.loss.items() if k in accepted}
+        return losses.get_method(method).select(self.cfg.algorithm.loss)
 
     # ---------------------------------------------------------------- one RL step
 
