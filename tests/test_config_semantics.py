@@ -53,7 +53,8 @@ def test_resume_uses_the_runs_own_settings_and_refuses_silent_changes(tmp_path):
     refused = cli("train", "--set", f"run.out_dir={out}", "train.steps=3", "--resume", check=False)
     assert refused.returncode == 2 and "train.steps: 2 -> 3" in refused.stderr and "--accept-changes" in refused.stderr
     assert json.loads((out / "config.json").read_text()) == saved  # untouched
-    cli("train", "--set", f"run.out_dir={out}", "train.steps=3", "--resume", "--accept-changes")
+    # an override valid only for the run's own method (CaSP's alpha) is judged against the run's settings
+    cli("train", "--set", f"run.out_dir={out}", "train.steps=3", "algorithm.loss.alpha=0.3", "--resume", "--accept-changes")
     history = [json.loads(line) for line in (out / "config_history.jsonl").read_text().splitlines()]
     assert history[0]["resumed_at_step"] == 2 and history[0]["changes"] == {"train.steps": {"from": 2, "to": 3}}
     assert done.returncode == 0

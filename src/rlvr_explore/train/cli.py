@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .config import describe, load_config, to_dict
+from .config import describe, load_config, resolve_config, to_dict
 
 
 class _HelpConfig(argparse.Action):
@@ -30,10 +30,11 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _load(args):
     """The resolved config, or None after printing it for --print-config. ``train --resume``
     without ``--config`` starts from the run's own config.json, then applies the overrides."""
-    cfg = load_config(args.config, args.set)
-    saved = Path(cfg.run.out_dir) / "config.json"
+    saved = Path(resolve_config(args.config, args.set).run.out_dir) / "config.json"  # the defaults alone may not validate
     if getattr(args, "resume", False) and args.config is None and saved.exists():
         cfg = load_config(None, args.set, base=json.loads(saved.read_text()), base_source=str(saved))
+    else:
+        cfg = load_config(args.config, args.set)
     if args.print_config:
         import yaml
 

@@ -282,6 +282,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), base:
                 base_source: str = "base config") -> Config:
     """Defaults (or ``base``, a saved config), then the YAML file (a path or a packaged name),
     then each ``key.sub=value`` override in order; validated."""
+    cfg = resolve_config(path, overrides, base, base_source)
+    validate(cfg)
+    return cfg
+
+
+def resolve_config(path: str | Path | None = None, overrides: list[str] = (), base: dict | None = None,
+                   base_source: str = "base config") -> Config:
+    """What :func:`load_config` builds, not yet validated (a part of it may be all that is needed)."""
     cfg = apply_mapping(Config(), base, base_source) if base is not None else Config()
     if path is not None:
         path = resolve_config_path(path)
@@ -293,7 +301,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), base:
             _merge(cfg, nest(key, value), "", {})
         except ConfigError as error:
             raise ConfigError(str(error).replace("{source}", f"override {text!r}")) from None
-    validate(cfg)
     return cfg
 
 
@@ -323,12 +330,12 @@ def validate(cfg: Config) -> None:
     methods = [m for m in (a.method, a.warmup_method) if m]
     for method in methods:
         need(method in losses.available(), f"algorithm.method {method!r} is not a registered loss; available: {', '.join(losses.available())}")
-    accepted = sorted(set(losses.core.COMMON_KEYS).union(*(losses.get_method(m).keys for m in methods)))
+    accepted = sorted(frozenset().union(*(losses.get_method(m).accepted_keys for m in methods)))
     for key in a.loss:
         need(key in accepted, f"algorithm.loss: unknown key {key!r} for {' / '.join(methods)}; accepted: {', '.join(accepted)}")
     try:  # the values too, now rather than at the first step
-        losses.core.make_config(losses.get_method(a.method), {k: v for k, v in a.loss.items()
-                                                              if k in set(losses.core.COMMON_KEYS) | set(losses.get_method(a.method).keys)})
+        spec = losses.get_method(a.method)
+        losses.core.make_config(spec, spec.select(a.loss))
     except (TypeError, ValueError) as error:
         need(False, f"algorithm.loss: {error}")
     for key in a.advantage_hp:
