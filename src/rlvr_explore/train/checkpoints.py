@@ -171,7 +171,10 @@ class RunPlan:
             log.warning("checkpoint %s is damaged (%s): moved to %s", path, reason, aside.name)
         for name in self.clear:
             target = self.out / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
 
 
 def lock_run_dir(out: Path):

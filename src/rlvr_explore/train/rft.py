@@ -17,9 +17,9 @@ import torch
 
 from rlvr_explore.metrics.answers import BOXED, extract_boxed, ngram_redundancy
 
+from .checkpoints import lock_run_dir, mark_finished, plan_run
 from .config import Config, to_dict
 from .evaluate import evaluate, sample_many
-from .checkpoints import lock_run_dir, mark_finished, plan_run
 from .runtime import RunLogger, build_policy, load_tasks, make_verifier, resolve_device, save_policy, seed_everything
 from .sft import train_sft
 

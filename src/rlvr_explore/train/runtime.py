@@ -73,7 +73,7 @@ def fit_prompts(problems: list[dict], tokenizer, model, max_new_tokens: int, tru
     room = context - max_new_tokens - (tokenizer.bos_token_id is not None)
     if room < 1:
         raise ValueError(f"rollout.max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's context of {context}")
-    fitted = []
+    rendered = []
     for index, problem in enumerate(problems):
         if not isinstance(problem["prompt"], str):  # a chat: rendered as the model was trained to see it
             if not getattr(tokenizer, "chat_template", None):
@@ -81,7 +81,10 @@ def fit_prompts(problems: list[dict], tokenizer, model, max_new_tokens: int, tru
                                  "give plain-text prompts or a model whose tokenizer has one")
             problem = {**problem, "messages": problem["prompt"],
                        "prompt": tokenizer.apply_chat_template(problem["prompt"], tokenize=False, add_generation_prompt=True)}
-        ids = tokenizer(problem["prompt"], add_special_tokens=False)["input_ids"]
+        rendered.append(problem)
+    token_ids = tokenizer([p["prompt"] for p in rendered], add_special_tokens=False)["input_ids"] if rendered else []
+    fitted = []
+    for index, (problem, ids) in enumerate(zip(rendered, token_ids)):
         if len(ids) > room:
             if not truncate:
                 raise ValueError(f"{source}: problem {index + 1}: the prompt has {len(ids)} tokens; with "
