@@ -289,9 +289,14 @@ def test_clip_cov_zeroes_selected_tokens_only():
         clip_cov_ratio=0.05, clip_cov_lb=-10.0, clip_cov_ub=10.0,
     )
     assert gate.sum() == max(1, int(b["mask"].sum() * 0.05))
-    assert not (gate & (active(ratio_of(b), b["adv"]) == 0)).any()  # never picks an already clipped token
+    assert not (gate & (active(ratio_of(b), b["adv"], 1.0, 1.0) == 0)).any()  # never picks an already clipped token
     got = autograd_grad("clip_cov", b, token_gate=gate, clip_cov_ratio=0.05)
-    assert_close(got, clipped_pg_closed_form(b, keep=(~gate).double()))
+    r, A = ratio_of(b), b["adv"]
+    # the official recipes' clip range 1 / 1 (ratio in [0, 2])
+    coef = agg_weights(b["mask"], "seq-mean-token-mean") * (-A * r) * active(r, A, 1.0, 1.0) * ~gate
+    assert_close(got, coef[..., None] * grad_logp(b))
+    assert_close(autograd_grad("clip_cov", b, token_gate=gate, clip_eps_low=EPS, clip_eps_high=EPS),
+                 clipped_pg_closed_form(b, keep=(~gate).double()))
 
 
 def test_clip_cov_selection_respects_bounds():
@@ -330,3 +335,63 @@ def test_temperature_scales_gradient():
     b = make_batch(17, temperature=0.6)
     assert_close(autograd_grad("grpo", b), clipped_pg_closed_form(b))
     assert_close(autograd_grad("casp", b, alpha=0.3), casp_closed_form(b, 0.3, 1.1))
+
+
+# ------------------------------------------------------------------ exactness against verl's formulas
+
+
+def test_dual_clip_matches_verls_formula_and_is_off_by_default():
+    b = make_batch(18, ratio_noise=1.5)
+    r, A = ratio_of(b), b["adv"]
+    beyond = (A < 0) & (r > 3.0) & b["mask"]
+    assert beyond.any(), "the fixture must have A < 0 tokens with r > c"
+    coef = agg_weights(b["mask"], "seq-mean-token-mean") * (-A * r) * active(r, A)
+    # verl: where A < 0, loss = min(max(-A r, -A clip(r)), -A c); past r = c the loss is the constant -A c
+    assert_close(autograd_grad("grpo", b, clip_ratio_c=3.0), (coef * ~beyond)[..., None] * grad_logp(b))
+    assert_close(autograd_grad("grpo", b), coef[..., None] * grad_logp(b))
+    loss_mat, _ = losses.policy_token_loss("grpo", logp=b["stats"].logp, old_logp=b["old_logp"], advantages=A,
+                                            response_mask=b["mask"], clip_ratio_c=3.0)[0:2]
+    clipped = torch.maximum(-A * r, -A * r.clamp(1 - EPS, 1 + EPS))
+    expected = torch.where(A < 0, torch.minimum(clipped, -A * 3.0), clipped)
+    torch.testing.assert_close(loss_mat.detach(), expected)
+
+
+def test_dual_clip_must_exceed_one():
+    b = make_batch(18)
+    with pytest.raises(ValueError, match="clip_ratio_c must be > 1"):
+        call("grpo", b, clip_ratio_c=1.0)
+
+
+def test_k3_kl_follows_verls_low_var_kl_with_a_finite_gradient_far_from_the_reference():
+    logp = torch.tensor([-120.0, -30.0, -1.0, -0.5, 0.0], requires_grad=True)
+    ref = torch.tensor([0.0, 0.0, -1.2, -0.4, -90.0])
+    kl = losses.k3_kl(logp, ref)
+    (grad,) = torch.autograd.grad(kl.sum(), logp)
+    assert torch.isfinite(grad).all()
+    d = (ref - logp.detach()).clamp(-20, 20)  # verl's kl_penalty('low_var_kl')
+    torch.testing.assert_close(kl.detach(), (d.exp() - d - 1).clamp(-10, 10))
+    # inside both clamps d/dlogp = 1 - exp(d); outside either, 0
+    inside = ((ref - logp.detach()).abs() < 20) & ((d.exp() - d - 1).abs() < 10)
+    torch.testing.assert_close(grad, torch.where(inside, 1 - d.exp(), torch.zeros_like(d)))
+
+
+@pytest.mark.parametrize("method,scope", [("casp", "response"), ("casp", "batch"), ("forking", "batch")])
+def test_entropy_gates_compute_in_float64(method, scope):
+    # 0.7 sits on the median; in float32 the threshold 0.69999998 would let it through the strict '>'
+    entropy = torch.tensor([[0.1, 0.5, 0.7, 0.9, 1.1]] * 2, dtype=torch.float64)
+    mask = torch.ones_like(entropy, dtype=torch.bool)
+    zeros = torch.zeros_like(entropy)
+    gate = losses.token_gate(method, logp=zeros, old_logp=zeros, advantages=zeros, response_mask=mask,
+                             entropy=entropy, q=0.5, quantile_scope=scope)
+    threshold = torch.quantile(entropy if scope == "response" else entropy.reshape(-1), 0.5, dim=-1, keepdim=True)
+    assert torch.equal(gate, entropy > threshold)
+    assert not gate[:, 2].any()
+
+
+def test_covariance_keeps_float64():
+    from rlvr_explore.losses.cov import token_covariance
+    values = torch.tensor([[1.0 + 1e-12, 1.0, 2.0]], dtype=torch.float64)
+    cov = token_covariance(values, values, torch.ones(1, 3, dtype=torch.bool))
+    assert cov.dtype == torch.float64
+    expected = (values - values.mean()) ** 2
+    torch.testing.assert_close(cov, expected, rtol=0, atol=1e-15)

@@ -222,16 +222,20 @@ def test_real_verl_registers_through_its_entry_point_and_matches_its_own_losses(
     assert {f"rlvr_{m}" for m in losses.available()} <= set(core_algos.POLICY_LOSS_REGISTRY)
     assert {f"rlvr_{e}" for e in plugin.ESTIMATORS} <= set(core_algos.ADV_ESTIMATOR_REGISTRY)
 
-    config = OmegaConf.create({"clip_ratio": 0.2, "clip_ratio_low": 0.2, "clip_ratio_high": 0.2, "clip_ratio_c": 1e9,
-                               "global_batch_info": {"dp_size": 1}, "policy_loss": {"loss_mode": "vanilla"}})
-    for mode in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"):
-        old, new, adv, mask = batch(2)
-        ours, _ = core_algos.get_policy_loss_fn("rlvr_grpo")(old, new, adv, mask, mode, config, None)
-        (our_grad,) = torch.autograd.grad(ours, new)
-        theirs, _ = core_algos.get_policy_loss_fn("vanilla")(old, new, adv, mask, mode, config, None)
-        (their_grad,) = torch.autograd.grad(theirs, new)
-        torch.testing.assert_close(ours, theirs)
-        torch.testing.assert_close(our_grad, their_grad)
+    for dual_clip in (3.0, 1e9):  # verl's default dual clip, and none in effect
+        config = OmegaConf.create({"clip_ratio": 0.2, "clip_ratio_low": 0.2, "clip_ratio_high": 0.2,
+                                   "clip_ratio_c": dual_clip, "global_batch_info": {"dp_size": 1},
+                                   "policy_loss": {"loss_mode": "vanilla"}})
+        for mode in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"):
+            old, new, adv, mask = batch(2)
+            old = new.detach() - 1.5 * torch.rand(B, T, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+            assert ((adv < 0) & ((new - old).exp() > 3)).any()  # the dual clip binds somewhere
+            ours, _ = core_algos.get_policy_loss_fn("rlvr_grpo")(old, new, adv, mask, mode, config, None)
+            (our_grad,) = torch.autograd.grad(ours, new)
+            theirs, _ = core_algos.get_policy_loss_fn("vanilla")(old, new, adv, mask, mode, config, None)
+            (their_grad,) = torch.autograd.grad(theirs, new)
+            torch.testing.assert_close(ours, theirs)
+            torch.testing.assert_close(our_grad, their_grad)
 
     rewards = torch.zeros(B, T)
     rewards[:, -1] = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 0.0])

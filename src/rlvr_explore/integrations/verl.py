@@ -26,7 +26,8 @@ in every process on ``import verl``. Importing this module:
      duration of verl's own ``ppo_loss`` (entropy bonus, KL loss and metrics stay verl's); every
      other ``loss_mode`` goes to verl's function untouched.
 
-Hyper-parameters verl's config already names are read from it (``clip_ratio_low/high``,
+Hyper-parameters verl's config already names are read from it (``clip_ratio_low/high``, ``clip_ratio_c``
+(the dual clip, for the methods whose verl counterpart has one),
 ``policy_loss.kl_cov_ratio``, ``ppo_kl_coef``, ``clip_cov_*``); the others from
 ``policy_loss.rlvr``, a mapping that ``verl_config.ExplorePolicyLossConfig`` adds to verl's config,
 or from the environment variable ``RLVR_EXPLORE_HP``, a JSON object such as
@@ -62,6 +63,8 @@ CANDIDATE_METHODS = ("casp", "casp_softmax", "simko", "forking")
 VERL_POLICY_LOSS_KEYS = {"kl_cov_ratio": "kl_cov_ratio", "ppo_kl_coef": "kl_cov_coef", "clip_cov_ratio": "clip_cov_ratio",
                          "clip_cov_lb": "clip_cov_lb", "clip_cov_ub": "clip_cov_ub"}
 GATE_KEY = "rlvr_token_gate"
+# verl's vanilla loss bounds A < 0 tokens by clip_ratio_c (dual clip); its gspo and clip_cov losses do not
+VERL_WITHOUT_DUAL_CLIP = {"gspo", "gspo_n", "clip_cov"}
 # verl adds its own entropy bonus and KL loss (actor.entropy_coeff, use_kl_loss) around the policy loss
 VERL_OWNED_KEYS = {"entropy_coeff", "kl_coef"}
 
@@ -93,8 +96,10 @@ def loss_hyperparameters(method: str, config) -> dict:
     accepted = spec.accepted_keys - VERL_OWNED_KEYS
     clip = _get(config, "clip_ratio", 0.2)
     hp = {"clip_eps_low": _get(config, "clip_ratio_low", clip), "clip_eps_high": _get(config, "clip_ratio_high", clip)}
-    if "clip_eps_low" in spec.defaults and _get(config, "clip_ratio_low") is None and clip == 0.2:
+    if spec.name in VERL_WITHOUT_DUAL_CLIP and "clip_eps_low" in spec.defaults and _get(config, "clip_ratio_low") is None and clip == 0.2:
         hp = {}  # GSPO's own 3e-4 / 4e-4 unless the user set the clip
+    if spec.name not in VERL_WITHOUT_DUAL_CLIP:
+        hp["clip_ratio_c"] = _get(config, "clip_ratio_c", 3.0)
     policy_config = _get(config, "policy_loss")
     for verl_key, key in VERL_POLICY_LOSS_KEYS.items():
         value = _get(policy_config, verl_key)

@@ -46,13 +46,18 @@ class LossConfig:
 
     clip_eps_low: float = documented(0.2, "Lower PPO clip: ratio >= 1 - eps_low (CaSP §2, Eq. 1; DAPO keeps 0.2).")
     clip_eps_high: float = documented(0.2, "Upper PPO clip: ratio <= 1 + eps_high (DAPO 'clip-higher' 0.28, SPS App. B.2).")
-    loss_agg_mode: str = documented("seq-mean-token-mean", f"Aggregation over tokens, one of {AGG_MODES} (verl's names).")
+    loss_agg_mode: str = documented(
+        "seq-mean-token-mean", f"Aggregation over tokens, one of {AGG_MODES}; each is defined in `aggregate` and "
+        "docs/methods.md (verl's names; 'seq-mean-token-sum-norm' is Dr.GRPO's).")
     max_response_length: int | None = documented(
         None, "Constant divisor of 'seq-mean-token-sum-norm' (Dr.GRPO); defaults to the padded length T."
     )
+    clip_ratio_c: float | None = documented(
+        None, "Dual-clip PPO (Ye et al. 2020, arXiv 1912.09729): for A < 0 the token loss is at most -c A. None is off; "
+        "verl's default is 3 and the official Clip-Cov recipes use 10.")
     kl_coef: float = documented(
-        0.0, "beta of the k3 KL to the reference policy; needs ref_logp. CaSP §2 uses 0.001 (set in configs)."
-    )
+        0.0, "beta of the k3 KL to the reference policy; needs ref_logp. CaSP Eq. 1 has the term without a value; "
+        "the official SimKO script trains without it.")
     entropy_coeff: float = documented(0.0, "c of the entropy bonus, loss - c * H (CaSP baselines 0.01; two-stage paper (arXiv 2510.04028) App. C.2 1e-4).")
     alpha: float = documented(0.01, "CaSP smoothing strength in [0, 1] (CaSP §4.1 Eq. 4; App. E: math 0.01, logic 0.005, code 0.05).")
     top_n: int = documented(3, "N, the number of top candidates CaSP smooths over (CaSP §4.1, App. E: 3).")
@@ -78,6 +83,7 @@ class LossConfig:
             (self.clip_eps_low >= 0 and self.clip_eps_high >= 0, "clip_eps_low/high must be >= 0"),
             (self.loss_agg_mode in AGG_MODES, f"loss_agg_mode must be one of {AGG_MODES}, got {self.loss_agg_mode!r}"),
             (self.max_response_length is None or self.max_response_length > 0, "max_response_length must be > 0"),
+            (self.clip_ratio_c is None or self.clip_ratio_c > 1, f"clip_ratio_c must be > 1 or None, got {self.clip_ratio_c}"),
             (self.kl_coef >= 0, f"kl_coef must be >= 0, got {self.kl_coef}"),
             (0.0 <= self.alpha <= 1.0, f"alpha must be in [0, 1], got {self.alpha}"),
             (self.top_n >= 1, f"top_n must be >= 1, got {self.top_n}"),
@@ -96,7 +102,7 @@ class LossConfig:
 
 
 LOSS_CONFIG_KEYS = tuple(f.name for f in fields(LossConfig))
-COMMON_KEYS = ("clip_eps_low", "clip_eps_high", "loss_agg_mode", "max_response_length", "kl_coef", "entropy_coeff")
+COMMON_KEYS = ("clip_eps_low", "clip_eps_high", "clip_ratio_c", "loss_agg_mode", "max_response_length", "kl_coef", "entropy_coeff")
 
 TokenLoss = Callable[[LossInputs, LossConfig], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 
@@ -198,6 +204,15 @@ def aggregate(
 ) -> torch.Tensor:
     """Reduce per-token ``values`` (B, T) to a scalar; the one reduction every loss uses.
 
+    With m the mask, L_i = sum_t m_it, N_tok the valid tokens and N_seq the sequences with one:
+      token-mean               sum_it m_it v_it / N_tok
+      seq-mean-token-mean      (1 / N_seq) sum_i (sum_t m_it v_it) / L_i
+      seq-mean-token-sum       (1 / N_seq) sum_i sum_t m_it v_it
+      seq-mean-token-sum-norm  (1 / N_seq) sum_i (sum_t m_it v_it) / L_max   (Dr.GRPO; L_max =
+                               ``max_response_length``, else the padded length T)
+    These equal verl 0.9's ``agg_loss`` on one rank. Earlier verl releases computed the last
+    one as sum_i (...) / L_max without the 1 / N_seq.
+
     ``num_tokens``/``num_seqs`` are the global batch's counts (:func:`batch_normalizers`); left
     out, they are this batch's own. Sequences without a valid token do not count.
     """
@@ -231,15 +246,23 @@ def ratio(inputs: LossInputs) -> torch.Tensor:
 
 
 def clipped_token_loss(ratio: torch.Tensor, advantages: torch.Tensor, cfg: LossConfig):
-    """L_t = -min(r A, clip(r, 1 - eps_low, 1 + eps_high) A), and where the clip is active."""
+    """L_t = -min(r A, clip(r, 1 - eps_low, 1 + eps_high) A), and where the clip is active.
+
+    With ``cfg.clip_ratio_c`` (dual clip), L_t = min(L_t, -c A) where A < 0, as verl's vanilla loss.
+    """
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1.0 - cfg.clip_eps_low, 1.0 + cfg.clip_eps_high)
-    return torch.maximum(unclipped, clipped), clipped > unclipped
+    loss = torch.maximum(unclipped, clipped)
+    if cfg.clip_ratio_c is not None:
+        loss = torch.where(advantages < 0, torch.minimum(loss, -advantages * cfg.clip_ratio_c), loss)
+    return loss, clipped > unclipped
 
 
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """k3 estimator of KL(pi || ref): exp(ref - logp) - (ref - logp) - 1, clamped to [-10, 10] as verl does."""
-    delta = ref_logp - logp
+    """k3 estimator of KL(pi || ref): exp(d) - d - 1 with d = ref - logp, as verl's ``low_var_kl``:
+    d clamped to [-20, 20] first (so exp(d) cannot overflow into a NaN gradient), the result to
+    [-10, 10]."""
+    delta = (ref_logp - logp).clamp(-20.0, 20.0)
     return (torch.exp(delta) - delta - 1.0).clamp(-10.0, 10.0)
 
 
@@ -247,9 +270,11 @@ def linear_quantile(values: torch.Tensor, mask: torch.Tensor, q: float) -> torch
     """Row-wise quantile of ``values`` over ``mask`` with linear interpolation (as torch.quantile).
 
     Rows without a valid entry give NaN (so every comparison with them is False). Works for any
-    size, where torch.quantile refuses inputs of more than 16M elements.
+    size, where torch.quantile refuses inputs of more than 16M elements. Computed in the input's
+    dtype (half types in float32): a float32 threshold of float64 entropies flips the strict '>'
+    at the entry that sits on the quantile.
     """
-    filled = values.detach().float().masked_fill(~mask, float("inf"))
+    filled = _at_least_fp32(values.detach()).masked_fill(~mask, float("inf"))
     ordered = filled.sort(dim=-1).values
     count = mask.sum(-1, keepdim=True)
     position = q * (count - 1).clamp(min=0).to(ordered.dtype)
@@ -259,6 +284,10 @@ def linear_quantile(values: torch.Tensor, mask: torch.Tensor, q: float) -> torch
     hi_val = ordered.gather(-1, high)
     result = lo_val + (hi_val - lo_val) * (position - low)
     return result.masked_fill(count == 0, float("nan"))
+
+
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def entropy_gate(inputs: LossInputs, cfg: LossConfig) -> torch.Tensor:

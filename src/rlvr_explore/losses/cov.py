@@ -16,7 +16,8 @@ from .core import clipped_token_loss, masked_mean, ratio, register_loss
 def token_covariance(advantages: torch.Tensor, logp: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
     """(A_t - mean A)(logp_t - mean logp), means over the valid tokens; 0 at padding."""
     mask = response_mask.bool()
-    adv, lp = advantages.detach().float(), logp.detach().float()
+    dtype = torch.promote_types(logp.dtype, torch.float32)  # the input's own precision, at least float32
+    adv, lp = advantages.detach().to(dtype), logp.detach().to(dtype)
     centred = (adv - adv[mask].mean()) * (lp - lp[mask].mean())
     return centred.masked_fill(~mask, 0.0)
 
@@ -55,7 +56,13 @@ def kl_cov(inputs, cfg):
     return loss, {"cov_selected_frac": masked_mean(selected.float(), inputs.response_mask)}
 
 
-@register_loss("clip_cov", "Cui et al. 2025 (STILL §4.3)", keys=("clip_cov_ratio", "clip_cov_lb", "clip_cov_ub"), gate=clip_cov_selection,
+# the official Clip-Cov recipes (verl recipe/entropy) set clip_ratio_low = high = 1; their
+# clip_ratio_c = 10 is not read by verl's clip_cov loss, so there is no dual clip here either
+CLIP_COV_DEFAULTS = {"clip_eps_low": 1.0, "clip_eps_high": 1.0}
+
+
+@register_loss("clip_cov", "Cui et al. 2025 (STILL §4.3)", keys=("clip_cov_ratio", "clip_cov_lb", "clip_cov_ub"),
+               defaults=CLIP_COV_DEFAULTS, gate=clip_cov_selection,
                batch_wide_gate=lambda cfg: True)
 def clip_cov(inputs, cfg):
     """The clipped term, with the loss (and so the gradient) of the selected tokens set to zero."""
