@@ -3,7 +3,17 @@
 import pytest
 import torch
 
-from rlvr_explore.candidates import token_stats, token_stats_from_hidden
+from rlvr_explore import candidates
+from rlvr_explore.candidates import (
+    branching_factor, next_token_distribution, token_stats, token_stats_from_hidden, top_candidates,
+)
+
+
+@pytest.fixture(params=[None, 40], ids=["one-block", "blocks-of-2-rows"])
+def blocks(request, monkeypatch):
+    """Run a test with the default block size and with blocks of two rows of the 19-wide logits."""
+    if request.param:
+        monkeypatch.setattr(candidates, "BLOCK_ELEMENTS", request.param)
 
 
 def reference(logits, ids, top_n, temperature):
@@ -19,7 +29,7 @@ def reference(logits, ids, top_n, temperature):
 
 
 @pytest.mark.parametrize("temperature,chunk", [(1.0, 1024), (0.7, 5), (1.3, 1)])
-def test_matches_direct_computation_with_gradients(temperature, chunk):
+def test_matches_direct_computation_with_gradients(temperature, chunk, blocks):
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 7, 19, generator=g, dtype=torch.float64, requires_grad=True)
     ids = torch.randint(19, (3, 7), generator=g)
@@ -32,6 +42,62 @@ def test_matches_direct_computation_with_gradients(temperature, chunk):
     ours = sum((w * getattr(stats, n)).sum() for w, n in zip(weights, ("logp", "entropy", "topn_logp")))
     theirs = sum((w * ref[n]).sum() for w, n in zip(weights, ("logp", "entropy", "topn_logp")))
     torch.testing.assert_close(torch.autograd.grad(ours, logits)[0], torch.autograd.grad(theirs, logits)[0])
+
+
+@pytest.mark.parametrize("top_n,entropy", [(0, False), (0, True), (2, False)])
+def test_only_what_is_asked_is_computed_and_its_gradient_is_exact(top_n, entropy, blocks):
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(3, 7, 19, generator=g, dtype=torch.float64, requires_grad=True)
+    ids = torch.randint(19, (3, 7), generator=g)
+    stats = token_stats(logits, ids, top_n=top_n, temperature=0.8, entropy=entropy)
+    ref = reference(logits, ids, max(top_n, 1), 0.8)
+    assert (stats.entropy is not None) == entropy and (stats.topn_logp is not None) == bool(top_n)
+    names = ["logp"] + ["entropy"] * entropy + ["topn_logp"] * bool(top_n)
+    ours = sum((getattr(stats, n) * (i + 1)).sum() for i, n in enumerate(names))
+    theirs = sum((ref[n] * (i + 1)).sum() for i, n in enumerate(names))
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(torch.autograd.grad(ours, logits)[0], torch.autograd.grad(theirs, logits)[0])
+
+
+@pytest.mark.parametrize("vocab,n", [(5000, 1), (5000, 3), (5000, 8), (151936, 3)])
+def test_grouped_top_candidates_equal_topk(vocab, n):
+    g = torch.Generator().manual_seed(vocab + n)
+    z = torch.randn(6, vocab, generator=g)
+    z[1, -3:] = 10.0 + torch.arange(3.0)  # the best candidates in the partial last group
+    z[2, 130:133] = 9.0 + torch.arange(3.0)  # all in one group
+    values, ids = top_candidates(z, n)
+    expected = z.topk(n, dim=-1).values
+    assert torch.equal(values, expected)
+    assert torch.equal(z.gather(1, ids), values)
+    assert all(len(set(row)) == n for row in ids.tolist())
+
+
+def sorted_branching(probs, mass):
+    ordered = probs.double().sort(dim=-1, descending=True).values
+    return ((ordered.cumsum(-1) < mass).sum(-1) + 1).clamp(max=probs.shape[-1])
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.01, 1.0, 4.0, 30.0])
+def test_bucketed_branching_factor_equals_the_sorted_count(scale):
+    g = torch.Generator().manual_seed(int(scale * 10))
+    vocab = 70001  # above the size where the bucketed path is taken
+    probs = torch.softmax(scale * torch.randn(5, vocab, generator=g), -1)
+    for mass in (0.5, 0.95, 0.999):
+        assert torch.equal(branching_factor(probs, mass), sorted_branching(probs, mass))
+
+
+def test_next_token_distribution_matches_token_stats(blocks):
+    g = torch.Generator().manual_seed(6)
+    logits = torch.randn(5, 19, generator=g)
+    step = next_token_distribution(logits, temperature=0.7, top_n=3, branching_mass=0.9)
+    token = torch.multinomial(step.probs, 1, generator=g).squeeze(-1)
+    stats = token_stats(logits[:, None], token[:, None], top_n=3, temperature=0.7, branching_mass=0.9)
+    torch.testing.assert_close(step.probs, torch.softmax(logits / 0.7, -1))
+    torch.testing.assert_close(step.logp(logits, token, 0.7), stats.logp[:, 0])
+    torch.testing.assert_close(step.entropy, stats.entropy[:, 0])
+    torch.testing.assert_close(step.topn_logp, stats.topn_logp[:, 0])
+    assert torch.equal(step.topn_ids, stats.topn_ids[:, 0])
+    assert torch.equal(step.branching_factor, sorted_branching(step.probs, 0.9))
 
 
 def test_hidden_state_path_matches_logits_path():
@@ -82,6 +148,7 @@ def test_branching_factor_counts_candidates_to_the_mass():
     (lambda: token_stats(torch.randn(2, 3), torch.zeros(2, 3, dtype=torch.long)), r"logits must be \(B, T, V\)"),
     (lambda: token_stats(torch.randn(2, 3, 5), torch.zeros(2, 4, dtype=torch.long)), r"response_ids has shape \(2, 4\)"),
     (lambda: token_stats(torch.randn(2, 3, 5), torch.zeros(2, 3, dtype=torch.long), top_n=6), "top_n must be in"),
+    (lambda: token_stats(torch.randn(2, 3, 5), torch.zeros(2, 3, dtype=torch.long), top_n=-1), "top_n must be in"),
     (lambda: token_stats(torch.randn(2, 3, 5), torch.zeros(2, 3, dtype=torch.long), temperature=0), "temperature must be > 0"),
     (lambda: token_stats_from_hidden(torch.randn(2, 3, 4), torch.randn(5, 3), torch.zeros(2, 3, dtype=torch.long)), r"lm_head_weight must be \(V, d=4\)"),
 ])
@@ -90,7 +157,7 @@ def test_bad_input(call, match):
         call()
 
 
-def test_closed_form_backward_passes_gradcheck():
+def test_closed_form_backward_passes_gradcheck(blocks):
     g = torch.Generator().manual_seed(5)
     logits = torch.randn(2, 3, 7, generator=g, dtype=torch.float64, requires_grad=True)
     hidden = torch.randn(2, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)

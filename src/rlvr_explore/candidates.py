@@ -1,28 +1,34 @@
 """Per-token candidate statistics in one streaming pass.
 
-Every loss and diagnostic of the project reads the same four quantities for each response
+Every loss and diagnostic of the project reads some of these quantities for each response
 token: the sampled token's log-prob, the entropy of the next-token distribution, and the
-log-probs and ids of the top-N candidates v(1..N) (CaSP Eq. 2). They are computed here, for a
-chunk of tokens at a time, with a single logsumexp:
+log-probs and ids of the top-N candidates v(1..N) (CaSP, arXiv 2510.14807, Eq. 2). A caller asks
+only for what it reads (``top_n=0`` and ``entropy=False`` leave a log-prob alone). They are
+computed over blocks of a few rows (about 4 MB, so every pass over a block stays in cache),
+with one exponential pass per block:
 
-    lse      = logsumexp(z / tau)
+    m        = max(z / tau),   e = exp(z / tau - m),   s = sum e,   lse = m + log s
     logp     = z_y / tau - lse
-    entropy  = lse - sum_v softmax(z / tau)_v * z_v / tau
-    topn     = topk(z / tau, N) - lse          (never N copies of the logits)
+    entropy  = lse - sum_v e_v z_v / (tau s)
+    topn     = top-N of z / tau - lse   (the N groups of 128 logits with the largest maxima hold
+                                         the top N, so only those are ranked)
 
 A custom autograd function keeps only the input, the logsumexp and the entropy per token, and
-computes the gradient in closed form, recomputing the chunk's softmax once in backward. From
-hidden states, each chunk's logits are made from ``hidden @ lm_head.T`` in forward and again in
+computes the gradient in closed form, recomputing each block's softmax in backward. From hidden
+states, each chunk's logits are made from ``hidden @ lm_head.T`` in forward and again in
 backward, so a (B*T, V) float32 tensor never exists.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
-DEFAULT_CHUNK_TOKENS = 1024
+DEFAULT_CHUNK_TOKENS = 1024  # hidden-state path: logits are built for this many tokens at a time
+BLOCK_ELEMENTS = 1 << 20  # rows per block = this // V: one block of float32 is 4 MB
+TOP_GROUP = 128  # logits per group when ranking the top-N by group maxima
 
 
 @dataclass
@@ -30,104 +36,214 @@ class TokenStats:
     """Statistics of the policy at each response position; every tensor is (B, T) or (B, T, N).
 
     ``logp``, ``entropy`` and ``topn_logp`` carry gradient; ``topn_ids`` are the ids of the
-    rank-1..N candidates in descending probability; ``branching_factor`` (no gradient) is the
-    number of candidates needed to reach the requested cumulative mass (STILL §2.2), when asked.
+    rank-1..N candidates in descending probability; ``entropy`` is None when not asked for, the
+    top-N when ``top_n=0``; ``branching_factor`` (no gradient) is the number of candidates needed
+    to reach the requested cumulative mass (STILL §2.2), when asked.
     """
 
     logp: torch.Tensor
-    entropy: torch.Tensor
-    topn_logp: torch.Tensor
-    topn_ids: torch.Tensor
+    entropy: torch.Tensor | None
+    topn_logp: torch.Tensor | None
+    topn_ids: torch.Tensor | None
     branching_factor: torch.Tensor | None = None
-
-
-def _scaled_logits(x, weight, bias, temperature):
-    """float32 (or float64) logits / temperature of a chunk: ``x`` is logits, or hidden states when
-    ``weight`` is given (bf16/fp16 logits lose the tail of the softmax, so they are upcast)."""
-    if weight is not None:
-        x = _at_least_fp32(x) @ _at_least_fp32(weight).t()
-        if bias is not None:
-            x = x + _at_least_fp32(bias)
-    x = _at_least_fp32(x)
-    return x if temperature == 1.0 else x / temperature
 
 
 def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
+def _chunk_logits(x, weight, bias):
+    """Logits of a chunk: ``x`` itself, or ``x @ weight.T + bias`` in at least float32 (bf16/fp16
+    logits lose the tail of the softmax)."""
+    if weight is None:
+        return x
+    z = _at_least_fp32(x) @ _at_least_fp32(weight).t()
+    return z if bias is None else z.add_(_at_least_fp32(bias))
+
+
+def _scaled(block: torch.Tensor, temperature: float) -> torch.Tensor:
+    block = _at_least_fp32(block)
+    return block if temperature == 1.0 else block / temperature
+
+
+def top_candidates(z: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``n`` largest entries of each row of ``z`` (rows, V) and their ids, in descending order.
+
+    The n groups of TOP_GROUP entries with the largest maxima contain a top-n set, so only those
+    (and the last, partial group) are ranked: one max pass over the row instead of a selection.
+    """
+    rows, vocab = z.shape
+    groups = vocab // TOP_GROUP
+    if groups < 4 * n:
+        return z.topk(n, dim=-1)
+    body = z[:, : groups * TOP_GROUP].unflatten(-1, (groups, TOP_GROUP))
+    best_groups = body.amax(-1).topk(n, dim=-1).indices  # (rows, n)
+    members = body.gather(1, best_groups[..., None].expand(rows, n, TOP_GROUP)).flatten(1)
+    member_ids = (best_groups[..., None] * TOP_GROUP + torch.arange(TOP_GROUP, device=z.device)).flatten(1)
+    tail_ids = torch.arange(groups * TOP_GROUP, vocab, device=z.device).expand(rows, -1)
+    values, position = torch.cat([members, z[:, groups * TOP_GROUP :]], 1).topk(n, dim=-1)
+    return values, torch.cat([member_ids, tail_ids], 1).gather(1, position)
+
+
+_BUCKETS = (0x3F800000 >> 16) + 1  # float32 bit patterns of [0, 1] >> 16: exponent and 7 mantissa bits
+_PEAKED = 64  # candidates tried first: a peaked distribution reaches its mass among these
+
+
+def _sorted_branching(probs: torch.Tensor, mass: float) -> torch.Tensor:
+    ordered = probs.double().sort(dim=-1, descending=True).values
+    return (ordered.cumsum(-1) < mass).sum(-1) + 1
+
+
+def branching_factor(probs: torch.Tensor, mass: float) -> torch.Tensor:
+    """Candidates needed, in descending probability, to reach cumulative probability ``mass``:
+    the tokens strictly below the target plus the one that crosses it (STILL §2.2). Sums are
+    float64, in descending order, so the count is that of sorting the row.
+
+    Without sorting the vocabulary: rows whose top 64 candidates reach the mass are done from
+    those; the others are bucketed by the float32 bit pattern of each probability (monotone for
+    p >= 0), per-bucket masses find the bucket where the cumulative mass crosses the target, and
+    only that bucket is sorted. float64 inputs and small vocabularies are sorted.
+    """
+    rows, vocab = probs.shape
+    if probs.dtype != torch.float32 or vocab <= 4 * _PEAKED:
+        return _sorted_branching(probs, mass).clamp(max=vocab)
+    top = top_candidates(probs, _PEAKED)[0].double().cumsum(-1)
+    result = (top < mass).sum(-1) + 1
+    flat = top[:, -1] < mass
+    if flat.any():
+        result[flat] = _bucketed_branching(probs[flat].contiguous(), mass)
+    return result.clamp(max=vocab)
+
+
+def _bucketed_branching(p: torch.Tensor, mass: float) -> torch.Tensor:
+    rows = p.shape[0]
+    bucket = p.view(torch.int32) >> 16
+    flat = (bucket + torch.arange(rows, dtype=torch.int32, device=p.device)[:, None] * _BUCKETS).flatten()
+    masses = torch.bincount(flat, weights=p.flatten().double(), minlength=rows * _BUCKETS).view(rows, _BUCKETS).flip(-1)
+    cumulative = masses.cumsum(-1)
+    crossing = (cumulative < mass).sum(-1).clamp(max=_BUCKETS - 1)  # in descending bucket order
+    previous = (crossing - 1).clamp(min=0)[:, None]
+    mass_before = torch.where(crossing > 0, cumulative.gather(1, previous).squeeze(1), 0.0).tolist()
+    crossing_bucket = (_BUCKETS - 1 - crossing).to(torch.int32)[:, None]
+    count_before = (bucket > crossing_bucket).count_nonzero(-1).tolist()
+    inside = bucket == crossing_bucket
+    members = p[inside].double().split(inside.count_nonzero(-1).tolist())
+    result = []
+    for before, count, values in zip(mass_before, count_before, members):
+        needed = int((values.sort(descending=True).values.cumsum(0) + before < mass).sum()) + 1
+        result.append(count + min(needed, values.numel()))
+    return torch.tensor(result, device=p.device)
+
+
+def _softmax_into(z: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(z) written into ``out``, and logsumexp(z) (rows, 1): one exponential pass."""
+    m = z.amax(-1, keepdim=True)
+    e = torch.sub(z, m, out=out).exp_()
+    s = e.sum(-1, keepdim=True)
+    return e.div_(s), m + s.log()
+
+
+def _block_forward(z, ids, top_n, with_entropy, branching_mass, scratch):
+    """Statistics of one block of scaled logits ``z`` (rows, V); ``scratch`` ends holding the
+    block's probabilities. Returns (lse, logp, entropy, top values, top ids, branching)."""
+    probs, lse = _softmax_into(z, scratch)
+    logp = (z.gather(-1, ids[:, None]) - lse).squeeze(-1) if ids is not None else None
+    entropy = (lse.squeeze(-1) - torch.linalg.vecdot(probs, z)) if with_entropy else None
+    top = top_candidates(z, top_n) if top_n else (None, None)
+    top_logp = top[0] - lse if top_n else None
+    branching = branching_factor(probs, branching_mass) if branching_mass is not None else None
+    return lse.squeeze(-1), logp, entropy, top_logp, top[1], branching
+
+
+def _blocks(rows: int, vocab: int):
+    step = max(1, BLOCK_ELEMENTS // vocab)
+    return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
+
+
 class _CandidateStats(torch.autograd.Function):
-    """Forward: the statistics chunk by chunk, one logsumexp each. Backward: the closed form
+    """Forward: the statistics block by block. Backward: the closed form
     d logp_y/dz = e_y - pi, dH/dz = -pi (log pi + H), d topn_n/dz = e_v(n) - pi, recomputing pi
-    per chunk; nothing of size (rows, V) is kept between the passes."""
+    per block; nothing of size (rows, V) is kept between the passes."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, ids, top_n, temperature, chunk_tokens, branching_mass):
-        logp, entropy, lse, top_logp, top_ids, branching = [], [], [], [], [], []
-        for start in range(0, x.shape[0], chunk_tokens):
-            z = _scaled_logits(x[start : start + chunk_tokens], weight, bias, temperature)
-            chunk_lse = torch.logsumexp(z, dim=-1, keepdim=True)
-            probs = torch.sub(z, chunk_lse).exp_()
-            logp.append(z.gather(-1, ids[start : start + chunk_tokens, None]).squeeze(-1) - chunk_lse.squeeze(-1))
-            entropy.append(chunk_lse.squeeze(-1) - torch.linalg.vecdot(probs, z))
-            values, indices = z.topk(top_n, dim=-1)
-            top_logp.append(values - chunk_lse)
-            top_ids.append(indices)
-            lse.append(chunk_lse.squeeze(-1))
-            if branching_mass is not None:
-                ordered = probs.sort(dim=-1, descending=True).values
-                # candidates strictly below the mass target, plus the one that crosses it
-                branching.append(((ordered.cumsum(-1) < branching_mass).sum(-1) + 1).clamp(max=z.shape[-1]))
-        cat = lambda parts: torch.cat(parts) if parts else None  # noqa: E731
-        logp, entropy, lse, top_logp, top_ids = map(cat, (logp, entropy, lse, top_logp, top_ids))
+    def forward(ctx, x, weight, bias, ids, top_n, with_entropy, temperature, chunk_tokens, branching_mass):
+        rows = x.shape[0]
+        vocab = x.shape[1] if weight is None else weight.shape[0]
+        dtype = torch.promote_types(x.dtype if weight is None else torch.promote_types(x.dtype, weight.dtype),
+                                    torch.float32)
+        new = lambda *shape, kind=dtype: torch.empty(*shape, dtype=kind, device=x.device)  # noqa: E731
+        lse, logp = new(rows), new(rows)
+        entropy = new(rows) if with_entropy else new(0)
+        top_logp, top_ids = new(rows, top_n), new(rows, top_n, kind=torch.long)
+        branching = new(rows if branching_mass is not None else 0, kind=torch.long)
+        scratch = new(min(rows, max(1, BLOCK_ELEMENTS // vocab)), vocab)
+        chunk = rows if weight is None else chunk_tokens
+        for start in range(0, rows, chunk):
+            logits = _chunk_logits(x[start : start + chunk], weight, bias)
+            for block in _blocks(logits.shape[0], vocab):
+                part = slice(start + block.start, start + block.stop)
+                z = _scaled(logits[block], temperature)
+                out = _block_forward(z, ids[part], top_n, with_entropy, branching_mass, scratch[: z.shape[0]])
+                lse[part], logp[part] = out[0], out[1]
+                if with_entropy:
+                    entropy[part] = out[2]
+                if top_n:
+                    top_logp[part], top_ids[part] = out[3], out[4]
+                if branching_mass is not None:
+                    branching[part] = out[5]
         ctx.save_for_backward(x, weight, bias, ids, lse, entropy, top_ids)
-        ctx.temperature, ctx.chunk_tokens = temperature, chunk_tokens
-        ctx.mark_non_differentiable(top_ids)
-        if branching_mass is not None:
-            branching = cat(branching)
-            ctx.mark_non_differentiable(branching)
-        else:
-            branching = torch.zeros(0, dtype=torch.long, device=x.device)
+        ctx.temperature, ctx.chunk_tokens, ctx.with_entropy = temperature, chunk_tokens, with_entropy
+        ctx.mark_non_differentiable(top_ids, branching)
         return logp, entropy, top_logp, top_ids, branching
 
     @staticmethod
     def backward(ctx, g_logp, g_entropy, g_top, _ids, _branching):
         x, weight, bias, ids, lse, entropy, top_ids = ctx.saved_tensors
-        rows = x.shape[0]
-        zeros = lambda *shape: torch.zeros(*shape, dtype=lse.dtype, device=x.device)  # noqa: E731
-        g_logp = zeros(rows) if g_logp is None else g_logp.to(lse.dtype)
-        g_entropy = zeros(rows) if g_entropy is None else g_entropy.to(lse.dtype)
-        g_top = zeros(rows, top_ids.shape[-1]) if g_top is None else g_top.to(lse.dtype)
+        rows, vocab = x.shape[0], (x.shape[1] if weight is None else weight.shape[0])
+        dtype = lse.dtype
+        g_logp = torch.zeros_like(lse) if g_logp is None else g_logp.to(dtype)
+        g_top = g_top.to(dtype) if g_top is not None and top_ids.shape[-1] else None
+        g_entropy = g_entropy.to(dtype) if g_entropy is not None and ctx.with_entropy else None
+        coefficient = g_logp if g_top is None else g_logp + g_top.sum(-1)
         grad_x = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-        grad_w = torch.zeros_like(weight, dtype=lse.dtype) if weight is not None and ctx.needs_input_grad[1] else None
-        grad_b = torch.zeros_like(bias, dtype=lse.dtype) if bias is not None and ctx.needs_input_grad[2] else None
-        for start in range(0, rows, ctx.chunk_tokens):
-            part = slice(start, start + ctx.chunk_tokens)
-            x_part = x[part]
-            z = _scaled_logits(x_part, weight, bias, ctx.temperature)
-            logp_all = torch.sub(z, lse[part, None])
-            probs = logp_all.exp()
-            coefficient = g_logp[part] + g_top[part].sum(-1)
-            # grad_z = -probs * (coefficient + g_H (logp_all + H)), built in place in logp_all's buffer
-            factor = logp_all.add_(entropy[part, None]).mul_(g_entropy[part, None]).add_(coefficient[:, None])
-            grad_z = factor.mul_(probs).neg_()
-            grad_z.scatter_add_(-1, ids[part, None], g_logp[part, None])
-            grad_z.scatter_add_(-1, top_ids[part], g_top[part])
-            if ctx.temperature != 1.0:
-                grad_z.div_(ctx.temperature)
+        grad_w = torch.zeros_like(weight, dtype=dtype) if weight is not None and ctx.needs_input_grad[1] else None
+        grad_b = torch.zeros_like(bias, dtype=dtype) if bias is not None and ctx.needs_input_grad[2] else None
+        scratch = torch.empty(min(rows, max(1, BLOCK_ELEMENTS // vocab)), vocab, dtype=dtype, device=x.device)
+        direct = weight is None and grad_x is not None and x.dtype == dtype  # write straight into grad_x
+        chunk = rows if weight is None else ctx.chunk_tokens
+        for start in range(0, rows, chunk):
+            x_chunk = x[start : start + chunk]
+            logits = _chunk_logits(x_chunk, weight, bias)
+            grad_z = grad_x[start : start + chunk] if direct else torch.empty(logits.shape, dtype=dtype, device=x.device)
+            for block in _blocks(logits.shape[0], vocab):
+                part = slice(start + block.start, start + block.stop)
+                z, g = _scaled(logits[block], ctx.temperature), grad_z[block]
+                log_probs = torch.sub(z, lse[part, None], out=scratch[: z.shape[0]])
+                probs = torch.exp(log_probs, out=g)
+                if g_entropy is None:
+                    probs.mul_(-coefficient[part, None])
+                else:
+                    # grad_z = -pi (c + g_H (log pi + H)), with c the log-prob and top-N weights
+                    shift = coefficient[part, None] + g_entropy[part, None] * entropy[part, None]
+                    probs.mul_(torch.addcmul(shift, log_probs, g_entropy[part, None], out=log_probs)).neg_()
+                g.scatter_add_(-1, ids[part, None], g_logp[part, None])
+                if g_top is not None:
+                    g.scatter_add_(-1, top_ids[part], g_top[part])
+                if ctx.temperature != 1.0:
+                    g.div_(ctx.temperature)
             if weight is None:
-                if grad_x is not None:
-                    grad_x[part] = grad_z.to(x.dtype)
+                if grad_x is not None and not direct:
+                    grad_x[start : start + chunk] = grad_z.to(x.dtype)
                 continue
             if grad_x is not None:
-                grad_x[part] = (grad_z @ _at_least_fp32(weight)).to(x.dtype)
+                grad_x[start : start + chunk] = (grad_z @ _at_least_fp32(weight)).to(x.dtype)
             if grad_w is not None:
-                grad_w += grad_z.t() @ _at_least_fp32(x_part)
+                grad_w += grad_z.t() @ _at_least_fp32(x_chunk)
             if grad_b is not None:
                 grad_b += grad_z.sum(0)
         grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
         grad_b = grad_b.to(bias.dtype) if grad_b is not None else None
-        return grad_x, grad_w, grad_b, None, None, None, None, None
+        return grad_x, grad_w, grad_b, None, None, None, None, None, None
 
 
 def _check(response_ids: torch.Tensor, leading: torch.Size, vocab: int, top_n: int, temperature: float, what: str):
@@ -137,22 +253,22 @@ def _check(response_ids: torch.Tensor, leading: torch.Size, vocab: int, top_n: i
         )
     if response_ids.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"response_ids must be an integer tensor, got {response_ids.dtype}")
-    if not 1 <= top_n <= vocab:
-        raise ValueError(f"top_n must be in [1, vocab size {vocab}], got {top_n}")
+    if not 0 <= top_n <= vocab:
+        raise ValueError(f"top_n must be in [0, vocab size {vocab}], got {top_n}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
 
 
-def _run(x, weight, bias, ids, leading, top_n, temperature, chunk_tokens, branching_mass) -> TokenStats:
+def _run(x, weight, bias, ids, leading, top_n, entropy, temperature, chunk_tokens, branching_mass) -> TokenStats:
     if chunk_tokens < 1:
         raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
-    logp, entropy, topn_logp, topn_ids, branching = _CandidateStats.apply(
-        x, weight, bias, ids.reshape(-1).long(), top_n, temperature, chunk_tokens, branching_mass)
+    logp, entropy_, topn_logp, topn_ids, branching = _CandidateStats.apply(
+        x, weight, bias, ids.reshape(-1).long(), top_n, entropy, temperature, chunk_tokens, branching_mass)
     return TokenStats(
         logp=logp.reshape(leading),
-        entropy=entropy.reshape(leading),
-        topn_logp=topn_logp.reshape(*leading, top_n),
-        topn_ids=topn_ids.reshape(*leading, top_n),
+        entropy=entropy_.reshape(leading) if entropy else None,
+        topn_logp=topn_logp.reshape(*leading, top_n) if top_n else None,
+        topn_ids=topn_ids.reshape(*leading, top_n) if top_n else None,
         branching_factor=branching.reshape(leading) if branching_mass is not None else None,
     )
 
@@ -164,20 +280,22 @@ def token_stats(
     temperature: float = 1.0,
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
     branching_mass: float | None = None,
+    entropy: bool = True,
 ) -> TokenStats:
     """Candidate statistics from logits ``(B, T, V)`` at the positions of ``response_ids (B, T)``.
 
     ``logits[b, t]`` must be the distribution that produced ``response_ids[b, t]`` (shift the
     model's output by one before calling). Gradients flow into ``logits`` through ``logp``,
-    ``entropy`` and ``topn_logp``. ``branching_mass`` (e.g. 0.95) also returns the rollout
-    branching factor (STILL §2.2).
+    ``entropy`` and ``topn_logp``. ``top_n=0`` and ``entropy=False`` skip what the caller does
+    not read; ``branching_mass`` (e.g. 0.95) also returns the branching factor (STILL §2.2).
+    ``chunk_tokens`` applies to the hidden-state path only (here the logits already exist).
     """
     if logits.dim() != 3:
         raise ValueError(f"logits must be (B, T, V), got shape {tuple(logits.shape)}")
     leading, vocab = logits.shape[:2], logits.shape[-1]
     _check(response_ids, leading, vocab, top_n, temperature, f"logits {tuple(logits.shape)}")
-    return _run(logits.reshape(-1, vocab), None, None, response_ids, leading, top_n, temperature, chunk_tokens,
-                branching_mass)
+    return _run(logits.reshape(-1, vocab), None, None, response_ids, leading, top_n, entropy, temperature,
+                chunk_tokens, branching_mass)
 
 
 def token_stats_from_hidden(
@@ -189,6 +307,7 @@ def token_stats_from_hidden(
     lm_head_bias: torch.Tensor | None = None,
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
     branching_mass: float | None = None,
+    entropy: bool = True,
 ) -> TokenStats:
     """The same statistics from final hidden states ``(B, T, d)`` and an lm_head weight ``(V, d)``.
 
@@ -205,4 +324,48 @@ def token_stats_from_hidden(
     leading, vocab = hidden.shape[:2], lm_head_weight.shape[0]
     _check(response_ids, leading, vocab, top_n, temperature, f"hidden {tuple(hidden.shape)}")
     return _run(hidden.reshape(-1, hidden.shape[-1]), lm_head_weight, lm_head_bias, response_ids, leading, top_n,
-                temperature, chunk_tokens, branching_mass)
+                entropy, temperature, chunk_tokens, branching_mass)
+
+
+class NextToken(NamedTuple):
+    """The sampling distribution of one decoding step and its statistics, all from one pass."""
+
+    probs: torch.Tensor  # (B, V), softmax(logits / temperature)
+    log_normalizer: torch.Tensor  # (B,), logsumexp(logits / temperature)
+    entropy: torch.Tensor  # (B,)
+    topn_logp: torch.Tensor  # (B, N)
+    topn_ids: torch.Tensor  # (B, N)
+    branching_factor: torch.Tensor | None  # (B,)
+
+    def logp(self, logits: torch.Tensor, token: torch.Tensor, temperature: float) -> torch.Tensor:
+        """log-prob of the chosen ``token`` (B,), as :func:`token_stats` computes it."""
+        return _scaled(logits.gather(-1, token[:, None]), temperature).squeeze(-1) - self.log_normalizer
+
+
+@torch.no_grad()
+def sampling_probabilities(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """softmax(logits / temperature) of (B, V) logits, computed as :func:`next_token_distribution`
+    computes it for one block (the same values when B * V fits one block)."""
+    z = _scaled(logits, temperature)
+    return _softmax_into(z, torch.empty_like(z))[0]
+
+
+@torch.no_grad()
+def next_token_distribution(logits: torch.Tensor, temperature: float = 1.0, top_n: int = 3,
+                            branching_mass: float | None = None) -> NextToken:
+    """softmax(logits / temperature) of (B, V) logits for sampling, with the entropy, the top-N
+    and the branching factor computed in the same pass over each block."""
+    rows, vocab = logits.shape
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    new = lambda *shape, kind=dtype: torch.empty(*shape, dtype=kind, device=logits.device)  # noqa: E731
+    probs, lse, entropy = new(rows, vocab), new(rows), new(rows)
+    top_logp, top_ids = new(rows, top_n), new(rows, top_n, kind=torch.long)
+    branching = new(rows, kind=torch.long) if branching_mass is not None else None
+    for block in _blocks(rows, vocab):
+        out = _block_forward(_scaled(logits[block], temperature), None, top_n, True, branching_mass, probs[block])
+        lse[block], entropy[block] = out[0], out[2]
+        if top_n:
+            top_logp[block], top_ids[block] = out[3], out[4]
+        if branching is not None:
+            branching[block] = out[5]
+    return NextToken(probs, lse, entropy, top_logp, top_ids, branching)

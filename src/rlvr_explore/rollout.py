@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
-from rlvr_explore.candidates import TokenStats, token_stats, token_stats_from_hidden
+from rlvr_explore.candidates import (
+    TokenStats, next_token_distribution, sampling_probabilities, token_stats, token_stats_from_hidden,
+)
 
 
 @dataclass
@@ -66,19 +68,13 @@ class NonFiniteError(ValueError):
 
 
 def encode_prompts(tokenizer, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ids and mask; a BOS is put first when the tokenizer has one."""
-    rows = []
-    for prompt in prompts:
-        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        if tokenizer.bos_token_id is not None:
-            ids = [tokenizer.bos_token_id] + ids
-        rows.append(ids)
+    """Left-padded ids and mask, the whole batch tokenised in one call; a BOS is put first when the
+    tokenizer has one."""
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    rows = [bos + ids for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
     width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.bool)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.tensor(r)
-        mask[i, width - len(r):] = True
+    ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(r)) + r for r in rows], dtype=torch.long)
+    mask = torch.arange(width) >= torch.tensor([width - len(r) for r in rows])[:, None]
     return ids, mask
 
 
@@ -101,6 +97,40 @@ def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     return kept / kept.sum(-1, keepdim=True)
 
 
+DEFERRED_STATISTICS_ELEMENTS = 1 << 22  # B * max_new_tokens * V up to which logits are kept (16 MB)
+DRAW_GROUP = 128  # tokens per group when drawing: a group first, then a token inside it
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row of ``probs`` (B, V) by inverse CDF with one uniform per row: the group of
+    DRAW_GROUP tokens from the cumulative group sums (each group summed in float32, a relative
+    error of about 1e-7, accumulated in float64), then the token inside the group (float64).
+    (torch.multinomial draws one exponential per vocabulary entry, which at V = 151,936 costs more
+    than a small model's forward pass.) Zero-probability tokens are never drawn."""
+    rows, vocab = probs.shape
+    uniform = torch.rand(rows, 1, generator=generator, dtype=torch.float64).to(probs.device)
+    if vocab <= 4 * DRAW_GROUP:
+        cumulative = probs.double().cumsum(-1)
+        residual = torch.minimum((uniform * cumulative[:, -1:]).clamp(min=torch.finfo(torch.float64).tiny),
+                                 cumulative[:, -1:])
+        return torch.searchsorted(cumulative, residual).squeeze(-1)
+    groups = -(-vocab // DRAW_GROUP)
+    full = vocab // DRAW_GROUP * DRAW_GROUP
+    sums = probs[:, :full].unflatten(-1, (-1, DRAW_GROUP)).sum(-1)
+    if full < vocab:
+        sums = torch.cat([sums, probs[:, full:].sum(-1, keepdim=True)], 1)
+    cumulative = sums.double().cumsum(-1)
+    target = uniform * cumulative[:, -1:]
+    group = torch.searchsorted(cumulative, target, right=True).clamp(max=groups - 1)
+    below = torch.where(group > 0, cumulative.gather(1, (group - 1).clamp(min=0)), 0.0)
+    ids = group * DRAW_GROUP + torch.arange(DRAW_GROUP, device=probs.device)
+    inner = (probs.gather(1, ids.clamp(max=vocab - 1)).double() * (ids < vocab)).cumsum(-1)
+    # the first member whose cumulative mass reaches the residual: never one without mass
+    residual = torch.minimum((target - below).clamp(min=torch.finfo(torch.float64).tiny), inner[:, -1:])
+    inside = torch.searchsorted(inner, residual).clamp(max=DRAW_GROUP - 1)
+    return (ids.gather(1, inside)).squeeze(-1)
+
+
 @torch.no_grad()
 def sample(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
            top_n: int = 3, greedy: bool = False, generator: torch.Generator | None = None,
@@ -113,52 +143,89 @@ def sample(model, tokenizer, prompts: list[str], max_new_tokens: int, temperatur
     device = next(model.parameters()).device
     prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts)
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
-    batch = len(prompts)
-    eos = tokenizer.eos_token_id
+    batch, eos = len(prompts), tokenizer.eos_token_id
     attention = prompt_mask.long()
     cache_keyword = _cache_keyword(model)
-    out = model(input_ids=prompt_ids, attention_mask=attention, position_ids=position_ids_from_mask(prompt_mask), use_cache=True)
+    # the prompt's last position only: at V = 151,936 the logits of every prompt position cost more than the rest
+    last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    out = model(input_ids=prompt_ids, attention_mask=attention, position_ids=position_ids_from_mask(prompt_mask),
+                use_cache=True, **last_only)
     logits, past = out.logits[:, -1], out[cache_keyword]
     next_position = attention.sum(-1)
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    tokens, mask, stats = [], [], []
-    for _ in range(max_new_tokens):
-        probs = torch.softmax(logits.float() / temperature, -1)
-        if not torch.isfinite(probs).all():
+    # finished rows leave the batch (and the KV cache) when the cache can drop rows; otherwise
+    # they keep decoding and their tokens are ignored
+    can_drop_rows = hasattr(past, "batch_select_indices")
+    # small vocabularies keep every step's logits and take the statistics in one call at the end
+    # (the same values: fewer, larger operations); large ones take them step by step, from the
+    # pass that makes the sampling probabilities
+    deferred = batch * max_new_tokens * logits.shape[-1] <= DEFERRED_STATISTICS_ELEMENTS
+    rows = torch.arange(batch, device=device)  # original index of each row of the running batch
+    live = torch.ones(batch, dtype=torch.bool, device=device)
+    steps = []  # per step: the original rows it wrote, their token, and their logits or statistics
+    for position in range(max_new_tokens):
+        if deferred:
+            probs = sampling_probabilities(logits, temperature)
+            finite = torch.isfinite(probs).all()
+        else:
+            step = next_token_distribution(logits, temperature, top_n, branching_mass)
+            probs, finite = step.probs, torch.isfinite(step.log_normalizer).all()
+        if not finite:
             raise NonFiniteError("sampling: the policy's next-token probabilities are NaN or inf "
                                  "(its logits or weights are not finite)")
-        if greedy:
-            token = probs.argmax(-1)
-        else:
-            probs = _nucleus(probs, top_p) if top_p < 1 else probs
-            token = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(device)
-        token = torch.where(finished, torch.full_like(token, tokenizer.pad_token_id), token)
-        tokens.append(token)
-        mask.append(~finished)
-        stats.append(token_stats(logits[:, None], token[:, None], top_n=top_n, temperature=temperature,
-                                 branching_mass=branching_mass))
-        finished = finished | (token == eos)
-        if finished.all():
+        token = probs.argmax(-1) if greedy else draw(_nucleus(probs, top_p) if top_p < 1 else probs, generator)
+        columns = (rows, token, logits) if deferred else (
+            rows, token, step.logp(logits, token, temperature).float(), step.entropy.float(), step.topn_logp.float(),
+            step.topn_ids, step.branching_factor)
+        written = slice(None) if can_drop_rows else live  # dropped rows are gone already
+        steps.append([column[written] for column in columns])
+        live = live & (token != eos)
+        if not live.any() or position == max_new_tokens - 1:
             break
-        attention = torch.cat([attention, torch.ones(batch, 1, dtype=attention.dtype, device=device)], 1)
+        if can_drop_rows and not live.all():
+            keep = live.nonzero().squeeze(-1)
+            past.batch_select_indices(keep)
+            rows, token, attention, next_position = rows[keep], token[keep], attention[keep], next_position[keep]
+            live = live[keep]
+        attention = torch.cat([attention, torch.ones(len(rows), 1, dtype=attention.dtype, device=device)], 1)
         out = model(input_ids=token[:, None], attention_mask=attention, position_ids=next_position[:, None],
                     use_cache=True, **{cache_keyword: past})
         logits, past = out.logits[:, -1], out[cache_keyword]
         next_position = next_position + 1
-    response_ids = torch.stack(tokens, 1).cpu()
-    response_mask = torch.stack(mask, 1).cpu()
-    cat = lambda name: torch.cat([getattr(s, name) for s in stats], 1).cpu()  # noqa: E731
-    texts = [tokenizer.decode(ids[m & (ids != eos)].tolist(), skip_special_tokens=True)
-             for ids, m in zip(response_ids, response_mask)]
+    written_rows = torch.cat([s[0] for s in steps]).cpu()
+    positions = torch.cat([torch.full((len(s[0]),), i) for i, s in enumerate(steps)])
+
+    def layout(column: int, fill=0, dtype=None):
+        """(B, T, ...) of one per-step column, ``fill`` where no token was written."""
+        values = torch.cat([s[column] for s in steps]).cpu()
+        out = torch.full((batch, len(steps), *values.shape[1:]), fill, dtype=dtype or values.dtype)
+        out[written_rows, positions] = values if dtype is None else values.to(dtype)
+        return out
+
+    response_ids = layout(1, fill=tokenizer.pad_token_id)
+    response_mask = torch.zeros(batch, len(steps), dtype=torch.bool)
+    response_mask[written_rows, positions] = True
+    texts = tokenizer.batch_decode([ids[m & (ids != eos)].tolist() for ids, m in zip(response_ids, response_mask)],
+                                   skip_special_tokens=True)
+    if deferred:
+        stats = token_stats(layout(2), response_ids, top_n=top_n, temperature=temperature,
+                            branching_mass=branching_mass)
+        unwritten = ~response_mask
+        fields = {name: getattr(stats, name).masked_fill(unwritten if name in ("logp", "entropy", "branching_factor")
+                                                         else unwritten[..., None], 0)
+                  for name in ("logp", "entropy", "topn_logp", "topn_ids", "branching_factor")}
+        fields = {k: v.float() if v.is_floating_point() else v for k, v in fields.items()}
+    else:
+        fields = dict(zip(("logp", "entropy", "topn_logp", "topn_ids", "branching_factor"), map(layout, range(2, 7))))
     return Rollout(prompts=list(prompts), prompt_ids=prompt_ids.cpu(), prompt_mask=prompt_mask.cpu(),
-                   response_ids=response_ids, response_mask=response_mask, old_logp=cat("logp"),
-                   entropy=cat("entropy"), topn_logp=cat("topn_logp"), topn_ids=cat("topn_ids"),
-                   branching_factor=cat("branching_factor"), texts=texts)
+                   response_ids=response_ids, response_mask=response_mask, old_logp=fields["logp"],
+                   entropy=fields["entropy"], topn_logp=fields["topn_logp"], topn_ids=fields["topn_ids"],
+                   branching_factor=fields["branching_factor"], texts=texts)
 
 
 def score(model, prompt_ids, prompt_mask, response_ids, response_mask, top_n: int = 3, temperature: float = 1.0,
-          chunk_tokens: int = 1024) -> TokenStats:
-    """Teacher-forced candidate statistics of the responses, with gradient.
+          chunk_tokens: int = 1024, entropy: bool = True) -> TokenStats:
+    """Teacher-forced candidate statistics of the responses, with gradient (``top_n=0`` and
+    ``entropy=False`` for the log-probs alone).
 
     Final hidden states go through the lm_head one chunk of tokens at a time (the full-batch
     float32 logits are never built) when the model exposes ``base_model`` and output embeddings;
@@ -176,6 +243,7 @@ def score(model, prompt_ids, prompt_mask, response_ids, response_mask, top_n: in
     if head is not None and backbone is not None and backbone is not model:
         hidden = backbone(**kwargs).last_hidden_state[:, start:end]
         return token_stats_from_hidden(hidden, head.weight, response_ids, top_n=top_n, temperature=temperature,
-                                       lm_head_bias=getattr(head, "bias", None), chunk_tokens=chunk_tokens)
+                                       lm_head_bias=getattr(head, "bias", None), chunk_tokens=chunk_tokens,
+                                       entropy=entropy)
     logits = model(**kwargs).logits[:, start:end]
-    return token_stats(logits, response_ids, top_n=top_n, temperature=temperature, chunk_tokens=chunk_tokens)
+    return token_stats(logits, response_ids, top_n=top_n, temperature=temperature, entropy=entropy)

@@ -31,7 +31,7 @@ from .core import (
 
 __all__ = [
     "AGG_MODES", "LOSSES", "LossConfig", "LossInputs", "aggregate", "available", "batch_normalizers",
-    "entropy_gate", "get_method", "k3_kl", "needs_batch_gate", "policy_loss", "policy_token_loss", "register_loss", "token_gate",
+    "entropy_gate", "get_method", "k3_kl", "needs_batch_gate", "statistics_read", "policy_loss", "policy_token_loss", "register_loss", "token_gate",
 ]
 
 
@@ -90,6 +90,13 @@ def token_gate(method: str, **tensors_and_hyperparameters) -> torch.Tensor | Non
         return None
     with torch.no_grad():
         return spec.gate(inputs, cfg)
+
+
+def statistics_read(method: str, entropy_coeff: float = 0.0) -> frozenset[str]:
+    """The statistics beyond log-probs that ``method`` reads ("entropy", "topn"); an entropy
+    bonus adds the entropy. A scoring pass computes these and nothing else."""
+    reads = get_method(method).reads
+    return reads | {"entropy"} if entropy_coeff else reads
 
 
 def needs_batch_gate(method: str, **hyperparameters) -> bool:

@@ -56,12 +56,12 @@ def _casp(inputs, cfg, weighting: str):
 
 
 @register_loss("casp", "CaSP (arXiv 2510.14807) §4, Fig. 10, App. E (SimKO)", keys=CASP_KEYS, aliases=("simko",), gate=entropy_gate,
-               batch_wide_gate=lambda cfg: cfg.quantile_scope == "batch")
+               batch_wide_gate=lambda cfg: cfg.quantile_scope == "batch", reads=("entropy", "topn"))
 def casp(inputs, cfg):
     return _casp(inputs, cfg, weighting="uniform")
 
 
 @register_loss("casp_softmax", "CaSP (arXiv 2510.14807) App. F.3", keys=CASP_KEYS, gate=entropy_gate,
-               batch_wide_gate=lambda cfg: cfg.quantile_scope == "batch")
+               batch_wide_gate=lambda cfg: cfg.quantile_scope == "batch", reads=("entropy", "topn"))
 def casp_softmax(inputs, cfg):
     return _casp(inputs, cfg, weighting="softmax")

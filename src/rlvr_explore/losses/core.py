@@ -119,6 +119,7 @@ class Method:
     advantage: str = "grpo"  # the advantage estimator the method is defined with
     gate: Callable | None = None  # (inputs, cfg) -> (B, T) bool token selection from detached statistics
     batch_wide_gate: Callable[[LossConfig], bool] = lambda cfg: False  # does the gate read other responses?
+    reads: frozenset[str] = frozenset()  # statistics beyond log-probs that the loss or its gate reads: entropy, topn
 
     @property
     def accepted_keys(self) -> frozenset[str]:
@@ -135,12 +136,14 @@ ALIASES: dict[str, str] = {}
 
 
 def register_loss(name: str, source: str, *, keys=(), defaults=None, advantage="grpo", aliases=(), gate=None,
-                  batch_wide_gate=None):
+                  batch_wide_gate=None, reads=()):
     """Decorator: add a token-loss function to the registry under ``name`` (and ``aliases``).
 
     ``gate(inputs, cfg) -> (B, T) bool`` selects tokens from detached batch statistics; the
     selection reaches the token loss as ``inputs.token_gate``. ``batch_wide_gate(cfg)`` says
     whether it reads statistics of other responses (then a split batch must share one gate).
+    ``reads`` names the statistics beyond log-probs that the loss or its gate needs ("entropy",
+    "topn"), so that the scoring pass computes nothing else.
     """
 
     def wrap(fn: TokenLoss) -> TokenLoss:
@@ -148,8 +151,10 @@ def register_loss(name: str, source: str, *, keys=(), defaults=None, advantage="
         unknown -= set(LOSS_CONFIG_KEYS)
         if unknown:
             raise ValueError(f"loss '{name}' declares unknown hyper-parameters {sorted(unknown)}")
+        if not set(reads) <= {"entropy", "topn"}:
+            raise ValueError(f"loss '{name}' reads unknown statistics {sorted(set(reads) - {'entropy', 'topn'})}")
         LOSSES[name] = Method(name, fn, source, tuple(keys), dict(defaults or {}), advantage, gate,
-                              batch_wide_gate or (lambda cfg: False))
+                              batch_wide_gate or (lambda cfg: False), frozenset(reads))
         for alias in aliases:
             ALIASES[alias] = name
         return fn

@@ -7,7 +7,7 @@ from .core import clipped_token_loss, entropy_gate, masked_mean, ratio, register
 
 
 @register_loss("forking", "Wang et al. 2025; CaSP §5.1 baseline", keys=("q", "quantile_scope"), defaults={"quantile_scope": "batch"}, gate=entropy_gate,
-               batch_wide_gate=lambda cfg: cfg.quantile_scope == "batch")
+               batch_wide_gate=lambda cfg: cfg.quantile_scope == "batch", reads=("entropy",))
 def forking(inputs, cfg):
     mask, gate = inputs.response_mask.bool(), inputs.token_gate
     loss, is_clipped = clipped_token_loss(ratio(inputs), inputs.advantages, cfg)

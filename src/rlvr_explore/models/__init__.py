@@ -17,12 +17,17 @@ hf_logging.disable_progress_bar()
 SPECIAL = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>"}
 
 
-def char_tokenizer(alphabet: str) -> PreTrainedTokenizerFast:
-    """One token per character of ``alphabet`` plus <pad>, <bos>, <eos>, <unk>."""
+def char_tokenizer(alphabet: str, vocab_size: int | None = None) -> PreTrainedTokenizerFast:
+    """One token per character of ``alphabet`` plus <pad>, <bos>, <eos>, <unk>; ``vocab_size``
+    pads the vocabulary with unused tokens (to price a real model's vocabulary with tiny models)."""
     chars = sorted(set(alphabet))
     vocab = {tok: i for i, tok in enumerate(SPECIAL.values())}
     for ch in chars:
         vocab.setdefault(ch, len(vocab))
+    if vocab_size is not None and vocab_size < len(vocab):
+        raise ValueError(f"vocab_size {vocab_size} is smaller than the {len(vocab)} tokens the alphabet needs")
+    for index in range(len(vocab), vocab_size or 0):
+        vocab[f"<unused{index}>"] = index
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL["unk_token"]))
     backend.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
     backend.decoder = decoders.Fuse()

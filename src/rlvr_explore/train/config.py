@@ -28,7 +28,8 @@ class RunConfig:
     out_dir: str = documented("runs/default", "directory for checkpoints, metrics.jsonl, TensorBoard events and plots")
     seed: int = documented(0, "seed of the task split, the model init and the sampler")
     device: str = documented("auto", "'auto' (cuda when available), 'cpu' or 'cuda'")
-    threads: int = documented(0, "torch CPU threads (0: torch's default)")
+    threads: int = documented(0, "torch CPU threads (0: one for models under 5M parameters, whose operations are too "
+                                 "small to split, else torch's default)")
 
 
 @dataclass

@@ -169,14 +169,18 @@ class RLTrainer:
         return (rollout.select(range(min(limit, len(rollout.texts)))), [x for p in kept for x in p[1]][:limit],
                 torch.cat([p[2] for p in kept])[:limit], torch.cat([p[3] for p in kept])[:limit], stats)
 
-    def _score(self, model, rollout: Rollout, rows: torch.Tensor):
+    def _score(self, model, rollout: Rollout, rows: torch.Tensor, reads=frozenset()):
+        """Log-probs of the rows under ``model``, and the statistics in ``reads`` (entropy, topn)."""
+        r = self.cfg.rollout
         return score(model, rollout.prompt_ids[rows], rollout.prompt_mask[rows], rollout.response_ids[rows],
-                     rollout.response_mask[rows], top_n=self.cfg.rollout.top_n, temperature=self.cfg.rollout.temperature)
+                     rollout.response_mask[rows], top_n=r.top_n if "topn" in reads else 0, temperature=r.temperature,
+                     entropy="entropy" in reads)
 
     def update(self, rollout: Rollout, rewards: torch.Tensor, advantages: torch.Tensor) -> dict:
         a = self.cfg.algorithm
         method = self.method()
         hp = self.loss_hp(method)
+        reads = losses.statistics_read(method, a.entropy_coeff)
         dev = self.device
         mask = rollout.response_mask
         ref_logp = None
@@ -191,11 +195,11 @@ class RLTrainer:
             order = torch.randperm(len(mask), generator=self.generator)
             for mini in order.split(a.mini_batch_size):
                 norm = losses.batch_normalizers(mask[mini])
-                gate = self._batch_gate(method, hp, rollout, mini, rewards, advantages) if (
+                gate = self._batch_gate(method, hp, reads, rollout, mini, rewards, advantages) if (
                     len(mini) > a.micro_batch_size and losses.needs_batch_gate(method, **hp)) else None
                 for start in range(0, len(mini), a.micro_batch_size):
                     rows = mini[start : start + a.micro_batch_size]
-                    stats = self._score(self.model, rollout, rows)
+                    stats = self._score(self.model, rollout, rows, reads)
                     loss, m = losses.policy_loss(
                         method, logp=stats.logp, old_logp=rollout.old_logp[rows].to(dev),
                         advantages=advantages[rows].to(dev), response_mask=mask[rows].to(dev),
@@ -241,11 +245,11 @@ class RLTrainer:
                                  "Nothing non-finite was saved; --resume continues from the last checkpoint.")
 
     @torch.no_grad()
-    def _batch_gate(self, method, hp, rollout, mini, rewards, advantages):
+    def _batch_gate(self, method, hp, reads, rollout, mini, rewards, advantages):
         """A batch-wide selection (batch quantile, covariance) over the whole mini-batch under the
         current policy, shared by its micro-batches."""
-        parts = [self._score(self.model, rollout, rows) for rows in mini.split(self.cfg.algorithm.micro_batch_size)]
-        cat = lambda name: torch.cat([getattr(p, name).cpu() for p in parts])  # noqa: E731
+        parts = [self._score(self.model, rollout, rows, reads) for rows in mini.split(self.cfg.algorithm.micro_batch_size)]
+        cat = lambda name: torch.cat([getattr(p, name).cpu() for p in parts]) if getattr(parts[0], name) is not None else None  # noqa: E731
         return losses.token_gate(method, logp=cat("logp"), old_logp=rollout.old_logp[mini], advantages=advantages[mini],
                                  response_mask=rollout.response_mask[mini], response_ids=rollout.response_ids[mini],
                                  topn_logp=cat("topn_logp"), topn_ids=cat("topn_ids"), entropy=cat("entropy"),

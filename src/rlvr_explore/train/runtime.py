@@ -42,6 +42,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+SMALL_MODEL_PARAMETERS = 5_000_000  # below this, run.threads=0 means one CPU thread
+
+
 def build_policy(cfg: Config, path: str | None = None):
     """(model, tokenizer): from ``path`` / ``model.path`` when given, else a tiny GPT-2 + char tokenizer."""
     path = path or cfg.model.path
@@ -52,6 +55,8 @@ def build_policy(cfg: Config, path: str | None = None):
         model = tiny_gpt2(len(tokenizer), n_layer=cfg.model.n_layer, n_head=cfg.model.n_head, n_embd=cfg.model.n_embd,
                           n_positions=cfg.model.n_positions, seed=cfg.run.seed, pad_token_id=tokenizer.pad_token_id,
                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    if not cfg.run.threads and sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMETERS:
+        torch.set_num_threads(1)  # a tiny model's operations are too small to share: 2 threads cost 2x the CPU for no time
     rows = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > rows:
         raise ValueError(f"{path or 'the tiny model'}: the tokenizer has {len(tokenizer)} tokens but the model's embedding "

@@ -33,7 +33,7 @@ def nll_loss(model, tokenizer, prompts: list[str], responses: list[str]) -> torc
     """Mean negative log-likelihood of the response tokens (and the closing EOS)."""
     prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts)
     response_ids, response_mask = encode_responses(tokenizer, responses)
-    stats = score(model, prompt_ids, prompt_mask, response_ids, response_mask, top_n=1)
+    stats = score(model, prompt_ids, prompt_mask, response_ids, response_mask, top_n=0, entropy=False)
     return aggregate(-stats.logp, response_mask.to(stats.logp.device), "token-mean")
 
 
