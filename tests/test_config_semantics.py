@@ -78,3 +78,20 @@ def test_progress_off_a_terminal_prints_steady_lines():
     assert quiet.getvalue() == ""  # within the interval nothing is printed ...
     slow.update(1)
     assert quiet.getvalue().startswith("[sft] 100/100")  # ... and the end always is
+
+
+def test_evaluation_builds_no_training_set(monkeypatch, tmp_path):
+    from rlvr_explore.train import runtime
+
+    built = []
+    real_generate = runtime.generate
+    monkeypatch.setattr(runtime, "generate", lambda name, n, **kw: built.append(n) or real_generate(name, n, **kw))
+    cfg = load_config(None, ["task.train_size=777", "task.eval_size=5"])
+    train, held_out = runtime.load_tasks(cfg, with_train=False)
+    assert train == [] and built == [5]
+    assert held_out == runtime.load_tasks(cfg)[1]  # the same held-out problems as a training run's
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"q{i}", "answer": str(i)}) + "\n" for i in range(8)))
+    cfg = load_config(None, [f"task.dataset={data}", "task.eval_size=3", "task.verifier=exact"])
+    assert [p["prompt"] for p in runtime.load_tasks(cfg, with_train=False)[1]] == ["q5", "q6", "q7"]

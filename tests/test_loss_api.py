@@ -130,3 +130,28 @@ def test_linear_quantile_matches_torch_quantile():
     for i in range(5):
         torch.testing.assert_close(got[i, 0], torch.quantile(values[i][mask[i]], 0.8))
     assert torch.isnan(losses.core.linear_quantile(values[:1], torch.zeros(1, 17, dtype=torch.bool), 0.5)).all()
+
+
+def test_each_loss_declares_the_statistics_it_reads():
+    assert losses.statistics_read("grpo") == frozenset()
+    assert losses.statistics_read("grpo", entropy_coeff=0.01) == {"entropy"}
+    assert losses.statistics_read("casp") == losses.statistics_read("simko") == {"entropy", "topn"}
+    assert losses.statistics_read("forking") == {"entropy"}
+    assert losses.statistics_read("kl_cov") == losses.statistics_read("clip_cov") == frozenset()
+    # a loss that reads a statistic it did not declare fails where the trainer leaves it out
+    with pytest.raises(ValueError, match="needs"):
+        losses.policy_loss("casp", logp=torch.zeros(1, 2), old_logp=torch.zeros(1, 2), advantages=torch.ones(1),
+                           response_mask=torch.ones(1, 2, dtype=torch.bool))
+
+
+def test_bench_loss_prints_ratios_to_the_floor(capsys):
+    import json
+
+    from rlvr_explore.cli import main
+
+    assert main(["bench", "loss", "--tokens", "16", "--vocab", "300", "--repeats", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["environment"]["torch"] == torch.__version__
+    result = report["results"]["T=16"]
+    assert set(result["cpu_ratio_to_floor"]) == {"floor", "casp", "grpo", "grpo_all_statistics"}
+    assert result["cpu_ratio_to_floor"]["floor"] == 1.0 and result["peak_memory_mb"]["floor"] >= 0

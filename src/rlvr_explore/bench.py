@@ -9,7 +9,8 @@ never compared.
   loss     candidate statistics + policy loss, forward and backward, at a real vocabulary,
            against the floor of one log_softmax + gather; peak memory of each, in a fresh process
   rollout  the built-in sampler against Hugging Face ``generate`` on the same tiny GPT-2, prompts
-           and settings, at the demo's vocabulary and at Qwen2.5's (151,936)
+           and settings (prompts in, texts out), at the demo's vocabulary and at Qwen2.5's
+           (151,936), and an evaluation batch of 1,024 samples of one problem
   trainer  one RL step of the built-in trainer against TRL's GRPOTrainer and the project's TRL
            subclass on the same tiny GPT-2, 64 completions of up to 16 tokens per step
 """
@@ -84,7 +85,7 @@ def _ratios(times: dict, baseline: str) -> dict:
 
 def _loss_inputs(tokens: int, vocab: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    logits = (2.0 * torch.randn(tokens, vocab, generator=g)).requires_grad_()
+    logits = torch.randn(tokens, vocab, generator=g).mul_(2.0).requires_grad_()  # no temporary copy: the peak is the way's
     ids = torch.randint(vocab, (tokens,), generator=g)
     old_logp = -torch.rand(1, tokens, generator=g) * 5
     advantages = torch.randn(1, tokens, generator=g).sign()
@@ -122,12 +123,23 @@ def _loss_way(name: str, logits, ids, old_logp, advantages):
     return run
 
 
+def _high_water_mb() -> float:
+    """This process's peak resident memory: VmHWM (ru_maxrss would carry the parent's over fork and exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _peak_memory_child(name, tokens, vocab, queue):
     inputs = _loss_inputs(tokens, vocab)
     run = _loss_way(name, *inputs)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _high_water_mb()
     run()
-    queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+    queue.put(_high_water_mb() - before)
 
 
 def _peak_memory_mb(name: str, tokens: int, vocab: int) -> float:
@@ -155,7 +167,8 @@ def bench_loss(args) -> dict:
         memory = {name: _peak_memory_mb(name, tokens, args.vocab) for name in LOSS_WAYS}
         results[f"T={tokens}"] = {"times": times, "cpu_ratio_to_floor": _ratios(times, "floor"),
                                   "peak_memory_mb": memory,
-                                  "memory_ratio_to_floor": {k: round(v / memory["floor"], 3) for k, v in memory.items()}}
+                                  "memory_ratio_to_floor": {k: round(v / memory["floor"], 3) if memory["floor"] else None
+                                                            for k, v in memory.items()}}
     return {"what": "statistics + loss, forward and backward, from float32 logits", "vocab": args.vocab,
             "ways": {"floor": "torch.log_softmax + gather, backward",
                      "casp": "token_stats(top_n=3, entropy) + policy_loss('casp')",
@@ -181,8 +194,10 @@ def bench_rollout(args) -> dict:
     from rlvr_explore.tasks import generate
 
     prompts = [p["prompt"] for p in generate("countdown", args.prompts, seed=0)]
+    cases = {"demo vocabulary": (None, prompts), "Qwen2.5 vocabulary": (QWEN_VOCAB, prompts),
+             "evaluation, n = 1024 samples of one problem": (None, prompts[:1] * 1024)}
     results = {}
-    for vocab in (None, QWEN_VOCAB):
+    for case, (vocab, prompts) in cases.items():
         model, tokenizer = _tiny_policy(vocab)
         counts = {}
 
@@ -205,14 +220,16 @@ def bench_rollout(args) -> dict:
 
         times = interleaved({"ours": ours, "generate": hf_generate}, args.repeats)
         rate = {name: round(counts[name] / t["cpu_s"], 1) for name, t in times.items()}
-        results[f"V={len(tokenizer)}"] = {
+        results[case] = {
+            "vocab": len(tokenizer), "sequences": len(prompts),
+            "sequences_per_cpu_s": {name: round(len(prompts) / t["cpu_s"], 1) for name, t in times.items()},
             "times": times, "tokens": counts, "tokens_per_cpu_s": rate,
             "ours_vs_generate_tokens_per_cpu_s": round(rate["ours"] / rate["generate"], 3),
             "ours_vs_generate_tokens_per_wall_s": round(
                 (counts["ours"] / times["ours"]["wall_s"]) / (counts["generate"] / times["generate"]["wall_s"]), 3)}
     return {"what": "sampling with KV cache, temperature 1, no top-k/top-p; ours also returns log-probs, entropy, "
                     "top-3 and the branching factor of every token",
-            "model": "GPT-2, 2 layers, width 64, random weights", "prompts": args.prompts,
+            "model": "GPT-2, 2 layers, width 64, random weights",
             "max_new_tokens": args.new_tokens, "results": results}
 
 
@@ -235,11 +252,12 @@ class _StepClock:
 def _trl_steps(trainer_class, model_dir, tokenizer, steps, completions, group, new_tokens, out, **extra):
     from datasets import Dataset
     from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
 
     from rlvr_explore.tasks import generate
     from rlvr_explore.tasks.synthetic import verify_countdown
 
-    class Clock(TrainerCallback, _StepClock):
+    class Clock(_StepClock, TrainerCallback):
         def __init__(self):
             _StepClock.__init__(self)
 
@@ -254,6 +272,7 @@ def _trl_steps(trainer_class, model_dir, tokenizer, steps, completions, group, n
     clock = Clock()
     trainer = trainer_class(model=model_dir, reward_funcs=[reward], args=args, train_dataset=dataset,
                             processing_class=tokenizer, callbacks=[clock])
+    trainer.remove_callback(PrinterCallback)  # its log lines would break the JSON on standard output
     trainer.train()
     return clock.steps
 

@@ -152,8 +152,10 @@ def sample(model, tokenizer, prompts: list[str], max_new_tokens: int, temperatur
                 use_cache=True, **last_only)
     logits, past = out.logits[:, -1], out[cache_keyword]
     next_position = attention.sum(-1)
-    # finished rows leave the batch (and the KV cache) when the cache can drop rows; otherwise
-    # they keep decoding and their tokens are ignored
+    prompt_width = attention.shape[1]
+    attention = torch.cat([attention, torch.ones(batch, max_new_tokens, dtype=attention.dtype, device=device)], 1)
+    # finished rows keep decoding (their tokens ignored) until a quarter of the running batch has
+    # finished; then they leave the batch and the KV cache, when the cache can drop rows
     can_drop_rows = hasattr(past, "batch_select_indices")
     # small vocabularies keep every step's logits and take the statistics in one call at the end
     # (the same values: fewer, larger operations); large ones take them step by step, from the
@@ -176,19 +178,19 @@ def sample(model, tokenizer, prompts: list[str], max_new_tokens: int, temperatur
         columns = (rows, token, logits) if deferred else (
             rows, token, step.logp(logits, token, temperature).float(), step.entropy.float(), step.topn_logp.float(),
             step.topn_ids, step.branching_factor)
-        written = slice(None) if can_drop_rows else live  # dropped rows are gone already
-        steps.append([column[written] for column in columns])
+        everyone = bool(live.all())
+        steps.append([column if everyone else column[live] for column in columns])
         live = live & (token != eos)
-        if not live.any() or position == max_new_tokens - 1:
+        finished = len(rows) - int(live.sum())
+        if finished == len(rows) or position == max_new_tokens - 1:
             break
-        if can_drop_rows and not live.all():
+        if can_drop_rows and finished >= max(1, len(rows) // 4):
             keep = live.nonzero().squeeze(-1)
             past.batch_select_indices(keep)
             rows, token, attention, next_position = rows[keep], token[keep], attention[keep], next_position[keep]
             live = live[keep]
-        attention = torch.cat([attention, torch.ones(len(rows), 1, dtype=attention.dtype, device=device)], 1)
-        out = model(input_ids=token[:, None], attention_mask=attention, position_ids=next_position[:, None],
-                    use_cache=True, **{cache_keyword: past})
+        out = model(input_ids=token[:, None], attention_mask=attention[:, : prompt_width + position + 1],
+                    position_ids=next_position[:, None], use_cache=True, **{cache_keyword: past})
         logits, past = out.logits[:, -1], out[cache_keyword]
         next_position = next_position + 1
     written_rows = torch.cat([s[0] for s in steps]).cpu()
@@ -204,7 +206,8 @@ def sample(model, tokenizer, prompts: list[str], max_new_tokens: int, temperatur
     response_ids = layout(1, fill=tokenizer.pad_token_id)
     response_mask = torch.zeros(batch, len(steps), dtype=torch.bool)
     response_mask[written_rows, positions] = True
-    texts = tokenizer.batch_decode([ids[m & (ids != eos)].tolist() for ids, m in zip(response_ids, response_mask)],
+    kept = (response_mask & (response_ids != eos)).tolist()
+    texts = tokenizer.batch_decode([[t for t, k in zip(ids, keep) if k] for ids, keep in zip(response_ids.tolist(), kept)],
                                    skip_special_tokens=True)
     if deferred:
         stats = token_stats(layout(2), response_ids, top_n=top_n, temperature=temperature,

@@ -96,7 +96,7 @@ def _eval(args) -> int:
         return 0
     model, tokenizer = build_policy(cfg, args.model)
     model.to(resolve_device(cfg))
-    _, eval_problems = load_tasks(cfg, tokenizer, model)
+    _, eval_problems = load_tasks(cfg, tokenizer, model, with_train=False)
     verifier = make_verifier(cfg)
     result = evaluate(model, tokenizer, eval_problems, verifier, cfg, torch.Generator().manual_seed(cfg.run.seed + 1))
     verifier.close()

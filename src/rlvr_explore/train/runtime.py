@@ -100,21 +100,23 @@ def fit_prompts(problems: list[dict], tokenizer, model, max_new_tokens: int, tru
     return fitted
 
 
-def load_tasks(cfg: Config, tokenizer=None, model=None) -> tuple[list[dict], list[dict]]:
+def load_tasks(cfg: Config, tokenizer=None, model=None, with_train: bool = True) -> tuple[list[dict], list[dict]]:
     """(train, eval) problems: generated from the seed, or read from local files; with a model,
-    checked (or truncated) against its context."""
+    checked (or truncated) against its context. ``with_train=False`` (evaluation) builds no
+    training set where the held-out one does not come out of it."""
     t = cfg.task
-    if t.dataset:
+    if t.dataset and t.eval_dataset:
+        train = load_problems(t.dataset, fields=t.fields, verifier=t.verifier) if with_train else []
+        held_out = load_problems(t.eval_dataset, fields=t.fields, limit=t.eval_size, verifier=t.verifier)
+        sources = (t.dataset, t.eval_dataset)
+    elif t.dataset:
         problems = load_problems(t.dataset, fields=t.fields, verifier=t.verifier)
-        if t.eval_dataset:
-            train, held_out = problems, load_problems(t.eval_dataset, fields=t.fields, limit=t.eval_size, verifier=t.verifier)
-        elif len(problems) <= t.eval_size:
+        if len(problems) <= t.eval_size:
             raise ValueError(f"{t.dataset}: {len(problems)} records leave none for training after eval_size={t.eval_size}")
-        else:
-            train, held_out = problems[: -t.eval_size], problems[-t.eval_size :]
-        sources = (t.dataset, t.eval_dataset or f"{t.dataset} (last {t.eval_size} records)")
+        train, held_out = problems[: -t.eval_size], problems[-t.eval_size :]
+        sources = (t.dataset, f"{t.dataset} (last {t.eval_size} records)")
     else:
-        train = generate(t.name, t.train_size, seed=cfg.run.seed, difficulty=t.difficulty)
+        train = generate(t.name, t.train_size, seed=cfg.run.seed, difficulty=t.difficulty) if with_train else []
         held_out = generate(t.name, t.eval_size, seed=10_000 + cfg.run.seed, difficulty=t.difficulty)
         sources = (f"task {t.name} (train)", f"task {t.name} (eval)")
     if model is None:
