@@ -59,6 +59,29 @@ def test_only_what_is_asked_is_computed_and_its_gradient_is_exact(top_n, entropy
     torch.testing.assert_close(torch.autograd.grad(ours, logits)[0], torch.autograd.grad(theirs, logits)[0])
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_large_vocabulary_in_many_blocks_matches_direct_computation(dtype, blocks):
+    """V = 3,000: the grouped top-N, one block or a block per row, the gradient
+    written straight into the logits' gradient (float64) or through a float32 block (bfloat16)."""
+    g = torch.Generator().manual_seed(7)
+    logits = (3 * torch.randn(2, 9, 3000, generator=g, dtype=torch.float64)).to(dtype).requires_grad_()
+    ids = torch.randint(3000, (2, 9), generator=g)
+    stats = token_stats(logits, ids, top_n=3, temperature=0.8)
+    wide = logits.detach().double().requires_grad_()
+    ref = reference(wide, ids, 3, 0.8)
+    tolerance = {} if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    for name in ("logp", "entropy", "topn_logp"):
+        torch.testing.assert_close(getattr(stats, name).double(), ref[name], **tolerance)
+    assert torch.equal(stats.topn_ids, ref["topn_ids"])
+    weights = [torch.rand(ref[n].shape, generator=g, dtype=torch.float64) for n in ("logp", "entropy", "topn_logp")]
+    ours = sum((w.to(getattr(stats, n).dtype) * getattr(stats, n)).sum() for w, n in zip(weights, ("logp", "entropy", "topn_logp")))
+    theirs = sum((w * ref[n]).sum() for w, n in zip(weights, ("logp", "entropy", "topn_logp")))
+    (ours_grad,), (their_grad,) = torch.autograd.grad(ours, logits), torch.autograd.grad(theirs, wide)
+    assert ours_grad.dtype == dtype
+    torch.testing.assert_close(ours_grad.double(), their_grad.to(dtype).double() if dtype != torch.float64 else their_grad,
+                               **({} if dtype == torch.float64 else dict(rtol=2e-2, atol=1e-4)))
+
+
 @pytest.mark.parametrize("vocab,n", [(5000, 1), (5000, 3), (5000, 8), (151936, 3)])
 def test_grouped_top_candidates_equal_topk(vocab, n):
     g = torch.Generator().manual_seed(vocab + n)
