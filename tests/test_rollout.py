@@ -56,3 +56,20 @@ def test_statistics_taken_at_the_end_equal_those_taken_step_by_step(monkeypatch)
         torch.testing.assert_close(getattr(at_end, name), getattr(per_step, name))
     assert torch.equal(at_end.topn_ids, per_step.topn_ids)
     assert torch.equal(at_end.branching_factor, per_step.branching_factor)
+
+
+def test_nucleus_from_the_top_candidates_equals_the_sorted_nucleus():
+    from rlvr_explore.rollout import _nucleus
+
+    def sorted_nucleus(probs, top_p):
+        ordered, order = probs.sort(-1, descending=True)
+        ordered = ordered.masked_fill(ordered.cumsum(-1) - ordered > top_p, 0.0)
+        kept = torch.zeros_like(probs).scatter(-1, order, ordered)
+        return kept / kept.sum(-1, keepdim=True)
+
+    g = torch.Generator().manual_seed(0)
+    # peaked rows end their nucleus inside the top 64, flat rows need the sort
+    logits = torch.randn(6, 5000, generator=g) * torch.tensor([8.0, 8.0, 4.0, 1.0, 0.1, 0.0])[:, None]
+    probs = torch.softmax(logits, -1)
+    for top_p in (0.3, 0.9, 0.95):
+        assert torch.equal(_nucleus(probs, top_p), sorted_nucleus(probs, top_p))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from rlvr_explore.candidates import (
-    TokenStats, next_token_distribution, sampling_probabilities, token_stats, token_stats_from_hidden,
+    TokenStats, next_token_distribution, sampling_probabilities, token_stats, token_stats_from_hidden, top_candidates,
 )
 
 
@@ -88,13 +88,30 @@ def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+NUCLEUS_FIRST = 64  # candidates ranked first for top-p; the vocabulary is sorted only past them
+
+
 def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Zero the tail outside the smallest set of tokens with mass >= top_p, renormalised."""
-    ordered, order = probs.sort(-1, descending=True)
-    outside = ordered.cumsum(-1) - ordered > top_p
-    ordered = ordered.masked_fill(outside, 0.0)
-    kept = torch.zeros_like(probs).scatter(-1, order, ordered)
+    """Zero the tail outside the smallest set of tokens with mass >= top_p, renormalised.
+
+    The kept set is a prefix of the descending order, so the top 64 candidates decide it for
+    every row whose nucleus ends inside them; only the other rows are sorted."""
+    ordered, order = top_candidates(probs, min(NUCLEUS_FIRST, probs.shape[-1]))
+    wide = (ordered.cumsum(-1) - ordered)[:, -1] <= top_p  # the nucleus may reach past the top 64
+    if wide.any():
+        wide_rows = wide.nonzero().squeeze(-1)
+        full_ordered, full_order = probs[wide_rows].sort(-1, descending=True)
+        kept_wide = _keep_prefix(probs[wide_rows], full_ordered, full_order, top_p)
+    kept = _keep_prefix(probs, ordered, order, top_p)
+    if wide.any():
+        kept[wide_rows] = kept_wide
     return kept / kept.sum(-1, keepdim=True)
+
+
+def _keep_prefix(probs, ordered, order, top_p):
+    """``probs`` zeroed but for the ranked candidates whose preceding mass is at most ``top_p``."""
+    inside = ordered.masked_fill(ordered.cumsum(-1) - ordered > top_p, 0.0)
+    return torch.zeros_like(probs).scatter(-1, order, inside)
 
 
 DEFERRED_STATISTICS_ELEMENTS = 1 << 22  # B * max_new_tokens * V up to which logits are kept (16 MB)
