@@ -26,7 +26,7 @@ def _methods(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rlvr_explore import __version__, bench
+    from rlvr_explore import __version__, bench, compare
     from rlvr_explore.toys import cli as toys_cli
     from rlvr_explore.train import cli as train_cli
 
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_cli.add_parsers(sub)
     toys_cli.add_parser(sub)
     bench.add_parser(sub)
+    compare.add_parser(sub)
     demo = sub.add_parser("demo", help="the main job: SFT a base policy, train GRPO and CaSP from it, evaluate, report")
     demo.add_argument("--config", default=None, metavar="FILE", help="base config (default: configs/demo.yaml when present)")
     demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
