@@ -108,7 +108,9 @@ def summarise(out: Path, runs: list[str], seeds: list[int], baseline: str) -> di
         table[name] = {}
         for k in ks:
             mean, low, high = paired_difference(c, np.zeros_like(c), n, k)  # against 0: the value itself
-            table[name][f"pass@{k}"] = {"mean": mean, "ci_low": low, "ci_high": high}
+            per_seed = np.asarray(metrics.pass_at_k(n, c, k)).reshape(c.shape).mean(1)
+            table[name][f"pass@{k}"] = {"mean": mean, "ci_low": low, "ci_high": high,
+                                        "per_seed": [round(float(v), 4) for v in per_seed]}
         for key in ("distinct_correct", "unsolvable", "answer_entropy", "entropy"):
             values = [e["summary"][key] for e in finals[name] if key in e["summary"]]
             if values:
