@@ -62,6 +62,10 @@ def test_compare_trains_every_seed_then_reuses_the_runs(tmp_path, capsys):
     assert [p.stat().st_mtime_ns for p in evals] == stamps  # nothing trained or evaluated again
     assert json.loads((out / "comparison.json").read_text()) == summary
 
+    parallel = tmp_path / "parallel"  # two seeds at once, in their own processes: the same results
+    assert main(["compare", "--config", str(config), "--seeds", "0", "1", "--out", str(parallel), "--jobs", "2"]) == 0
+    assert json.loads((parallel / "comparison.json").read_text()) == summary
+
     spec["config"]["sft"]["steps"] = 6  # another base policy: refused, not silently reused
     config.write_text(yaml.safe_dump(spec, sort_keys=False))
     assert main(argv) == 2

@@ -4,7 +4,8 @@ verdicts whose intervals account for both the problems and the seeds.
 For each seed, a base policy is fine-tuned (SFT) once, then every run of the comparison file
 trains from it with the same rollout budget and is evaluated on the same problems (the seed
 draws them). A finished SFT or run is reused, an unfinished one resumes from its last
-checkpoint, so the command can be run again after a kill or with more seeds.
+checkpoint, so the command can be run again after a kill or with more seeds. ``--jobs`` trains
+that many seeds at once in separate processes.
 
 The verdict of a method against the baseline at pass@k is the mean paired difference
 d = pass@k(method) - pass@k(baseline) over problems and seeds, with a two-level percentile
@@ -14,9 +15,11 @@ says "higher" or "lower" only when its interval excludes 0.
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import html
 import json
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -54,43 +57,51 @@ def _final_eval(run_dir: Path) -> dict:
     return json.loads(evals[-1].read_text())
 
 
-def _train_all(base, runs: dict, seeds: list[int], out: Path) -> None:
+def _train_seed(base, runs: dict, seed: int, out: Path) -> None:
+    """The base policy of ``seed`` and every run from it; finished ones are reused."""
     from rlvr_explore.train.checkpoints import finished_step
     from rlvr_explore.train.config import apply_mapping, config_diff, load_config, validate
     from rlvr_explore.train.rl import RLTrainer
     from rlvr_explore.train.sft import run_sft
 
-    total = len(seeds) * (len(runs) + 1)
-    done = 0
-    for seed in seeds:
-        cfg = copy.deepcopy(base)
-        cfg.run.seed = seed
-        cfg.run.out_dir = str(out / f"seed{seed}" / "base")
-        validate(cfg)
-        done += 1
-        policy = Path(cfg.run.out_dir) / "policy"
-        if finished_step(Path(cfg.run.out_dir)) is None:
-            print(f"[compare] {done}/{total}: seed {seed}, SFT of the base policy -> {cfg.run.out_dir}", flush=True)
-            policy = run_sft(cfg, overwrite=True)
-        else:
-            saved = Path(cfg.run.out_dir) / "config.json"
-            changes = config_diff(load_config(base=json.loads(saved.read_text()), base_source=str(saved)), cfg)
-            if changes:
-                listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())
-                raise ValueError(f"{saved}: the base policy there was trained with other settings ({listed}); "
-                                 "compare into another --out")
-            print(f"[compare] {done}/{total}: seed {seed}, base policy reused from {policy}", flush=True)
-        for name, overrides in runs.items():
-            run_cfg = apply_mapping(copy.deepcopy(cfg), overrides or {}, f"compare run '{name}'")
-            run_cfg.run.out_dir = str(out / f"seed{seed}" / name)
-            validate(run_cfg)
-            done += 1
-            finished = finished_step(Path(run_cfg.run.out_dir))
-            if finished is not None and finished >= run_cfg.train.steps:
-                print(f"[compare] {done}/{total}: seed {seed}, {name} finished already", flush=True)
-                continue
-            print(f"[compare] {done}/{total}: seed {seed}, {name} -> {run_cfg.run.out_dir}", flush=True)
-            RLTrainer(run_cfg, resume=Path(run_cfg.run.out_dir).exists(), init_policy=str(policy)).run()
+    cfg = copy.deepcopy(base)
+    cfg.run.seed = seed
+    cfg.run.out_dir = str(out / f"seed{seed}" / "base")
+    validate(cfg)
+    policy = Path(cfg.run.out_dir) / "policy"
+    if finished_step(Path(cfg.run.out_dir)) is None:
+        print(f"[compare] seed {seed}: SFT of the base policy -> {cfg.run.out_dir}", flush=True)
+        policy = run_sft(cfg, overwrite=True)
+    else:
+        saved = Path(cfg.run.out_dir) / "config.json"
+        changes = config_diff(load_config(base=json.loads(saved.read_text()), base_source=str(saved)), cfg)
+        if changes:
+            listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())
+            raise ValueError(f"{saved}: the base policy there was trained with other settings ({listed}); "
+                             "compare into another --out")
+        print(f"[compare] seed {seed}: base policy reused from {policy}", flush=True)
+    for name, overrides in runs.items():
+        run_cfg = apply_mapping(copy.deepcopy(cfg), overrides or {}, f"compare run '{name}'")
+        run_cfg.run.out_dir = str(out / f"seed{seed}" / name)
+        validate(run_cfg)
+        finished = finished_step(Path(run_cfg.run.out_dir))
+        if finished is not None and finished >= run_cfg.train.steps:
+            print(f"[compare] seed {seed}: {name} finished already", flush=True)
+            continue
+        print(f"[compare] seed {seed}: {name} -> {run_cfg.run.out_dir}", flush=True)
+        RLTrainer(run_cfg, resume=Path(run_cfg.run.out_dir).exists(), init_policy=str(policy)).run()
+
+
+def _train_all(base, runs: dict, seeds: list[int], out: Path, jobs: int) -> None:
+    """Every seed, ``jobs`` seeds at a time in separate processes (each seed's runs in turn)."""
+    if jobs <= 1:
+        for seed in seeds:
+            _train_seed(base, runs, seed, out)
+        return
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        for future in [pool.submit(_train_seed, base, runs, seed, out) for seed in seeds]:
+            future.result()
 
 
 def summarise(out: Path, runs: list[str], seeds: list[int], baseline: str) -> dict:
@@ -170,7 +181,9 @@ def run(args) -> int:
     if baseline not in runs and baseline != "base":
         raise ValueError(f"--baseline {baseline!r} is not one of the runs ({', '.join(runs)}) or 'base'")
     out = Path(args.out)
-    _train_all(base, runs, args.seeds, out)
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    _train_all(base, runs, args.seeds, out, args.jobs)
     summary = summarise(out, list(runs), args.seeds, baseline)
     (out / "comparison.json").write_text(json.dumps(summary, indent=2))
     write_html(summary, out / "comparison.html")
@@ -190,4 +203,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--methods", nargs="+", default=None, help="the runs to compare (default: all of the file)")
     parser.add_argument("--baseline", default=None, help="the run the others are compared with (default: the first)")
     parser.add_argument("--out", default="runs/compare")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="seeds trained at once, each in its own process (set run.threads so that jobs x "
+                             "threads fits the cores)")
     parser.set_defaults(func=run)
