@@ -48,7 +48,8 @@ class TokenStats:
     branching_factor: torch.Tensor | None = None
 
 
-def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32, or in its own dtype when wider (float64 stays float64)."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
@@ -57,12 +58,12 @@ def _chunk_logits(x, weight, bias):
     logits lose the tail of the softmax)."""
     if weight is None:
         return x
-    z = _at_least_fp32(x) @ _at_least_fp32(weight).t()
-    return z if bias is None else z.add_(_at_least_fp32(bias))
+    z = at_least_fp32(x) @ at_least_fp32(weight).t()
+    return z if bias is None else z.add_(at_least_fp32(bias))
 
 
 def _scaled(block: torch.Tensor, temperature: float) -> torch.Tensor:
-    block = _at_least_fp32(block)
+    block = at_least_fp32(block)
     return block if temperature == 1.0 else block / temperature
 
 
@@ -160,6 +161,44 @@ def _blocks(rows: int, vocab: int):
     return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
 
 
+def _forward_blocks(x, weight, bias, ids, top_n, with_entropy, temperature, chunk_tokens, branching_mass,
+                    probs_out=None):
+    """The statistics of every row, block by block: (lse, logp, entropy, top-N log-probs, top-N
+    ids, branching); the ones not asked for are empty. ``x`` is logits (``weight`` None) or hidden
+    states, whose logits are made ``chunk_tokens`` rows at a time. ``probs_out`` (rows, V), when
+    given, receives the probabilities; otherwise one block-sized buffer is reused."""
+    rows = x.shape[0]
+    vocab = x.shape[1] if weight is None else weight.shape[0]
+    dtype = torch.promote_types(x.dtype if weight is None else torch.promote_types(x.dtype, weight.dtype),
+                                torch.float32)
+    new = lambda *shape, kind=dtype: torch.empty(*shape, dtype=kind, device=x.device)  # noqa: E731
+    lse = new(rows)
+    logp = new(rows if ids is not None else 0)
+    entropy = new(rows if with_entropy else 0)
+    top_logp, top_ids = new(rows, top_n), new(rows, top_n, kind=torch.long)
+    branching = new(rows if branching_mass is not None else 0, kind=torch.long)
+    scratch = new(min(rows, max(1, BLOCK_ELEMENTS // vocab)), vocab) if probs_out is None else None
+    chunk = max(rows, 1) if weight is None else chunk_tokens
+    for start in range(0, rows, chunk):
+        logits = _chunk_logits(x[start : start + chunk], weight, bias)
+        for block in _blocks(logits.shape[0], vocab):
+            part = slice(start + block.start, start + block.stop)
+            z = _scaled(logits[block], temperature)
+            out = probs_out[part] if probs_out is not None else scratch[: z.shape[0]]
+            block_lse, block_logp, block_entropy, block_top_logp, block_top_ids, block_branching = _block_forward(
+                z, None if ids is None else ids[part], top_n, with_entropy, branching_mass, out)
+            lse[part] = block_lse
+            if ids is not None:
+                logp[part] = block_logp
+            if with_entropy:
+                entropy[part] = block_entropy
+            if top_n:
+                top_logp[part], top_ids[part] = block_top_logp, block_top_ids
+            if branching_mass is not None:
+                branching[part] = block_branching
+    return lse, logp, entropy, top_logp, top_ids, branching
+
+
 class _CandidateStats(torch.autograd.Function):
     """Forward: the statistics block by block. Backward: the closed form
     d logp_y/dz = e_y - pi, dH/dz = -pi (log pi + H), d topn_n/dz = e_v(n) - pi, recomputing pi
@@ -167,30 +206,8 @@ class _CandidateStats(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, ids, top_n, with_entropy, temperature, chunk_tokens, branching_mass):
-        rows = x.shape[0]
-        vocab = x.shape[1] if weight is None else weight.shape[0]
-        dtype = torch.promote_types(x.dtype if weight is None else torch.promote_types(x.dtype, weight.dtype),
-                                    torch.float32)
-        new = lambda *shape, kind=dtype: torch.empty(*shape, dtype=kind, device=x.device)  # noqa: E731
-        lse, logp = new(rows), new(rows)
-        entropy = new(rows) if with_entropy else new(0)
-        top_logp, top_ids = new(rows, top_n), new(rows, top_n, kind=torch.long)
-        branching = new(rows if branching_mass is not None else 0, kind=torch.long)
-        scratch = new(min(rows, max(1, BLOCK_ELEMENTS // vocab)), vocab)
-        chunk = rows if weight is None else chunk_tokens
-        for start in range(0, rows, chunk):
-            logits = _chunk_logits(x[start : start + chunk], weight, bias)
-            for block in _blocks(logits.shape[0], vocab):
-                part = slice(start + block.start, start + block.stop)
-                z = _scaled(logits[block], temperature)
-                out = _block_forward(z, ids[part], top_n, with_entropy, branching_mass, scratch[: z.shape[0]])
-                lse[part], logp[part] = out[0], out[1]
-                if with_entropy:
-                    entropy[part] = out[2]
-                if top_n:
-                    top_logp[part], top_ids[part] = out[3], out[4]
-                if branching_mass is not None:
-                    branching[part] = out[5]
+        lse, logp, entropy, top_logp, top_ids, branching = _forward_blocks(
+            x, weight, bias, ids, top_n, with_entropy, temperature, chunk_tokens, branching_mass)
         ctx.save_for_backward(x, weight, bias, ids, lse, entropy, top_ids)
         ctx.temperature, ctx.chunk_tokens, ctx.with_entropy = temperature, chunk_tokens, with_entropy
         ctx.mark_non_differentiable(top_ids, branching)
@@ -210,7 +227,7 @@ class _CandidateStats(torch.autograd.Function):
         grad_b = torch.zeros_like(bias, dtype=dtype) if bias is not None and ctx.needs_input_grad[2] else None
         scratch = torch.empty(min(rows, max(1, BLOCK_ELEMENTS // vocab)), vocab, dtype=dtype, device=x.device)
         direct = weight is None and grad_x is not None and x.dtype == dtype  # write straight into grad_x
-        chunk = rows if weight is None else ctx.chunk_tokens
+        chunk = max(rows, 1) if weight is None else ctx.chunk_tokens
         for start in range(0, rows, chunk):
             x_chunk = x[start : start + chunk]
             logits = _chunk_logits(x_chunk, weight, bias)
@@ -236,9 +253,9 @@ class _CandidateStats(torch.autograd.Function):
                     grad_x[start : start + chunk] = grad_z.to(x.dtype)
                 continue
             if grad_x is not None:
-                grad_x[start : start + chunk] = (grad_z @ _at_least_fp32(weight)).to(x.dtype)
+                grad_x[start : start + chunk] = (grad_z @ at_least_fp32(weight)).to(x.dtype)
             if grad_w is not None:
-                grad_w += grad_z.t() @ _at_least_fp32(x_chunk)
+                grad_w += grad_z.t() @ at_least_fp32(x_chunk)
             if grad_b is not None:
                 grad_b += grad_z.sum(0)
         grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
@@ -278,7 +295,6 @@ def token_stats(
     response_ids: torch.Tensor,
     top_n: int = 3,
     temperature: float = 1.0,
-    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
     branching_mass: float | None = None,
     entropy: bool = True,
 ) -> TokenStats:
@@ -288,14 +304,14 @@ def token_stats(
     model's output by one before calling). Gradients flow into ``logits`` through ``logp``,
     ``entropy`` and ``topn_logp``. ``top_n=0`` and ``entropy=False`` skip what the caller does
     not read; ``branching_mass`` (e.g. 0.95) also returns the branching factor (STILL §2.2).
-    ``chunk_tokens`` applies to the hidden-state path only (here the logits already exist).
     """
     if logits.dim() != 3:
         raise ValueError(f"logits must be (B, T, V), got shape {tuple(logits.shape)}")
     leading, vocab = logits.shape[:2], logits.shape[-1]
     _check(response_ids, leading, vocab, top_n, temperature, f"logits {tuple(logits.shape)}")
+    # chunk_tokens only paces making logits from hidden states; here they exist already
     return _run(logits.reshape(-1, vocab), None, None, response_ids, leading, top_n, entropy, temperature,
-                chunk_tokens, branching_mass)
+                DEFAULT_CHUNK_TOKENS, branching_mass)
 
 
 def token_stats_from_hidden(
@@ -355,17 +371,7 @@ def next_token_distribution(logits: torch.Tensor, temperature: float = 1.0, top_
                             branching_mass: float | None = None) -> NextToken:
     """softmax(logits / temperature) of (B, V) logits for sampling, with the entropy, the top-N
     and the branching factor computed in the same pass over each block."""
-    rows, vocab = logits.shape
-    dtype = torch.promote_types(logits.dtype, torch.float32)
-    new = lambda *shape, kind=dtype: torch.empty(*shape, dtype=kind, device=logits.device)  # noqa: E731
-    probs, lse, entropy = new(rows, vocab), new(rows), new(rows)
-    top_logp, top_ids = new(rows, top_n), new(rows, top_n, kind=torch.long)
-    branching = new(rows, kind=torch.long) if branching_mass is not None else None
-    for block in _blocks(rows, vocab):
-        out = _block_forward(_scaled(logits[block], temperature), None, top_n, True, branching_mass, probs[block])
-        lse[block], entropy[block] = out[0], out[2]
-        if top_n:
-            top_logp[block], top_ids[block] = out[3], out[4]
-        if branching is not None:
-            branching[block] = out[5]
-    return NextToken(probs, lse, entropy, top_logp, top_ids, branching)
+    probs = torch.empty(logits.shape, dtype=torch.promote_types(logits.dtype, torch.float32), device=logits.device)
+    lse, _, entropy, top_logp, top_ids, branching = _forward_blocks(
+        logits, None, None, None, top_n, True, temperature, logits.shape[0], branching_mass, probs_out=probs)
+    return NextToken(probs, lse, entropy, top_logp, top_ids, branching if branching_mass is not None else None)
