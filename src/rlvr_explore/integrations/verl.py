@@ -96,8 +96,8 @@ def loss_hyperparameters(method: str, config) -> dict:
     accepted = spec.accepted_keys - VERL_OWNED_KEYS
     clip = _get(config, "clip_ratio", 0.2)
     hp = {"clip_eps_low": _get(config, "clip_ratio_low", clip), "clip_eps_high": _get(config, "clip_ratio_high", clip)}
-    if spec.name in VERL_WITHOUT_DUAL_CLIP and "clip_eps_low" in spec.defaults and _get(config, "clip_ratio_low") is None and clip == 0.2:
-        hp = {}  # GSPO's own 3e-4 / 4e-4 unless the user set the clip
+    if "clip_eps_low" in spec.defaults and _get(config, "clip_ratio_low") is None and clip == 0.2:
+        hp = {}  # the method's own clip (GSPO 3e-4 / 4e-4, Clip-Cov 1 / 1) unless the user set one
     if spec.name not in VERL_WITHOUT_DUAL_CLIP:
         hp["clip_ratio_c"] = _get(config, "clip_ratio_c", 3.0)
     policy_config = _get(config, "policy_loss")

@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 
+from rlvr_explore.candidates import at_least_fp32
 from rlvr_explore.documented import documented
 
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
@@ -279,7 +280,7 @@ def linear_quantile(values: torch.Tensor, mask: torch.Tensor, q: float) -> torch
     dtype (half types in float32): a float32 threshold of float64 entropies flips the strict '>'
     at the entry that sits on the quantile.
     """
-    filled = _at_least_fp32(values.detach()).masked_fill(~mask, float("inf"))
+    filled = at_least_fp32(values.detach()).masked_fill(~mask, float("inf"))
     ordered = filled.sort(dim=-1).values
     count = mask.sum(-1, keepdim=True)
     position = q * (count - 1).clamp(min=0).to(ordered.dtype)
@@ -289,10 +290,6 @@ def linear_quantile(values: torch.Tensor, mask: torch.Tensor, q: float) -> torch
     hi_val = ordered.gather(-1, high)
     result = lo_val + (hi_val - lo_val) * (position - low)
     return result.masked_fill(count == 0, float("nan"))
-
-
-def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
-    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def entropy_gate(inputs: LossInputs, cfg: LossConfig) -> torch.Tensor:

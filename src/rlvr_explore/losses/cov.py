@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import torch
 
+from rlvr_explore.candidates import at_least_fp32
+
 from .core import clipped_token_loss, masked_mean, ratio, register_loss
 
 
 def token_covariance(advantages: torch.Tensor, logp: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
     """(A_t - mean A)(logp_t - mean logp), means over the valid tokens; 0 at padding."""
     mask = response_mask.bool()
-    dtype = torch.promote_types(logp.dtype, torch.float32)  # the input's own precision, at least float32
-    adv, lp = advantages.detach().to(dtype), logp.detach().to(dtype)
+    lp = at_least_fp32(logp.detach())  # the input's own precision: float64 stays float64
+    adv = advantages.detach().to(lp.dtype)
     centred = (adv - adv[mask].mean()) * (lp - lp[mask].mean())
     return centred.masked_fill(~mask, 0.0)
 
