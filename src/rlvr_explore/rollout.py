@@ -128,9 +128,7 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch
     uniform = torch.rand(rows, 1, generator=generator, dtype=torch.float64).to(probs.device)
     if vocab <= 4 * DRAW_GROUP:
         cumulative = probs.double().cumsum(-1)
-        residual = torch.minimum((uniform * cumulative[:, -1:]).clamp(min=torch.finfo(torch.float64).tiny),
-                                 cumulative[:, -1:])
-        return torch.searchsorted(cumulative, residual).squeeze(-1)
+        return _first_reaching(cumulative, uniform * cumulative[:, -1:]).squeeze(-1)
     groups = -(-vocab // DRAW_GROUP)
     full = vocab // DRAW_GROUP * DRAW_GROUP
     sums = probs[:, :full].unflatten(-1, (-1, DRAW_GROUP)).sum(-1)
@@ -142,10 +140,14 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch
     below = torch.where(group > 0, cumulative.gather(1, (group - 1).clamp(min=0)), 0.0)
     ids = group * DRAW_GROUP + torch.arange(DRAW_GROUP, device=probs.device)
     inner = (probs.gather(1, ids.clamp(max=vocab - 1)).double() * (ids < vocab)).cumsum(-1)
-    # the first member whose cumulative mass reaches the residual: never one without mass
-    residual = torch.minimum((target - below).clamp(min=torch.finfo(torch.float64).tiny), inner[:, -1:])
-    inside = torch.searchsorted(inner, residual).clamp(max=DRAW_GROUP - 1)
-    return (ids.gather(1, inside)).squeeze(-1)
+    return ids.gather(1, _first_reaching(inner, target - below)).squeeze(-1)
+
+
+def _first_reaching(cumulative: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B, 1) index of the first entry whose cumulative mass reaches ``target``, held inside
+    (0, total] so that rounding never picks an entry without mass."""
+    target = torch.minimum(target.clamp(min=torch.finfo(torch.float64).tiny), cumulative[:, -1:])
+    return torch.searchsorted(cumulative, target)
 
 
 @torch.no_grad()
