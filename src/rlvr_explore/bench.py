@@ -72,6 +72,11 @@ def interleaved(ways: dict, repeats: int) -> dict:
     for _ in range(repeats):
         for name, fn in ways.items():
             samples[name].append(_timed(fn))
+    return _medians(samples)
+
+
+def _medians(samples: dict) -> dict:
+    """{name: [(cpu, wall), ...]} -> {name: {"cpu_s": median, "wall_s": median}}."""
     return {name: {"cpu_s": round(statistics.median(c for c, _ in s), 4),
                    "wall_s": round(statistics.median(w for _, w in s), 4)} for name, s in samples.items()}
 
@@ -236,20 +241,7 @@ def bench_rollout(args) -> dict:
 # ---------------------------------------------------------------- trainer
 
 
-class _StepClock:
-    """TrainerCallback-compatible: CPU and wall time of each optimisation step."""
-
-    def __init__(self):
-        self.steps = []
-
-    def on_step_begin(self, *args, **kwargs):
-        self.start = (time.process_time(), time.perf_counter())
-
-    def on_step_end(self, *args, **kwargs):
-        self.steps.append((time.process_time() - self.start[0], time.perf_counter() - self.start[1]))
-
-
-def _trl_steps(trainer_class, model_dir, tokenizer, steps, completions, group, new_tokens, out, **extra):
+def _trl_steps(trainer_class, config_class, model_dir, tokenizer, steps, completions, group, new_tokens, out, **extra):
     from datasets import Dataset
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback
@@ -257,14 +249,21 @@ def _trl_steps(trainer_class, model_dir, tokenizer, steps, completions, group, n
     from rlvr_explore.tasks import generate
     from rlvr_explore.tasks.synthetic import verify_countdown
 
-    class Clock(_StepClock, TrainerCallback):
+    class Clock(TrainerCallback):
+        """CPU and wall time of each optimisation step."""
+
         def __init__(self):
-            _StepClock.__init__(self)
+            self.steps = []
+
+        def on_step_begin(self, *args, **kwargs):
+            self.start = (time.process_time(), time.perf_counter())
+
+        def on_step_end(self, *args, **kwargs):
+            self.steps.append((time.process_time() - self.start[0], time.perf_counter() - self.start[1]))
 
     def reward(prompts, completions, **kwargs):
         return [verify_countdown(p, c) for p, c in zip(prompts, completions)]
 
-    config_class = extra.pop("config_class")
     dataset = Dataset.from_list([{"prompt": p["prompt"]} for p in generate("countdown", 512, seed=0)])
     args = config_class(output_dir=out, per_device_train_batch_size=completions, num_generations=group,
                         max_completion_length=new_tokens, max_steps=steps, logging_steps=1, report_to=[], use_cpu=True,
@@ -287,15 +286,15 @@ def _builtin_steps(model_dir, steps, completions, group, new_tokens, out):
                              "algorithm.method=grpo", f"algorithm.mini_batch_size={completions}",
                              f"algorithm.micro_batch_size={completions}", f"run.threads={torch.get_num_threads()}"])
     trainer = RLTrainer(cfg, overwrite=True)
-    clock = _StepClock()
-    for _ in range(steps):
-        clock.on_step_begin()
+
+    def step():
         trainer.train_step()
         trainer.step += 1
-        clock.on_step_end()
+
+    times = [_timed(step) for _ in range(steps)]
     trainer.verifier.close()
     trainer._lock.close()
-    return clock.steps
+    return times
 
 
 def bench_trainer(args) -> dict:
@@ -313,12 +312,11 @@ def bench_trainer(args) -> dict:
         for _ in range(args.repeats):
             # the first step of each run warms up (allocations, first verifier calls) and is dropped
             samples["builtin"] += _builtin_steps(model_dir, out=str(Path(tmp) / "builtin"), **shape)[1:]
-            samples["trl"] += _trl_steps(GRPOTrainer, model_dir, tokenizer, out=str(Path(tmp) / "trl"),
-                                         config_class=GRPOConfig, **shape)[1:]
-            samples["trl_subclass"] += _trl_steps(ExploreGRPOTrainer, model_dir, tokenizer, out=str(Path(tmp) / "sub"),
-                                                  config_class=ExploreGRPOConfig, method="grpo", **shape)[1:]
-    times = {name: {"cpu_s": round(statistics.median(c for c, _ in s), 4),
-                    "wall_s": round(statistics.median(w for _, w in s), 4)} for name, s in samples.items()}
+            samples["trl"] += _trl_steps(GRPOTrainer, GRPOConfig, model_dir, tokenizer, out=str(Path(tmp) / "trl"),
+                                         **shape)[1:]
+            samples["trl_subclass"] += _trl_steps(ExploreGRPOTrainer, ExploreGRPOConfig, model_dir, tokenizer,
+                                                  out=str(Path(tmp) / "sub"), method="grpo", **shape)[1:]
+    times = _medians(samples)
     return {"what": "one GRPO step: sampling, reward, one update", "model": "GPT-2, 2 layers, width 64",
             "completions_per_step": args.completions, "group": args.group, "max_new_tokens": args.new_tokens,
             "steps_measured_per_way": len(samples["builtin"]), "times": times,
