@@ -27,27 +27,20 @@ import numpy as np
 from rlvr_explore import metrics
 
 
-def paired_difference(method_counts, baseline_counts, n: int, k: int, n_boot: int = 2000, level: float = 0.95,
-                      seed: int = 0) -> tuple[float, float, float]:
+def paired_difference(method_counts, baseline_counts, n: int, k: int) -> tuple[float, float, float]:
     """(mean, low, high) of pass@k(method) - pass@k(baseline). ``*_counts`` are (seeds, problems)
     correct counts out of ``n`` samples, the same problems in a row of both."""
     method_counts, baseline_counts = np.asarray(method_counts), np.asarray(baseline_counts)
     if method_counts.shape != baseline_counts.shape or method_counts.ndim != 2:
         raise ValueError(f"correct counts must be (seeds, problems) of one shape, got {method_counts.shape} "
                          f"and {baseline_counts.shape}")
-    diff = np.asarray(metrics.pass_at_k(n, method_counts, k) - metrics.pass_at_k(n, baseline_counts, k)).reshape(
-        method_counts.shape)
-    seeds, problems = diff.shape
-    rng = np.random.default_rng(seed)
-    picked_seeds = rng.integers(0, seeds, (n_boot, seeds))
-    picked_problems = rng.integers(0, problems, (n_boot, seeds, problems))
-    means = diff[picked_seeds[..., None], picked_problems].mean(axis=(1, 2))
-    tail = (1 - level) / 2 * 100
-    return float(diff.mean()), float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+    diff = _pass_at_k(method_counts, n, k) - _pass_at_k(baseline_counts, n, k)
+    return (float(diff.mean()), *metrics.two_level_bootstrap_ci(diff))
 
 
-def verdict(mean: float, low: float, high: float) -> str:
-    return "higher" if low > 0 else "lower" if high < 0 else "no detectable difference"
+def _pass_at_k(counts: np.ndarray, n: int, k: int) -> np.ndarray:
+    """Per-problem pass@k of (seeds, problems) correct counts, in that shape."""
+    return np.asarray(metrics.pass_at_k(n, counts, k)).reshape(counts.shape)
 
 
 def _final_eval(run_dir: Path) -> dict:
@@ -118,9 +111,10 @@ def summarise(out: Path, runs: list[str], seeds: list[int], baseline: str) -> di
     for name, c in counts.items():
         table[name] = {}
         for k in ks:
-            mean, low, high = paired_difference(c, np.zeros_like(c), n, k)  # against 0: the value itself
-            per_seed = np.asarray(metrics.pass_at_k(n, c, k)).reshape(c.shape).mean(1)
-            table[name][f"pass@{k}"] = {"mean": mean, "ci_low": low, "ci_high": high,
+            values = _pass_at_k(c, n, k)
+            low, high = metrics.two_level_bootstrap_ci(values)
+            per_seed = values.mean(1)
+            table[name][f"pass@{k}"] = {"mean": float(values.mean()), "ci_low": low, "ci_high": high,
                                         "per_seed": [round(float(v), 4) for v in per_seed]}
         for key in ("distinct_correct", "unsolvable", "answer_entropy", "entropy"):
             values = [e["summary"][key] for e in finals[name] if key in e["summary"]]
@@ -135,7 +129,7 @@ def summarise(out: Path, runs: list[str], seeds: list[int], baseline: str) -> di
         for k in (1, n):
             mean, low, high = paired_difference(counts[name], counts[baseline], n, k)
             verdicts[name][f"pass@{k}"] = {"difference": mean, "ci_low": low, "ci_high": high,
-                                           "verdict": verdict(mean, low, high)}
+                                           "verdict": metrics.verdict(low, high)}
     return {"seeds": seeds, "n_samples": n, "problems_per_seed": int(counts[first].shape[1]), "baseline": baseline,
             "verdicts": verdicts, "runs": table}
 

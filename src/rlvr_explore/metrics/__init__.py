@@ -11,7 +11,7 @@ from .diagnostics import (
 )
 from .passk import (
     avg_at_k, bootstrap_ci, maj_at_k, majority_answer, pass_at_k, pass_at_k_curve, powers_of_two, set_overlaps,
-    unsolvable,
+    two_level_bootstrap_ci, unsolvable, verdict,
 )
 
 __all__ = [
@@ -20,5 +20,6 @@ __all__ = [
     "gradient_norm_proxy", "greedy_logprob", "grouped_candidates", "maj_at_k", "majority_answer",
     "mean_branching_factor", "ngram_redundancy", "pass_at_k", "pass_at_k_curve", "powers_of_two",
     "probability_bins", "rank_logprobs", "response_quality", "sampled_logprob", "set_overlaps",
-    "token_category", "token_replacement_impact", "trajectory_similarity", "unsolvable",
+    "token_category", "token_replacement_impact", "trajectory_similarity", "two_level_bootstrap_ci", "unsolvable",
+    "verdict",
 ]

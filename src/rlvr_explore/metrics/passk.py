@@ -53,6 +53,26 @@ def bootstrap_ci(per_problem: np.ndarray, n_boot: int = 1000, level: float = 0.9
     return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
 
 
+def two_level_bootstrap_ci(values: np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0):
+    """Percentile bootstrap of the mean of (seeds, problems) ``values``: seeds resampled, then
+    problems within each resampled seed, so the interval carries both sources of variation."""
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 2:
+        raise ValueError(f"values must be (seeds, problems), got shape {values.shape}")
+    seeds, problems = values.shape
+    rng = np.random.default_rng(seed)
+    picked_seeds = rng.integers(0, seeds, (n_boot, seeds))
+    picked_problems = rng.integers(0, problems, (n_boot, seeds, problems))
+    means = values[picked_seeds[..., None], picked_problems].mean(axis=(1, 2))
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def verdict(low: float, high: float) -> str:
+    """What an interval of a difference allows one to say."""
+    return "higher" if low > 0 else "lower" if high < 0 else "no detectable difference"
+
+
 def pass_at_k_curve(num_samples, num_correct, ks: Sequence[int], n_boot: int = 1000, seed: int = 0) -> dict:
     """Mean pass@k over problems for each k, with bootstrap confidence intervals.
 

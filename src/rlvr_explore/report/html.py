@@ -81,8 +81,7 @@ def _verdicts(finals: dict, reference: str, n: int) -> str:
                 cells.append(f"pass@{k}: not comparable (other problems or n)")
                 continue
             mean, low, high = found
-            verdict = "higher" if low > 0 else "lower" if high < 0 else "no detectable difference"
-            cells.append(f"pass@{k} {mean:+.3f} [{low:+.3f}, {high:+.3f}]: <b>{verdict}</b>")
+            cells.append(f"pass@{k} {mean:+.3f} [{low:+.3f}, {high:+.3f}]: <b>{metrics.verdict(low, high)}</b>")
         items.append(f"<li><b>{html.escape(name)}</b>: {'; '.join(cells)}</li>")
     return (f"<p>Against <b>{html.escape(reference)}</b> (mean paired difference over problems, 95% bootstrap "
             f"interval):</p><ul>{''.join(items)}</ul>")
