@@ -1,33 +1,57 @@
-"""`rlvr-explore compare`: the two-level interval against brute force, and the command end to end
-on a tiny comparison (two seeds, two methods), run twice: the second run reuses every run."""
+"""`rlvr-explore compare`: the intervals against hand computation and simulated coverage, and the
+command end to end on a tiny comparison (two seeds, three runs), run twice: the second run reuses
+every run; then the demo, which is the same comparison on one seed."""
 
 import json
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from rlvr_explore.cli import main
-from rlvr_explore.compare import paired_difference
-from rlvr_explore.metrics import pass_at_k
+from rlvr_explore.metrics import bootstrap_ci, pass_at_k, rerun_interval, seed_interval, student_t_quantile
+from rlvr_explore.metrics import paired_pass_at_k_difference as paired_difference
 
 
-def test_paired_difference_mean_is_exact_and_constant_differences_have_no_width():
+def test_paired_difference_is_per_problem_and_constant_differences_have_no_width():
     rng = np.random.default_rng(0)
     method, baseline = rng.integers(0, 9, (3, 20)), rng.integers(0, 9, (3, 20))
-    mean, low, high = paired_difference(method, baseline, 8, 2)
-    assert np.isclose(mean, (pass_at_k(8, method, 2) - pass_at_k(8, baseline, 2)).mean())
-    assert low <= mean <= high
+    diff = paired_difference(method, baseline, 8, 2)
+    assert np.allclose(diff, np.reshape(pass_at_k(8, method, 2) - pass_at_k(8, baseline, 2), (3, 20)))
     same = np.full((3, 20), 4)
-    assert paired_difference(same + 2, same, 8, 1) == (0.25, 0.25, 0.25)
+    assert seed_interval(paired_difference(same + 2, same, 8, 1)) == (0.25, 0.25)
 
 
-def test_paired_difference_interval_covers_the_spread_between_seeds():
-    # every problem of seed 0 differs by 0, every problem of seed 1 by 0.5: a bootstrap over
-    # problems alone would give no width; over seeds, the interval reaches both ends
-    method = np.array([[4] * 10, [8] * 10])
-    baseline = np.array([[4] * 10, [4] * 10])
-    mean, low, high = paired_difference(method, baseline, 8, 1)
-    assert mean == 0.25 and low == 0.0 and high == 0.5
+def test_seed_interval_is_student_t_over_seed_means_and_one_seed_is_the_problem_bootstrap():
+    # every problem of seed 0 differs by 0, every problem of seed 1 by 0.5: resampling problems
+    # alone would give no width; the interval is 0.25 +- t(0.975, 1) * sd / sqrt(2)
+    diff = paired_difference(np.array([[4] * 10, [8] * 10]), np.array([[4] * 10, [4] * 10]), 8, 1)
+    half = 12.7062047 * np.std([0.0, 0.5], ddof=1) / np.sqrt(2)
+    assert np.allclose(seed_interval(diff), (0.25 - half, 0.25 + half))
+    assert np.allclose(rerun_interval(diff), (0.25 - half * np.sqrt(2), 0.25 + half * np.sqrt(2)))
+    one = np.random.default_rng(1).random((1, 30))
+    assert seed_interval(one) == bootstrap_ci(one[0]) and rerun_interval(one) is None
+    for df, tabulated in ((1, 12.7062), (4, 2.7764), (9, 2.2622), (30, 2.0423)):
+        assert abs(student_t_quantile(0.975, df) - tabulated) < 1e-4
+
+
+def test_intervals_cover_as_often_as_they_claim_when_seeds_differ_more_than_problems():
+    # 2,000 simulated 5-seed comparisons, each seed with its own shift and its own 64 problems:
+    # the interval covers the true difference, the rerun interval the next 5 seeds' estimate,
+    # both about 95% of the time (a bootstrap resampling seeds then problems gives about 87%)
+    rng = np.random.default_rng(0)
+    true, covered, rerun_covered = 0.1, 0, 0
+    for _ in range(2000):
+        first, second = (true + rng.normal(0, 0.1, (5, 1)) + rng.normal(0, 0.3, (5, 64)) for _ in range(2))
+        low, high = seed_interval(first)
+        covered += low <= true <= high
+        low, high = rerun_interval(first)
+        rerun_covered += low <= second.mean() <= high
+    assert 0.93 <= covered / 2000 <= 0.97 and 0.93 <= rerun_covered / 2000 <= 0.97
 
 
 def test_compare_trains_every_seed_then_reuses_the_runs(tmp_path, capsys):
@@ -38,7 +62,8 @@ def test_compare_trains_every_seed_then_reuses_the_runs(tmp_path, capsys):
                                                                      "max_new_tokens": 6},
                    "algorithm": {"mini_batch_size": 8, "micro_batch_size": 8}, "train": {"steps": 2},
                    "eval": {"n_samples": 8}},
-        "runs": {"grpo": {"algorithm": {"method": "grpo"}}, "casp": {"algorithm": {"method": "casp"}}},
+        "runs": {"grpo": {"algorithm": {"method": "grpo"}}, "casp": {"algorithm": {"method": "casp"}},
+                 "rft": {"trainer": "rft", "rft": {"iterations": 1, "samples_per_prompt": 2, "sft_steps": 2}}},
     }
     config = tmp_path / "cmp.yaml"
     config.write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -51,10 +76,38 @@ def test_compare_trains_every_seed_then_reuses_the_runs(tmp_path, capsys):
         for k in ("pass@1", "pass@8"):
             v = summary["verdicts"][name][k]
             assert v["ci_low"] <= v["difference"] <= v["ci_high"]
+    assert summary["curves"]["rft"] == {"step": []}  # RFT rounds: evaluated like the others, no rollout curves
+    assert summary["runs"]["rft"]["pass@8"]["mean"] >= 0 and "pass@1" in summary["verdicts"]["rft"]
+    table = (out / "comparison.md").read_text().splitlines()  # the Markdown tables: the same numbers
+    casp_row = next(line for line in table if line.startswith("| casp | "))
+    pass8 = summary["runs"]["casp"]["pass@8"]
+    assert f"{pass8['mean']:.3f} [{pass8['ci_low']:.3f}, {pass8['ci_high']:.3f}]" in casp_row
+    verdict = summary["verdicts"]["casp"]["pass@8"]
+    casp_verdict = next(line for line in table[table.index(""):] if line.startswith("| casp | "))
+    assert f"{verdict['difference']:+.3f} [{verdict['ci_low']:+.3f}, {verdict['ci_high']:+.3f}]" in casp_verdict
     first_output = capsys.readouterr().out
     assert "casp vs grpo: pass@1" in first_output
     html = (out / "comparison.html").read_text()
     assert html.index("Verdicts") < html.index("pass@k, mean")
+    for figure in ("pass_at_k.png", "lambda.png", "entropy.png", "reward.png", "unsolvable.png"):
+        assert f"figures/{figure}" in html and (out / "figures" / figure).stat().st_size > 1000
+
+    for name in ("grpo", "casp"):  # training curves: the mean over seeds of each logged step
+        logged = [[r for r in map(json.loads, (out / f"seed{s}" / name / "metrics.jsonl").read_text().splitlines())
+                   if r.get("kind") == "train"] for s in (0, 1)]
+        curves = summary["curves"][name]
+        assert curves["step"] == [1, 2]
+        for key in ("lambda1", "lambda2", "lambda3", "lambda_sample", "rollout_entropy", "reward"):
+            assert np.allclose(curves[key], [(a[key] + b[key]) / 2 for a, b in zip(*logged)])
+    for name, row in summary["runs"].items():  # unsolvable sets against the baseline's, seed by seed
+        mine, theirs = summary["unsolvable_ids"][name], summary["unsolvable_ids"]["grpo"]
+        assert row["unsolvable_vs_baseline"] == {
+            "both": sum(len(set(a) & set(b)) for a, b in zip(mine, theirs)),
+            "run_only": sum(len(set(a) - set(b)) for a, b in zip(mine, theirs)),
+            "baseline_only": sum(len(set(b) - set(a)) for a, b in zip(mine, theirs))}
+        counts = [json.loads(sorted((out / f"seed{s}" / (name if name != "base" else "grpo") / "eval").glob(
+            "step_*.json"))[0 if name == "base" else -1].read_text())["details"]["correct_counts"] for s in (0, 1)]
+        assert mine == [[i for i, c in enumerate(seed) if c == 0] for seed in counts]
     evals = sorted(out.glob("seed*/*/eval/step_*.json"))
     stamps = [p.stat().st_mtime_ns for p in evals]
     assert main(argv) == 0
@@ -66,7 +119,68 @@ def test_compare_trains_every_seed_then_reuses_the_runs(tmp_path, capsys):
     assert main(["compare", "--config", str(config), "--seeds", "0", "1", "--out", str(parallel), "--jobs", "2"]) == 0
     assert json.loads((parallel / "comparison.json").read_text()) == summary
 
+    spec["runs"]["casp"]["algorithm"]["loss"] = {"alpha": 0.3}  # a finished run with other settings: refused
+    config.write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert main(argv) == 2
+    assert "run 'casp'" in (err := capsys.readouterr().err) and "algorithm.loss.alpha: None -> 0.3" in err
+
     spec["config"]["sft"]["steps"] = 6  # another base policy: refused, not silently reused
     config.write_text(yaml.safe_dump(spec, sort_keys=False))
     assert main(argv) == 2
     assert "sft.steps: 5 -> 6" in capsys.readouterr().err
+
+    demo = tmp_path / "demo"  # the demo is the comparison on one seed, then the report of its runs
+    spec["config"]["sft"]["steps"] = 5
+    spec["runs"]["casp"]["algorithm"].pop("loss")
+    spec["runs"]["rft"]["trainer"] = "ppo"  # an unknown trainer: named with the file and the run
+    config.write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert main(["demo", "--config", str(config), "--out", str(tmp_path / "refused")]) == 2
+    assert f"{config}: runs.rft.trainer is 'ppo'; expected one of rl, rft" in capsys.readouterr().err
+    del spec["runs"]["rft"]
+    config.write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert main(["demo", "--config", str(config), "--out", str(demo)]) == 0
+    demo_summary = json.loads((demo / "comparison.json").read_text())
+    assert demo_summary["seeds"] == [0]
+    for key, value in summary["runs"]["casp"].items():  # seed 0 trained alike in both
+        if key.startswith("pass@"):
+            assert demo_summary["runs"]["casp"][key]["per_seed"] == value["per_seed"][:1]
+    page = (demo / "report" / "index.html").read_text()
+    first = demo_summary["verdicts"]["casp"]["pass@1"]
+    assert page.index("Verdicts") < page.index("<table")
+    assert f"casp vs grpo: pass@1 {first['difference']:+.3f} [{first['ci_low']:+.3f}, {first['ci_high']:+.3f}]" in page
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_killing_compare_ends_its_training_processes(tmp_path):
+    spec = {"config": {"run": {"threads": 1}, "model": {"n_layer": 1, "n_head": 2, "n_embd": 16},
+                       "task": {"name": "countdown", "difficulty": 2, "train_size": 32, "eval_size": 6},
+                       "sft": {"steps": 1_000_000, "batch_size": 8}},  # still training when killed
+            "runs": {"grpo": {"algorithm": {"method": "grpo"}}}}
+    config = tmp_path / "cmp.yaml"
+    config.write_text(yaml.safe_dump(spec))
+    parent = subprocess.Popen([sys.executable, "-m", "rlvr_explore", "compare", "--config", str(config), "--seeds", "0",
+                               "1", "--jobs", "2", "--out", str(tmp_path / "out")], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list((tmp_path / "out").glob("seed*/base/metrics.jsonl")) and time.time() < deadline:
+        time.sleep(0.5)
+    workers = [pid for pid in _children(parent.pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+    assert len(workers) == 2
+    parent.kill()
+    parent.wait()
+    deadline = time.time() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)

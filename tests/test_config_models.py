@@ -45,9 +45,9 @@ def test_every_packaged_config_is_valid(name):
 
 
 def test_demo_config_is_valid():
-    from rlvr_explore.demo import load_demo
+    from rlvr_explore.compare import load_comparison
 
-    base, runs = load_demo("demo")
+    base, runs = load_comparison("demo")
     assert {"grpo", "casp"} <= set(runs)
 
 

@@ -44,9 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_parser(sub)
     compare.add_parser(sub)
     demo = sub.add_parser("demo", help="the main job: SFT a base policy, train GRPO and CaSP from it, evaluate, report")
-    demo.add_argument("--config", default=None, metavar="FILE", help="base config (default: configs/demo.yaml when present)")
+    demo.add_argument("--config", default=None, metavar="FILE", help="a comparison file (default: the packaged configs/demo.yaml)")
     demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     demo.add_argument("--methods", nargs="+", default=None, help="methods to compare (default from the demo config)")
+    demo.add_argument("--seeds", type=int, nargs="+", default=[0],
+                      help="seeds of the comparison (default: 0); the report's figures show the first")
+    demo.add_argument("--jobs", type=int, default=1,
+                      help="runs trained at once, each in its own process (with run.threads=1 for 2 jobs on 2 cores)")
     demo.set_defaults(func=lambda args: __import__("rlvr_explore.demo", fromlist=["run"]).run(args))
     return parser
 

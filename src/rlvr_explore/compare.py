@@ -5,37 +5,56 @@ For each seed, a base policy is fine-tuned (SFT) once, then every run of the com
 trains from it with the same rollout budget and is evaluated on the same problems (the seed
 draws them). A finished SFT or run is reused, an unfinished one resumes from its last
 checkpoint, so the command can be run again after a kill or with more seeds. ``--jobs`` trains
-that many seeds at once in separate processes.
+that many base policies, then that many runs, at once in separate processes.
 
 The verdict of a method against the baseline at pass@k is the mean paired difference
-d = pass@k(method) - pass@k(baseline) over problems and seeds, with a two-level percentile
-bootstrap interval: seeds are resampled, then problems within each resampled seed. A verdict
-says "higher" or "lower" only when its interval excludes 0.
+d = pass@k(method) - pass@k(baseline) over problems and seeds, with a 95% Student-t interval over
+the per-seed means (each seed trains its own runs and draws its own problems, so its mean carries
+both sources of variation; with one seed, a bootstrap over problems). A verdict says "higher" or
+"lower" only when its interval excludes 0. ``rerun_interval`` in the JSON is where a rerun with as
+many other seeds should land 95% of the time; the verdict's interval covers the true difference,
+and a rerun's estimate only about 85% of the time.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import copy
+import ctypes
 import html
 import json
 import multiprocessing
+import signal
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from rlvr_explore import metrics
+from rlvr_explore.train.config import Config, ConfigError, apply_mapping, read_yaml, resolve_config_path
 
 
-def paired_difference(method_counts, baseline_counts, n: int, k: int) -> tuple[float, float, float]:
-    """(mean, low, high) of pass@k(method) - pass@k(baseline). ``*_counts`` are (seeds, problems)
-    correct counts out of ``n`` samples, the same problems in a row of both."""
-    method_counts, baseline_counts = np.asarray(method_counts), np.asarray(baseline_counts)
-    if method_counts.shape != baseline_counts.shape or method_counts.ndim != 2:
-        raise ValueError(f"correct counts must be (seeds, problems) of one shape, got {method_counts.shape} "
-                         f"and {baseline_counts.shape}")
-    diff = _pass_at_k(method_counts, n, k) - _pass_at_k(baseline_counts, n, k)
-    return (float(diff.mean()), *metrics.two_level_bootstrap_ci(diff))
+TRAINERS = ("rl", "rft")  # a run's optional 'trainer' key: RL steps (the default) or STILL's RFT rounds
+
+
+def load_comparison(path: str | Path) -> tuple[Config, dict[str, dict]]:
+    """A comparison file: ``config``, the settings every stage shares, and ``runs``, each run's name
+    and its overrides of them (plus ``trainer: rft`` for a run of RFT rounds)."""
+    path = resolve_config_path(path)
+    data, lines = read_yaml(path)
+    unknown = set(data) - {"config", "runs"}
+    if unknown or "runs" not in data:
+        raise ConfigError(f"{path}: a comparison file has the sections 'config' and 'runs'; found {sorted(data)}")
+    base = apply_mapping(Config(), data.get("config") or {}, str(path),
+                         {k[len("config."):]: v for k, v in lines.items() if k.startswith("config.")})
+    runs = data["runs"]
+    if not isinstance(runs, dict) or not runs:
+        raise ConfigError(f"{path}: 'runs' must map run names to config overrides")
+    for name, overrides in runs.items():
+        trainer = (overrides or {}).get("trainer", "rl")
+        if trainer not in TRAINERS:
+            raise ConfigError(f"{path}: runs.{name}.trainer is {trainer!r}; expected one of {', '.join(TRAINERS)}")
+    return base, runs
 
 
 def _pass_at_k(counts: np.ndarray, n: int, k: int) -> np.ndarray:
@@ -50,139 +69,322 @@ def _final_eval(run_dir: Path) -> dict:
     return json.loads(evals[-1].read_text())
 
 
-def _train_seed(base, runs: dict, seed: int, out: Path) -> None:
-    """The base policy of ``seed`` and every run from it; finished ones are reused."""
-    from rlvr_explore.train.checkpoints import finished_step
-    from rlvr_explore.train.config import apply_mapping, config_diff, load_config, validate
-    from rlvr_explore.train.rl import RLTrainer
-    from rlvr_explore.train.sft import run_sft
+def _refuse_other_settings(run_dir: Path, cfg, what: str) -> None:
+    """A finished run is reused only when it was trained with ``cfg``'s settings."""
+    from rlvr_explore.train.config import config_diff, load_config
 
+    saved = run_dir / "config.json"
+    changes = config_diff(load_config(base=json.loads(saved.read_text()), base_source=str(saved)), cfg)
+    if changes:
+        listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())
+        raise ValueError(f"{saved}: {what} there was trained with other settings ({listed}); compare into another --out")
+
+
+def _start_eval(seed_dir: Path, runs: list[str]) -> dict:
+    """The base policy's evaluation: step 0 of a run of that seed (the first run of the file makes it)."""
+    for name in runs:
+        path = seed_dir / name / "eval" / "step_000000.json"
+        if path.exists():
+            return json.loads(path.read_text())
+    raise FileNotFoundError(f"{seed_dir}: no run holds eval/step_000000.json, the base policy's evaluation")
+
+
+def _seed_config(base, seed: int, out: Path):
     cfg = copy.deepcopy(base)
     cfg.run.seed = seed
     cfg.run.out_dir = str(out / f"seed{seed}" / "base")
+    return cfg
+
+
+def _run_config(base, seed: int, out: Path, name: str, overrides: dict | None):
+    """(config, trainer) of run ``name`` of ``seed``, validated."""
+    from rlvr_explore.train.config import apply_mapping, validate
+
+    overrides = dict(overrides or {})
+    trainer = overrides.pop("trainer", "rl")
+    cfg = apply_mapping(_seed_config(base, seed, out), overrides, f"compare run '{name}'")
+    cfg.run.out_dir = str(out / f"seed{seed}" / name)
     validate(cfg)
-    policy = Path(cfg.run.out_dir) / "policy"
+    return cfg, trainer
+
+
+def _train_base(base, seed: int, out: Path) -> None:
+    """The SFT base policy of ``seed``, or the finished one already there."""
+    from rlvr_explore.train.checkpoints import finished_step
+    from rlvr_explore.train.config import validate
+    from rlvr_explore.train.sft import run_sft
+
+    cfg = _seed_config(base, seed, out)
+    validate(cfg)
     if finished_step(Path(cfg.run.out_dir)) is None:
         print(f"[compare] seed {seed}: SFT of the base policy -> {cfg.run.out_dir}", flush=True)
-        policy = run_sft(cfg, overwrite=True)
+        run_sft(cfg, overwrite=True)
     else:
-        saved = Path(cfg.run.out_dir) / "config.json"
-        changes = config_diff(load_config(base=json.loads(saved.read_text()), base_source=str(saved)), cfg)
-        if changes:
-            listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())
-            raise ValueError(f"{saved}: the base policy there was trained with other settings ({listed}); "
-                             "compare into another --out")
-        print(f"[compare] seed {seed}: base policy reused from {policy}", flush=True)
-    for name, overrides in runs.items():
-        run_cfg = apply_mapping(copy.deepcopy(cfg), overrides or {}, f"compare run '{name}'")
-        run_cfg.run.out_dir = str(out / f"seed{seed}" / name)
-        validate(run_cfg)
-        finished = finished_step(Path(run_cfg.run.out_dir))
-        if finished is not None and finished >= run_cfg.train.steps:
-            print(f"[compare] seed {seed}: {name} finished already", flush=True)
-            continue
-        print(f"[compare] seed {seed}: {name} -> {run_cfg.run.out_dir}", flush=True)
-        RLTrainer(run_cfg, resume=Path(run_cfg.run.out_dir).exists(), init_policy=str(policy)).run()
+        _refuse_other_settings(Path(cfg.run.out_dir), cfg, "the base policy")
+        print(f"[compare] seed {seed}: base policy reused from {cfg.run.out_dir}", flush=True)
+
+
+def _train_run(base, seed: int, out: Path, name: str, overrides: dict | None, evaluate_start: bool) -> None:
+    """Run ``name`` of ``seed`` from that seed's base policy; a finished one is reused, an unfinished
+    RL run resumes."""
+    from rlvr_explore.train.checkpoints import finished_step
+    from rlvr_explore.train.rft import run_rft
+    from rlvr_explore.train.rl import RLTrainer
+
+    cfg, trainer = _run_config(base, seed, out, name, overrides)
+    run_dir, policy = Path(cfg.run.out_dir), out / f"seed{seed}" / "base" / "policy"
+    finished = finished_step(run_dir)
+    if finished is not None and finished >= (cfg.rft.iterations if trainer == "rft" else cfg.train.steps):
+        _refuse_other_settings(run_dir, cfg, f"run '{name}'")
+        print(f"[compare] seed {seed}: {name} finished already", flush=True)
+        return
+    print(f"[compare] seed {seed}: {name} -> {run_dir}", flush=True)
+    if trainer == "rft":  # a few rounds, so an unfinished one starts again rather than resuming
+        run_rft(cfg, init_policy=str(policy), overwrite=True)
+    else:
+        RLTrainer(cfg, resume=run_dir.exists(), init_policy=str(policy), evaluate_start=evaluate_start).run()
+
+
+def _end_with_parent() -> None:
+    """A worker gets SIGTERM when the compare process dies (Linux), so a killed comparison leaves no
+    training behind it; the run directories' locks would refuse a second comparison meanwhile."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def _train_all(base, runs: dict, seeds: list[int], out: Path, jobs: int) -> None:
-    """Every seed, ``jobs`` seeds at a time in separate processes (each seed's runs in turn)."""
+    """Every seed's base policy, then every (seed, run), ``jobs`` at a time in separate processes.
+    Every run's settings are checked before anything trains."""
+    for seed in seeds:
+        for name, overrides in runs.items():
+            _run_config(base, seed, out, name, overrides)
+    # every run of a seed starts from one policy, evaluated on the same samples: the first run's
+    # evaluation at step 0 is the base row, the others would repeat it
+    run_tasks = [(base, seed, out, name, overrides, i == 0) for seed in seeds
+                 for i, (name, overrides) in enumerate(runs.items())]
     if jobs <= 1:
         for seed in seeds:
-            _train_seed(base, runs, seed, out)
+            _train_base(base, seed, out)
+        for task in run_tasks:
+            _train_run(*task)
         return
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        for future in [pool.submit(_train_seed, base, runs, seed, out) for seed in seeds]:
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context,
+                                                initializer=_end_with_parent) as pool:
+        for future in [pool.submit(_train_base, base, seed, out) for seed in seeds]:
+            future.result()
+        for future in [pool.submit(_train_run, *task) for task in run_tasks]:
             future.result()
 
 
+CURVE_KEYS = ("lambda1", "lambda2", "lambda3", "lambda_sample", "rollout_entropy", "reward")
+EVAL_KEYS = ("distinct_correct", "answer_entropy", "entropy", "lambda1", "lambda2", "lambda3", "lambda_sample",
+             "unsolvable")
+
+
+def _training_curves(run_dirs: list[Path]) -> dict[str, list[float]]:
+    """Per training step, the mean over seeds of each of ``CURVE_KEYS`` (the steps every seed logged)."""
+    from rlvr_explore.train.runtime import read_metrics
+
+    by_seed = [{r["step"]: r for r in read_metrics(d) if r.get("kind") == "train"} for d in run_dirs]
+    steps = sorted(set.intersection(*(set(s) for s in by_seed)))
+    curves = {"step": steps}
+    if not steps:  # RFT rounds log no training rollouts
+        return curves
+    for key in CURVE_KEYS:
+        if all(key in seed[step] for seed in by_seed for step in steps):
+            curves[key] = [float(np.mean([seed[step][key] for seed in by_seed])) for step in steps]
+    return curves
+
+
+def _unsolvable_against(ids: list[list[int]], baseline_ids: list[list[int]]) -> dict[str, int]:
+    """Problems no sample solved, summed over seeds: by both, by the run only, by the baseline only."""
+    pairs = [(set(a), set(b)) for a, b in zip(ids, baseline_ids)]
+    return {"both": sum(len(a & b) for a, b in pairs), "run_only": sum(len(a - b) for a, b in pairs),
+            "baseline_only": sum(len(b - a) for a, b in pairs)}
+
+
 def summarise(out: Path, runs: list[str], seeds: list[int], baseline: str) -> dict:
-    """Per run: pass@k over problems and seeds; per method: its paired differences to ``baseline``.
-    The base policy (step 0 of the first run) is the row ``base``."""
+    """Per run: pass@k over problems and seeds, the final evaluation's diagnostics, its unsolvable
+    problems against ``baseline``'s and its training curves; per method: its paired differences to
+    ``baseline``. The base policy (step 0 of the first run) is the row ``base``."""
     finals = {name: [_final_eval(out / f"seed{s}" / name) for s in seeds] for name in runs}
     first = runs[0]
-    finals["base"] = [json.loads(sorted((out / f"seed{s}" / first / "eval").glob("step_*.json"))[0].read_text())
-                      for s in seeds]
+    finals["base"] = [_start_eval(out / f"seed{s}", runs) for s in seeds]
     n = finals[first][0]["details"]["n_samples"]
     counts = {name: np.array([e["details"]["correct_counts"] for e in evals]) for name, evals in finals.items()}
-    ks = metrics.powers_of_two(n)
+    unsolvable_ids = {name: [e["details"]["unsolvable_ids"] for e in evals] for name, evals in finals.items()}
     table = {}
     for name, c in counts.items():
         table[name] = {}
-        for k in ks:
+        for k in metrics.powers_of_two(n):
             values = _pass_at_k(c, n, k)
-            low, high = metrics.two_level_bootstrap_ci(values)
-            per_seed = values.mean(1)
-            table[name][f"pass@{k}"] = {"mean": float(values.mean()), "ci_low": low, "ci_high": high,
-                                        "per_seed": [round(float(v), 4) for v in per_seed]}
-        for key in ("distinct_correct", "unsolvable", "answer_entropy", "entropy"):
+            low, high = np.clip(metrics.seed_interval(values), 0.0, 1.0)  # a t interval knows no bounds
+            table[name][f"pass@{k}"] = {"mean": float(values.mean()), "ci_low": float(low), "ci_high": float(high),
+                                        "per_seed": [round(float(v), 4) for v in values.mean(1)]}
+        for key in EVAL_KEYS:
             values = [e["summary"][key] for e in finals[name] if key in e["summary"]]
             if values:
                 table[name][key] = {"mean": float(np.mean(values)), "min": float(np.min(values)),
                                     "max": float(np.max(values))}
+        table[name]["unsolvable_vs_baseline"] = _unsolvable_against(unsolvable_ids[name], unsolvable_ids[baseline])
     verdicts = {}
     for name in ["base", *runs]:
         if name == baseline:
             continue
         verdicts[name] = {}
         for k in (1, n):
-            mean, low, high = paired_difference(counts[name], counts[baseline], n, k)
-            verdicts[name][f"pass@{k}"] = {"difference": mean, "ci_low": low, "ci_high": high,
-                                           "verdict": metrics.verdict(low, high)}
+            diff = metrics.paired_pass_at_k_difference(counts[name], counts[baseline], n, k)
+            low, high = metrics.seed_interval(diff)
+            verdicts[name][f"pass@{k}"] = {"difference": float(diff.mean()), "ci_low": low, "ci_high": high,
+                                           "verdict": metrics.verdict(low, high),
+                                           "rerun_interval": metrics.rerun_interval(diff)}
+    curves = {name: _training_curves([out / f"seed{s}" / name for s in seeds]) for name in runs}
     return {"seeds": seeds, "n_samples": n, "problems_per_seed": int(counts[first].shape[1]), "baseline": baseline,
-            "verdicts": verdicts, "runs": table}
+            "verdicts": verdicts, "runs": table, "unsolvable_ids": unsolvable_ids, "curves": curves}
+
+
+def _verdict_cell(v: dict) -> str:
+    return f"{v['difference']:+.3f} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}] ({v['verdict']})"
 
 
 def verdict_lines(summary: dict) -> list[str]:
     lines = []
     for name, by_k in summary["verdicts"].items():
-        cells = [f"{k} {v['difference']:+.3f} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}] ({v['verdict']})"
-                 for k, v in by_k.items()]
+        cells = [f"{k} {_verdict_cell(v)}" for k, v in by_k.items()]
         lines.append(f"{name} vs {summary['baseline']}: " + "; ".join(cells))
     return lines
 
 
-def write_html(summary: dict, path: Path) -> None:
-    n = summary["n_samples"]
-    shown = [k for k in (1, 4, 16, 64, n) if f"pass@{k}" in next(iter(summary["runs"].values()))]
-    head = "".join(f"<th>pass@{k}</th>" for k in shown)
-    rows = "".join(
-        f"<tr><th>{html.escape(name)}</th>" + "".join(
-            f"<td>{row[f'pass@{k}']['mean']:.3f} [{row[f'pass@{k}']['ci_low']:.3f}, {row[f'pass@{k}']['ci_high']:.3f}]</td>"
-            for k in shown) + "</tr>" for name, row in summary["runs"].items())
+def verdicts_html(summary: dict) -> str:
+    """The verdicts as the first lines of a page: one per method, each with its interval."""
+    seeds = summary["seeds"]
     items = "".join(f"<li>{html.escape(line)}</li>" for line in verdict_lines(summary))
+    interval = ("Student-t interval over the per-seed means" if len(seeds) > 1 else
+                "bootstrap interval over problems (one seed: the variation between seeds is not in it)")
+    return (f"<h2>Verdicts</h2><p>Mean paired difference over {summary['problems_per_seed']} problems × {len(seeds)} "
+            f"seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}), 95% {interval}; a verdict names a "
+            f"direction only when its interval excludes 0.</p><ul>{items}</ul>")
+
+
+def _figures(summary: dict, directory: Path) -> list[tuple[str, str]]:
+    """(file name, caption) of each figure of the comparison page, drawn into ``directory``."""
+    from rlvr_explore.report import plots
+
+    directory.mkdir(parents=True, exist_ok=True)
+    runs, n = summary["runs"], summary["n_samples"]
+    plots.set_run_colours(list(runs))
+    ks = metrics.powers_of_two(n)
+    plots.pass_at_k_curves({name: {k: row[f"pass@{k}"] for k in ks} for name, row in runs.items()},
+                           str(directory / "pass_at_k.png"), title=f"pass@k, mean over problems and seeds, n = {n}")
+    figures = [("pass_at_k.png", "pass@k with the 95% intervals of the table (STILL Eq. 2).")]
+    curves = {name: c for name, c in summary["curves"].items() if c["step"]}
+    lambdas = {name: {"step": c["step"], **{f"rank{i}": c[f"lambda{i}"] for i in (1, 2, 3) if f"lambda{i}" in c},
+                      **({"sample": c["lambda_sample"]} if "lambda_sample" in c else {})} for name, c in curves.items()}
+    plots.rank_logprob_dynamics(lambdas, str(directory / "lambda.png"))
+    figures.append(("lambda.png", "Λ⁽ⁿ⁾ and Λ^sample: mean log-prob of the rank-n candidate and of the sampled token "
+                                  "on training rollouts, mean over seeds (CaSP Eq. 2, Fig. 3)."))
+    for key, file, label, caption in (("rollout_entropy", "entropy.png", "mean token entropy (nats)",
+                                       "Token entropy of training rollouts, mean over seeds."),
+                                      ("reward", "reward.png", "mean reward", "Training reward, mean over seeds.")):
+        plots.metric_over_steps({name: (c["step"], c[key]) for name, c in curves.items() if key in c},
+                                str(directory / file), label, caption.split(",")[0])
+        figures.append((file, caption))
+    tagged = {name: {(s, i) for s, ids in zip(summary["seeds"], per_seed) for i in ids}
+              for name, per_seed in summary["unsolvable_ids"].items()}
+    plots.unsolvable_matrix(tagged, str(directory / "unsolvable.png"), title=f"{n}-rollout unsolvable problems")
+    figures.append(("unsolvable.png", "Problems no sample solved, summed over seeds, and how many two runs share "
+                                      "(STILL §2.1)."))
+    return figures
+
+
+def _cell(entry: dict) -> str:
+    if "ci_low" in entry:
+        return f"{entry['mean']:.3f} [{entry['ci_low']:.3f}, {entry['ci_high']:.3f}]"
+    return f"{entry['mean']:.3g} [{entry['min']:.3g}, {entry['max']:.3g}]"
+
+
+def write_html(summary: dict, path: Path) -> None:
+    """The comparison page, its figures in ``figures/`` beside it."""
+    n, runs = summary["n_samples"], summary["runs"]
+    shown = [f"pass@{k}" for k in (1, 4, 16, 64, n) if f"pass@{k}" in next(iter(runs.values()))]
+    diagnostics = [key for key in EVAL_KEYS if all(key in row for row in runs.values())]
+
+    def table(keys: list[str]) -> str:
+        head = "".join(f"<th>{html.escape(key)}</th>" for key in keys)
+        rows = "".join(f"<tr><th>{html.escape(name)}</th>" + "".join(f"<td>{_cell(row[key])}</td>" for key in keys)
+                       + "</tr>" for name, row in runs.items())
+        return f"<table><tr><th>run</th>{head}</tr>{rows}</table>"
+
+    baseline = html.escape(summary["baseline"])
+    overlap = "".join(f"<tr><th>{html.escape(name)}</th><td>{u['both']}</td><td>{u['run_only']}</td>"
+                      f"<td>{u['baseline_only']}</td></tr>"
+                      for name, row in runs.items() for u in [row["unsolvable_vs_baseline"]])
+    figures = "".join(f"<figure class='{'wide' if file == 'lambda.png' else ''}'><a href='figures/{file}'>"
+                      f"<img src='figures/{file}' alt='{html.escape(caption)}'></a>"
+                      f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+                      for file, caption in _figures(summary, path.parent / "figures"))
     path.write_text(
         "<!doctype html><meta charset='utf-8'><title>rlvr-explore compare</title>"
-        "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto}td,th{padding:.2em .6em;text-align:right}"
-        "</style><h1>Verdicts</h1>"
-        f"<p>Mean paired difference over {summary['problems_per_seed']} problems × {len(summary['seeds'])} seeds "
-        f"(seeds {', '.join(map(str, summary['seeds']))}), 95% two-level bootstrap interval (seeds, then problems); "
-        f"a verdict names a direction only when its interval excludes 0.</p><ul>{items}</ul>"
-        f"<h2>pass@k, mean over problems and seeds [95% interval]</h2><table><tr><th>run</th>{head}</tr>{rows}</table>")
+        "<style>body{font-family:sans-serif;max-width:75em;margin:2em auto}"
+        "td,th{padding:.2em .6em;text-align:right;white-space:nowrap}"
+        "figure{display:inline-block;margin:8px;vertical-align:top}img{max-width:560px}"
+        "figcaption{font-size:.85em;color:#444;max-width:560px}figure.wide{display:block}"
+        "figure.wide img{max-width:100%}</style>"
+        + verdicts_html(summary)
+        + f"<h2>pass@k, mean over problems and seeds [95% interval]</h2>{table(shown)}"
+        f"<h2>Final evaluation, mean over seeds [min, max]</h2>{table(diagnostics)}"
+        f"<h2>{n}-rollout unsolvable problems against {baseline}, summed over seeds</h2>"
+        f"<table><tr><th>run</th><th>unsolved by both</th><th>by the run only</th><th>by {baseline} only</th></tr>"
+        f"{overlap}</table>{figures}")
+
+
+def write_markdown(summary: dict, path: Path) -> None:
+    """The two tables of the page as Markdown, to paste into notes: pass@k and diagnostics per run
+    (mean [95% interval] over seeds; diagnostics mean [min, max]), then the verdicts."""
+    n, runs = summary["n_samples"], summary["runs"]
+    ks = [f"pass@{k}" for k in (1, 16, n) if f"pass@{k}" in next(iter(runs.values()))]
+    diagnostics = [key for key in ("distinct_correct", "unsolvable", "lambda1", "lambda2", "lambda3")
+                   if all(key in row for row in runs.values())]
+    lines = ["| run | " + " | ".join(ks + diagnostics) + " |", "|---" * (1 + len(ks) + len(diagnostics)) + "|"]
+    lines += [f"| {name} | " + " | ".join(_cell(row[key]) for key in ks + diagnostics) + " |" for name, row in runs.items()]
+    by_k = list(next(iter(summary["verdicts"].values())))
+    lines += ["", "| run | " + " | ".join(f"{k} vs {summary['baseline']}" for k in by_k) + " |",
+              "|---" * (1 + len(by_k)) + "|"]
+    lines += [f"| {name} | " + " | ".join(map(_verdict_cell, verdict.values())) + " |"
+              for name, verdict in summary["verdicts"].items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def compare(base, runs: dict, seeds: list[int], out: Path, baseline: str, jobs: int = 1) -> dict:
+    """Train what is not finished, then write ``comparison.json``, ``.html`` and ``.md`` in ``out``."""
+    if jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {jobs}")
+    if baseline not in runs and baseline != "base":
+        raise ValueError(f"--baseline {baseline!r} is not one of the runs ({', '.join(runs)}) or 'base'")
+    _train_all(base, runs, seeds, out, jobs)
+    summary = summarise(out, list(runs), seeds, baseline)
+    (out / "comparison.json").write_text(json.dumps(summary, indent=2))
+    write_html(summary, out / "comparison.html")
+    write_markdown(summary, out / "comparison.md")
+    print("\n".join(verdict_lines(summary)))
+    print(f"[compare] {out / 'comparison.json'}, {out / 'comparison.html'}, {out / 'comparison.md'}")
+    return summary
+
+
+def select_runs(runs: dict, methods: list[str] | None, source: str) -> dict:
+    if not methods:
+        return runs
+    missing = [m for m in methods if m not in runs]
+    if missing:
+        raise ValueError(f"--methods {missing} are not runs of {source}: {', '.join(runs)}")
+    return {m: runs[m] for m in methods}
 
 
 def run(args) -> int:
-    from rlvr_explore.demo import load_demo
-
-    base, runs = load_demo(args.config)
-    if args.methods:
-        missing = [m for m in args.methods if m not in runs]
-        if missing:
-            raise ValueError(f"--methods {missing} are not runs of {args.config}: {', '.join(runs)}")
-        runs = {m: runs[m] for m in args.methods}
-    baseline = args.baseline or next(iter(runs))
-    if baseline not in runs and baseline != "base":
-        raise ValueError(f"--baseline {baseline!r} is not one of the runs ({', '.join(runs)}) or 'base'")
-    out = Path(args.out)
-    if args.jobs < 1:
-        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
-    _train_all(base, runs, args.seeds, out, args.jobs)
-    summary = summarise(out, list(runs), args.seeds, baseline)
-    (out / "comparison.json").write_text(json.dumps(summary, indent=2))
-    write_html(summary, out / "comparison.html")
-    print("\n".join(verdict_lines(summary)))
-    print(f"[compare] {out / 'comparison.json'}, {out / 'comparison.html'}")
+    base, runs = load_comparison(args.config)
+    runs = select_runs(runs, args.methods, args.config)
+    compare(base, runs, args.seeds, Path(args.out), args.baseline or next(iter(runs)), args.jobs)
     return 0
 
 
@@ -198,6 +400,6 @@ def add_parser(sub) -> None:
     parser.add_argument("--baseline", default=None, help="the run the others are compared with (default: the first)")
     parser.add_argument("--out", default="runs/compare")
     parser.add_argument("--jobs", type=int, default=1,
-                        help="seeds trained at once, each in its own process (set run.threads so that jobs x "
-                             "threads fits the cores)")
+                        help="base policies, then runs, trained at once, each in its own process (set run.threads "
+                             "so that jobs x threads fits the cores)")
     parser.set_defaults(func=run)

@@ -10,16 +10,18 @@ from .diagnostics import (
     rank_logprobs, sampled_logprob, token_replacement_impact,
 )
 from .passk import (
-    avg_at_k, bootstrap_ci, maj_at_k, majority_answer, pass_at_k, pass_at_k_curve, powers_of_two, set_overlaps,
-    two_level_bootstrap_ci, unsolvable, verdict,
+    avg_at_k, bootstrap_ci, maj_at_k, majority_answer, paired_pass_at_k_difference, pass_at_k, pass_at_k_curve,
+    powers_of_two, rerun_interval, seed_interval, set_overlaps, student_t_quantile, unsolvable, verdict,
 )
 
 __all__ = [
     "accuracy_buckets", "answer_entropy", "avg_at_k", "bootstrap_ci", "category_counts", "detect_stages",
     "entropy_performance_fit", "entropy_summary", "expected_distinct_tokens", "extract_boxed",
     "gradient_norm_proxy", "greedy_logprob", "grouped_candidates", "maj_at_k", "majority_answer",
-    "mean_branching_factor", "ngram_redundancy", "pass_at_k", "pass_at_k_curve", "powers_of_two",
+    "mean_branching_factor", "ngram_redundancy", "paired_pass_at_k_difference", "pass_at_k", "pass_at_k_curve",
+    "powers_of_two",
     "probability_bins", "rank_logprobs", "response_quality", "sampled_logprob", "set_overlaps",
-    "token_category", "token_replacement_impact", "trajectory_similarity", "two_level_bootstrap_ci", "unsolvable",
+    "rerun_interval", "seed_interval", "student_t_quantile", "token_category", "token_replacement_impact",
+    "trajectory_similarity", "unsolvable",
     "verdict",
 ]

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from rlvr_explore import metrics
+from rlvr_explore.compare import verdicts_html
 from rlvr_explore.train.runtime import read_metrics
 
 from . import plots
@@ -61,10 +62,8 @@ def _paired(final: dict, reference: dict, k: int) -> tuple[float, float, float] 
     a, b = final["details"], reference["details"]
     if a["n_samples"] != b["n_samples"] or len(a["correct_counts"]) != len(b["correct_counts"]):
         return None
-    n = a["n_samples"]
-    diff = (metrics.pass_at_k(n, np.asarray(a["correct_counts"]), k) - metrics.pass_at_k(n, np.asarray(b["correct_counts"]), k))
-    low, high = metrics.bootstrap_ci(diff)
-    return float(diff.mean()), low, high
+    diff = metrics.paired_pass_at_k_difference([a["correct_counts"]], [b["correct_counts"]], a["n_samples"], k)
+    return (float(diff.mean()), *metrics.seed_interval(diff))
 
 
 def _verdicts(finals: dict, reference: str, n: int) -> str:
@@ -99,8 +98,10 @@ def _unsolvable_table(finals: dict, reference: str) -> str:
 
 
 def build_report(run_dirs: list[str | Path], out_html: str | Path, title: str = "rlvr-explore report",
-                 baseline: str | None = "base (before RL)") -> Path:
-    """Write ``out_html`` and its figures; ``baseline`` labels the first run's step-0 evaluation."""
+                 baseline: str | None = "base (before RL)", comparison: dict | None = None) -> Path:
+    """Write ``out_html`` and its figures; ``baseline`` labels the first run's step-0 evaluation.
+    With ``comparison`` (a ``rlvr-explore compare`` summary) the page opens with its verdicts over
+    seeds instead of its own over these runs' problems."""
     out_html = Path(out_html)
     out_dir = out_html.parent
     figures = out_dir / "figures"
@@ -113,7 +114,10 @@ def build_report(run_dirs: list[str | Path], out_html: str | Path, title: str = 
     parts = []
     first_run = runs[0]["name"]
     plots.set_run_colours(list(finals))
-    verdicts = _verdicts(finals, first_run, n) + (_verdicts(finals, baseline, n) if baseline else "")
+    if comparison:
+        verdicts = verdicts_html(comparison)
+    else:
+        verdicts = _verdicts(finals, first_run, n) + (_verdicts(finals, baseline, n) if baseline else "")
 
     path = plots.pass_at_k_curves({k: v["details"]["pass_at_k"] for k, v in finals.items()}, str(figures / "pass_at_k.png"),
                                   title=f"pass@k on {len(runs[0]['final']['details']['correct_counts'])} held-out problems, n = {n}")

@@ -59,8 +59,15 @@ def run_rft(cfg: Config, init_policy: str | None = None, overwrite: bool = False
         rng = random.Random(cfg.run.seed)
         generator = torch.Generator().manual_seed(cfg.run.seed)
         r = cfg.rft
-        result = evaluate(model, tokenizer, eval_problems, verifier, cfg, torch.Generator().manual_seed(cfg.run.seed + 1))
-        logger.log({"kind": "eval", "step": 0, **result["summary"]})
+
+        def evaluate_and_save(step: int) -> dict:  # every round on the same samples' seed, as the RL trainer does
+            result = evaluate(model, tokenizer, eval_problems, verifier, cfg, torch.Generator().manual_seed(cfg.run.seed + 1))
+            logger.log({"kind": "eval", "step": step, **result["summary"]})
+            (out / "eval").mkdir(exist_ok=True)
+            (out / "eval" / f"step_{step:06d}.json").write_text(json.dumps(result))
+            return result
+
+        result = evaluate_and_save(0)
         for iteration in range(1, r.iterations + 1):
             problems = [p for p in train_problems for _ in range(r.samples_per_prompt)]
             model.eval()
@@ -87,10 +94,7 @@ def run_rft(cfg: Config, init_policy: str | None = None, overwrite: bool = False
                 curve = train_sft(model, tokenizer, pairs, r.sft_steps, cfg.sft.batch_size, cfg.optim.lr, rng, desc=f"rft {iteration}")
                 record["sft_nll"] = curve[-1]
             logger.log(record)
-            result = evaluate(model, tokenizer, eval_problems, verifier, cfg, torch.Generator().manual_seed(cfg.run.seed + 1))
-            logger.log({"kind": "eval", "step": iteration, **result["summary"]})
-            (out / "eval").mkdir(exist_ok=True)
-            (out / "eval" / f"step_{iteration:06d}.json").write_text(json.dumps(result))
+            result = evaluate_and_save(iteration)
         save_policy(model, tokenizer, out / "policy")
         mark_finished(out, r.iterations)
         logger.close()

@@ -38,8 +38,9 @@ class RLTrainer:
     anything in the directory is changed."""
 
     def __init__(self, cfg: Config, resume: bool = False, init_policy: str | None = None, overwrite: bool = False,
-                 accept_changes: bool = False):
+                 accept_changes: bool = False, evaluate_start: bool = True):
         self.cfg = cfg
+        self.evaluate_start = evaluate_start  # False where the initial policy's evaluation exists elsewhere
         self.out = Path(cfg.run.out_dir)
         self._lock = lock_run_dir(self.out)
         try:
@@ -356,7 +357,7 @@ class RLTrainer:
         # evaluation was logged before that checkpoint was saved, so it is read, not run again
         final_eval = self.out / "eval" / f"step_{t.steps:06d}.json"
         evaluated_at_end = self.step >= t.steps and final_eval.exists()
-        if self.step == 0:
+        if self.step == 0 and self.evaluate_start:
             self.evaluate()
         bar = Progress(t.steps, f"{self.cfg.algorithm.method} {self.out.name}", initial=self.step)
         while self.step < t.steps:
