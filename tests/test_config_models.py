@@ -35,7 +35,10 @@ def test_overrides_and_yaml_exponents(tmp_path):
         load_config("nonexistent")
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in PACKAGED.glob("*.yaml") if p.stem != "demo"))
+COMPARISONS = ("demo", "explore")  # comparison files: a shared config and named runs
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in PACKAGED.glob("*.yaml") if p.stem not in COMPARISONS))
 def test_every_packaged_config_is_valid(name):
     cfg = load_config(name)
     from rlvr_explore import losses
@@ -44,11 +47,14 @@ def test_every_packaged_config_is_valid(name):
     losses.core.make_config(spec, {k: v for k, v in cfg.algorithm.loss.items()})
 
 
-def test_demo_config_is_valid():
-    from rlvr_explore.compare import load_comparison
+@pytest.mark.parametrize("name", COMPARISONS)
+def test_every_run_of_a_packaged_comparison_is_valid(name, tmp_path):
+    from rlvr_explore.compare import _run_config, load_comparison
 
-    base, runs = load_comparison("demo")
+    base, runs = load_comparison(name)
     assert {"grpo", "casp"} <= set(runs)
+    for run, overrides in runs.items():
+        _run_config(base, 0, tmp_path, run, overrides)
 
 
 def test_char_tokenizer_round_trip_and_save_load(tmp_path):

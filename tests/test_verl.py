@@ -6,6 +6,7 @@ stand-in registries, plus the plugin's own pieces (statistics columns, gate acro
 
 import contextlib
 import json
+import os
 import types
 
 import numpy as np
@@ -247,6 +248,16 @@ def test_real_verl_registers_through_its_entry_point_and_matches_its_own_losses(
     torch.testing.assert_close(ours, theirs.to(ours.dtype), rtol=1e-5, atol=1e-5)
     reference = compute_advantages("grpo", rewards.sum(-1), torch.tensor([0, 0, 0, 1, 1, 1]), torch.ones(B, T))
     torch.testing.assert_close(ours, reference)
+    os.environ["RLVR_EXPLORE_HP"] = '{"pkpo_k": 2}'  # how the plugin takes hyper-parameters
+    try:
+        for estimator, hp in (("maxrl", {}), ("pkpo", {"pkpo_k": 2})):  # the next wave, through verl's registry
+            ours, _ = core_algos.get_adv_estimator_fn(f"rlvr_{estimator}")(
+                token_level_rewards=rewards, response_mask=torch.ones(B, T), index=index, config=None)
+            reference = compute_advantages(estimator, rewards.sum(-1), torch.tensor([0, 0, 0, 1, 1, 1]),
+                                           torch.ones(B, T), **hp)
+            torch.testing.assert_close(ours, reference)
+    finally:
+        del os.environ["RLVR_EXPLORE_HP"]
 
 
 # ------------------------------------------- the model-output hook inside verl's own FSDP engine code

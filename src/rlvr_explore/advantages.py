@@ -1,7 +1,8 @@
 """Advantage estimators and advantage shaping, as pure tensor functions in registries.
 
-An estimator maps sequence rewards to token advantages:
-    ``estimator(rewards (B,), group_ids (B,), response_mask (B, T), cfg) -> (B, T)``
+An estimator maps sequence rewards to token advantages, reading any other input it needs (the
+training ``step`` for a schedule) from ``extra``:
+    ``estimator(rewards (B,), group_ids (B,), response_mask (B, T), cfg, extra) -> (B, T)``
 A shaping step rewrites token advantages, reading what it needs from ``extra``:
     ``shaping(advantages (B, T), response_mask, group_ids, cfg, extra) -> (B, T)``
 :func:`compute_advantages` runs one estimator followed by any shaping steps, in order.
@@ -10,6 +11,7 @@ Responses of the same prompt share a group id; padding positions get advantage 0
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 from fractions import Fraction
 from math import comb, sqrt
@@ -18,6 +20,9 @@ from typing import Callable
 import torch
 
 from rlvr_explore.documented import documented
+
+
+PKPO_BASELINES = ("loo_minus_one", "loo", "none")
 
 
 @dataclass
@@ -39,6 +44,13 @@ class AdvantageConfig:
         "saturates the sigmoid over the whole response; DESIGN §3 centres it at 0.5."
     )
     position_window: tuple[int, int] = documented((200, 300), "Steps [start, end) in which the position bonus applies (STILL §4.4.2).")
+    pkpo_k: int = documented(4, "k of PKPO's pass@k / max@k transform, 1 <= k <= group size (PKPO, arXiv 2505.15201).")
+    pkpo_baseline: str = documented(
+        "loo_minus_one", "PKPO baseline: 'loo_minus_one' (the paper's lowest-variance one, 0 for incorrect binary "
+        "samples), 'loo' (the leave-one-out of its Listing 1, k < group size) or 'none' (the plain transform).")
+    pkpo_k_switch_step: int | None = documented(
+        None, "PKPO's k annealing: from this training step on k = 1 (pkpo_k before). The paper anneals from a "
+        "large k to 1; its exact schedule is unverified.")
 
     def validate(self) -> None:
         if self.passk_k < 1:
@@ -47,10 +59,16 @@ class AdvantageConfig:
             raise ValueError(f"entropy_adv_kappa must be > 0, got {self.entropy_adv_kappa}")
         if self.eps < 0:
             raise ValueError(f"eps must be >= 0, got {self.eps}")
+        if self.pkpo_k < 1:
+            raise ValueError(f"pkpo_k must be >= 1, got {self.pkpo_k}")
+        if self.pkpo_baseline not in PKPO_BASELINES:
+            raise ValueError(f"pkpo_baseline must be one of {', '.join(PKPO_BASELINES)}, got {self.pkpo_baseline!r}")
+        if self.pkpo_k_switch_step is not None and self.pkpo_k_switch_step < 0:
+            raise ValueError(f"pkpo_k_switch_step must be >= 0 or null, got {self.pkpo_k_switch_step}")
 
 
 ADVANTAGE_CONFIG_KEYS = tuple(f.name for f in fields(AdvantageConfig))
-Estimator = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, AdvantageConfig], torch.Tensor]
+Estimator = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, AdvantageConfig, dict], torch.Tensor]
 ESTIMATORS: dict[str, Estimator] = {}
 SHAPINGS: dict[str, Callable] = {}
 
@@ -105,7 +123,7 @@ def is_correct(rewards: torch.Tensor, cfg: AdvantageConfig) -> torch.Tensor:
 
 
 @register_advantage("grpo")
-def grpo(rewards, group_ids, response_mask, cfg):
+def grpo(rewards, group_ids, response_mask, cfg, extra):
     """A_i = (R_i - mean_g R) / (std_g R + eps); 0 for a group of one (CaSP §2)."""
     mean, std, size = group_mean_std(rewards, group_ids)
     adv = torch.where(size > 1, (rewards.double() - mean) / (std + cfg.eps), torch.zeros_like(mean))
@@ -113,14 +131,14 @@ def grpo(rewards, group_ids, response_mask, cfg):
 
 
 @register_advantage("dr_grpo")
-def dr_grpo(rewards, group_ids, response_mask, cfg):
+def dr_grpo(rewards, group_ids, response_mask, cfg, extra):
     """A_i = R_i - mean_g R, no std normalisation (Liu et al. 2025)."""
     mean, _, _ = group_mean_std(rewards, group_ids)
     return broadcast(rewards.double() - mean, response_mask)
 
 
 @register_advantage("rloo")
-def rloo(rewards, group_ids, response_mask, cfg):
+def rloo(rewards, group_ids, response_mask, cfg, extra):
     """Leave-one-out baseline: A_i = R_i - mean_{j != i} R_j = G/(G-1) (R_i - mean_g R)."""
     mean, _, size = group_mean_std(rewards, group_ids)
     adv = torch.where(size > 1, (rewards.double() - mean) * size / (size - 1).clamp(min=1), torch.zeros_like(mean))
@@ -128,19 +146,19 @@ def rloo(rewards, group_ids, response_mask, cfg):
 
 
 @register_advantage("psr")
-def psr(rewards, group_ids, response_mask, cfg):
+def psr(rewards, group_ids, response_mask, cfg, extra):
     """A = +1 for correct responses, 0 otherwise; no baseline (Zhu et al. 2025)."""
     return broadcast(is_correct(rewards, cfg).double(), response_mask)
 
 
 @register_advantage("nsr")
-def nsr(rewards, group_ids, response_mask, cfg):
+def nsr(rewards, group_ids, response_mask, cfg, extra):
     """A = -1 for incorrect responses, 0 otherwise; no baseline (Zhu et al. 2025)."""
     return broadcast(torch.where(is_correct(rewards, cfg), 0.0, -1.0).double(), response_mask)
 
 
 @register_advantage("w_reinforce")
-def w_reinforce(rewards, group_ids, response_mask, cfg):
+def w_reinforce(rewards, group_ids, response_mask, cfg, extra):
     """A = +lambda for correct, -1 for incorrect; no baseline (Zhu et al. 2025)."""
     correct = is_correct(rewards, cfg)
     return broadcast(torch.where(correct, cfg.w_reinforce_lambda, -1.0).double(), response_mask)
@@ -164,7 +182,7 @@ def passk_group_advantages(n: int, c: int, k: int) -> tuple[float, float]:
 
 
 @register_advantage("passk_adv")
-def passk_adv(rewards, group_ids, response_mask, cfg):
+def passk_adv(rewards, group_ids, response_mask, cfg, extra):
     """Pass@k advantages of Chen et al. (2025b), group by group."""
     index, n_groups = group_index(group_ids)
     correct = is_correct(rewards, cfg)
@@ -174,6 +192,78 @@ def passk_adv(rewards, group_ids, response_mask, cfg):
         n, c = int(members.sum()), int(correct[members].sum())
         pos, neg = passk_group_advantages(n, c, cfg.passk_k)
         adv[members] = torch.where(correct[members], pos, neg).double()
+    return broadcast(adv, response_mask)
+
+
+@register_advantage("maxrl")
+def maxrl(rewards, group_ids, response_mask, cfg, extra):
+    """A_i = (r_i - mean_g r) / (mean_g r + eps): GRPO normalised by the group's mean reward instead of
+    its std, the gradient of the truncated maximum-likelihood objective (MaxRL, arXiv 2602.02710).
+    A group of one, or with mean reward <= 0, gets 0 (for non-negative rewards; as prime-rl; the
+    official code gives a singleton r / eps and SkyRL r)."""
+    mean, _, size = group_mean_std(rewards, group_ids)
+    usable = (size > 1) & (mean > 0)
+    adv = torch.where(usable, (rewards.double() - mean) / (mean + cfg.eps), torch.zeros_like(mean))
+    return broadcast(adv, response_mask)
+
+
+def _choose(a: int, b: int) -> int:
+    """C(a, b), 0 outside 0 <= b <= a."""
+    return comb(a, b) if 0 <= b <= a else 0
+
+
+@functools.lru_cache(maxsize=256)
+def _pkpo_weights(n: int, k: int, baseline: str) -> torch.Tensor:
+    """(n, n) float64 W with PKPO's transform = W @ (the group's rewards sorted ascending), exact
+    rationals rounded once. Row i of the plain transform: the mean over the k-subsets I holding
+    sample i of max_I g, i.e. C(i, k-1) on the diagonal and C(j-1, k-2) for j > i, over C(n, k)
+    (0-based ranks). A baseline subtracts c * rho(g without sample i, k'), the mean max over
+    k'-subsets of the others: 'loo_minus_one' k' = k - 1 and c = k / n (then the row is the mean of
+    max_I g - max_{I without i} g), 'loo' k' = k and c = k / (n - 1)."""
+    plain = [[Fraction(_choose(i, k - 1) if j == i else _choose(j - 1, k - 2) if j > i else 0, comb(n, k))
+              for j in range(n)] for i in range(n)]
+    if baseline == "none":
+        return torch.tensor([[float(w) for w in row] for row in plain], dtype=torch.float64)
+    sub_k, scale = (k - 1, Fraction(k, n)) if baseline == "loo_minus_one" else (k, Fraction(k, n - 1))
+    # removing rank i shifts the ranks above it down by one
+    others = [[Fraction(_choose(j, sub_k - 1) if j < i else _choose(j - 1, sub_k - 1) if j > i else 0,
+                        comb(n - 1, sub_k))
+               for j in range(n)] for i in range(n)]
+    return torch.tensor([[float(p - scale * o) for p, o in zip(row, other)] for row, other in zip(plain, others)],
+                        dtype=torch.float64)
+
+
+def pkpo_group(rewards: torch.Tensor, k: int, baseline: str = "loo_minus_one") -> torch.Tensor:
+    """PKPO's transformed rewards of one group (any real rewards; binary ones give pass@k): REINFORCE
+    with them is an unbiased gradient of max@k (PKPO, arXiv 2505.15201, the sorted-order closed
+    forms). With k = 1 'loo_minus_one' is undefined and falls back to r - mean r."""
+    n = rewards.numel()
+    if not 1 <= k <= n:
+        raise ValueError(f"PKPO needs 1 <= k <= group size; got k={k} for a group of {n}")
+    if baseline == "loo" and k == n:
+        raise ValueError(f"PKPO's 'loo' baseline needs k < group size; got k={k} for a group of {n}")
+    values = rewards.double()
+    if baseline == "loo_minus_one" and k == 1:
+        return values - values.mean()
+    order = torch.argsort(values, stable=True)
+    transformed = torch.empty_like(values)
+    transformed[order] = _pkpo_weights(n, k, baseline).to(values.device) @ values[order]
+    return transformed
+
+
+@register_advantage("pkpo")
+def pkpo(rewards, group_ids, response_mask, cfg, extra):
+    """PKPO's pass@k / max@k transform per group, no std normalisation; k = 1 from
+    ``pkpo_k_switch_step`` on (PKPO, arXiv 2505.15201)."""
+    switch, step = cfg.pkpo_k_switch_step, extra.get("step")
+    if switch is not None and step is None:
+        raise ValueError("pkpo with pkpo_k_switch_step needs step=...")
+    k = 1 if switch is not None and step >= switch else cfg.pkpo_k
+    index, n_groups = group_index(group_ids)
+    adv = torch.zeros(rewards.shape[0], dtype=torch.float64, device=rewards.device)
+    for g in range(n_groups):
+        members = index == g
+        adv[members] = pkpo_group(rewards[members], k, cfg.pkpo_baseline)
     return broadcast(adv, response_mask)
 
 
@@ -260,8 +350,8 @@ def compute_advantages(
     cfg = AdvantageConfig(**hyperparameters)
     cfg.validate()
     mask = response_mask.bool()
-    advantages = ESTIMATORS[estimator](rewards, group_ids, mask, cfg).float()
     extra = {"entropy": entropy, "old_logp": old_logp, "step": step}
+    advantages = ESTIMATORS[estimator](rewards, group_ids, mask, cfg, extra).float()
     for name in shaping:
         advantages = SHAPINGS[name](advantages, mask, group_ids, cfg, extra).float()
     return advantages

@@ -57,7 +57,7 @@ from rlvr_explore.metrics.diagnostics import rank_logprobs
 
 PREFIX = "rlvr_"
 TESTED_VERL = "0.9.1"
-ESTIMATORS = ("grpo", "dr_grpo", "rloo", "psr", "nsr", "w_reinforce", "passk_adv")
+ESTIMATORS = ("grpo", "dr_grpo", "rloo", "psr", "nsr", "w_reinforce", "passk_adv", "maxrl", "pkpo")
 # methods whose loss reads entropy or the top-N candidates; the others need them only for a batch-wide gate
 CANDIDATE_METHODS = tuple(name for name in losses.available() if losses.get_method(name).reads)
 VERL_POLICY_LOSS_KEYS = {"kl_cov_ratio": "kl_cov_ratio", "ppo_kl_coef": "kl_cov_coef", "clip_cov_ratio": "clip_cov_ratio",
