@@ -1,5 +1,6 @@
-"""The next wave of advantage estimators (NEXT_METHODS specification): MaxRL and PKPO against the
-specification's worked examples, brute-force enumeration of k-subsets and exact arithmetic."""
+"""The next wave of advantage estimators: MaxRL, PKPO, the unlikeliness reward, GTPO and GRPO-S
+against their specification's worked examples, brute-force enumeration of k-subsets and exact
+arithmetic, and through the trainer."""
 
 import itertools
 from fractions import Fraction
@@ -109,7 +110,77 @@ def test_pkpo_k_schedule_and_errors():
         advantages("pkpo", rewards, pkpo_baseline="mean")
 
 
-@pytest.mark.parametrize("advantage,hp", [("maxrl", "{}"), ("pkpo", "{pkpo_k: 2, pkpo_k_switch_step: 1}")])
+def grpo_by_hand(values):
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return [(v - mean) / (std + 1e-6) for v in values]
+
+
+def test_unlikeliness_worked_example_saturated_groups_and_ties():
+    rewards, groups, mask = torch.tensor([1.0, 0, 0, 1]), torch.zeros(4, dtype=torch.long), torch.ones(4, 3)
+    old_logp = torch.tensor([-0.1, -0.5, -0.3, -0.9]).unsqueeze(-1).expand(4, 3)  # ranks 3, 1, 2, 0
+    got = compute_advantages("unlikeliness", rewards, groups, mask, old_logp=old_logp)[:, 0]
+    assert got.tolist() == pytest.approx(grpo_by_hand([0.8125, 0, 0, 1]), abs=1e-6)
+    assert got.tolist() == pytest.approx([0.6796, -0.8569, -0.8569, 1.0342], abs=1e-4)
+    ones = torch.ones(4)
+    assert compute_advantages("unlikeliness", ones, groups, mask, old_logp=old_logp).abs().sum() == 0
+    kept = compute_advantages("unlikeliness", ones, groups, mask, old_logp=old_logp, unlikeliness_keep_saturated=True)
+    assert kept[:, 0].tolist() == pytest.approx(grpo_by_hand([0.8125, 0.9375, 0.875, 1]), abs=1e-6)
+    # the mean over response tokens only; ties keep the responses' order (stable)
+    padded = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 0, 0], [1, 1, 1]])
+    logp = torch.tensor([[-1.0, -1.0, -50.0], [-1.0, -1.0, -1.0], [-2.0, 9.0, 9.0], [-0.5, -0.5, -0.5]])
+    got = compute_advantages("unlikeliness", rewards, groups, padded, old_logp=logp, unlikeliness_beta=0.5)[:, 0]
+    # likelihoods -1, -1, -2, -0.5 -> ranks 1, 2, 0, 3
+    assert got.tolist() == pytest.approx(grpo_by_hand([1 - 0.5 * 1 / 4, 0, 0, 1 - 0.5 * 3 / 4]), abs=1e-6)
+    with pytest.raises(ValueError, match="'unlikeliness' needs old_logp"):
+        compute_advantages("unlikeliness", rewards, groups, mask)
+
+
+GTPO_ENTROPY = torch.tensor([[2, 1], [1, 3], [0.5, 2], [1, 1.0]])
+GTPO_SHAPED = [[1.1333, 1.1], [-1.0667, -1.08], [-1.1333, -1.12], [1.0667, 1.1]]  # the specification's example
+
+
+@pytest.mark.parametrize("normalize,expected", [
+    ("separate", [[1.4142, 0], [1.2127, 0.7276], [-1.2127, -0.7276], [-1.4142, 0]]),
+    ("joint", [[1.0300, 0.9997], [-0.9694, -0.9816], [-1.0300, -1.0179], [0.9694, 0.9997]])])
+def test_gtpo_worked_example(normalize, expected):
+    rewards, groups = torch.tensor([1.0, 0, 0, 1]), torch.zeros(4, dtype=torch.long)
+    got = compute_advantages("gtpo", rewards, groups, torch.ones(4, 2), entropy=GTPO_ENTROPY, gtpo_normalize=normalize)
+    assert got.tolist() == [pytest.approx(row, abs=1e-4) for row in expected]
+
+
+def test_gtpo_shares_sum_to_the_active_count_and_padding_defines_activity():
+    # alpha_1 + alpha_2 = 1: the correct responses' shaped rewards at a position sum to how many
+    # are active there (Prop. 2.2); a padded position neither receives nor shares
+    from rlvr_explore.advantages import AdvantageConfig, _gtpo_shape
+
+    cfg = AdvantageConfig(gtpo_alpha1=0.7, gtpo_alpha2=0.3)
+    entropy = torch.tensor([[0.2, 1.5, 0.7], [0.9, 0.1, 4.0], [1.3, 2.2, 0.4]], dtype=torch.float64)
+    active = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0]], dtype=torch.bool)
+    shaped = _gtpo_shape(torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64), entropy, active, cfg)
+    assert shaped.sum(0).tolist() == pytest.approx([3, 2, 1]) and shaped[~active].abs().sum() == 0
+    # the 'entropy' rule penalises the high-entropy mistake more, the inverse rule the confident one
+    rewards = torch.tensor([0.0, 0.0], dtype=torch.float64)
+    two = torch.tensor([[0.5], [2.0]], dtype=torch.float64)
+    inverse = _gtpo_shape(rewards, two, torch.ones(2, 1, dtype=torch.bool), cfg)
+    direct = _gtpo_shape(rewards, two, torch.ones(2, 1, dtype=torch.bool), AdvantageConfig(gtpo_o_minus="entropy"))
+    plain = _gtpo_shape(rewards, two, torch.ones(2, 1, dtype=torch.bool), AdvantageConfig(gtpo_o_minus="none"))
+    assert inverse[0, 0] < inverse[1, 0] and direct[0, 0] > direct[1, 0] and plain.flatten().tolist() == [-1, -1]
+
+
+def test_grpo_s_worked_example():
+    rewards, groups = torch.tensor([1.0, 0, 0, 1]), torch.zeros(4, dtype=torch.long)
+    shaped = torch.tensor([1.12, -1.0769, -1.1231, 1.08], dtype=torch.float64)  # mean entropies 1.5, 2, 1.25, 1
+    got = compute_advantages("grpo_s", rewards, groups, torch.ones(4, 2), entropy=GTPO_ENTROPY)
+    expected = (shaped - shaped.mean()) / shaped.std(unbiased=False)
+    assert got[:, 0].tolist() == pytest.approx(expected.tolist(), abs=1e-3) and torch.equal(got[:, 0], got[:, 1])
+    single = compute_advantages("grpo_s", torch.tensor([1.0]), torch.zeros(1, dtype=torch.long), torch.ones(1, 2),
+                                entropy=GTPO_ENTROPY[:1], gtpo_normalize="separate")
+    assert single.abs().sum() == 0  # one response: nothing to normalise against
+
+
+@pytest.mark.parametrize("advantage,hp", [("maxrl", "{}"), ("pkpo", "{pkpo_k: 2, pkpo_k_switch_step: 1}"),
+                                          ("unlikeliness", "{}"), ("gtpo", "{}"), ("grpo_s", "{}")])
 def test_the_trainer_runs_the_new_estimators(tiny_config, advantage, hp):
     from rlvr_explore.train.rl import RLTrainer
     from rlvr_explore.train.runtime import read_metrics

@@ -23,6 +23,8 @@ from rlvr_explore.documented import documented
 
 
 PKPO_BASELINES = ("loo_minus_one", "loo", "none")
+GTPO_O_MINUS = ("inverse_entropy", "entropy", "none")
+GTPO_NORMALIZE = ("joint", "separate")
 
 
 @dataclass
@@ -52,6 +54,21 @@ class AdvantageConfig:
         None, "PKPO's k annealing: from this training step on k = 1 (pkpo_k before). The paper anneals from a "
         "large k to 1; its exact schedule is unverified.")
 
+    unlikeliness_beta: float = documented(
+        0.25, "beta of the unlikeliness reward r (1 - beta rank/G), rank 0 = least likely (arXiv 2506.02355, official script).")
+    unlikeliness_keep_saturated: bool = documented(
+        False, "Keep groups whose every response is correct (their reshaped rewards differ by rank); the official "
+        "pipeline drops them, so they get 0 by default.")
+    gtpo_alpha1: float = documented(1.0, "alpha_1 of GTPO / GRPO-S, the weight of the reward (arXiv 2508.04349; third-party reading).")
+    gtpo_alpha2: float = documented(0.1, "alpha_2 of GTPO / GRPO-S, the weight of the entropy share (arXiv 2508.04349; third-party reading).")
+    gtpo_o_minus: str = documented(
+        "inverse_entropy", "How incorrect responses share their penalty: 'inverse_entropy' (confident mistakes "
+        "penalised more, the Eq. 5 reading), 'entropy' (the v6 caption's reading) or 'none' (-alpha_1 alone).")
+    gtpo_normalize: str = documented(
+        "joint", "'joint': one mean and std over all the group's tokens (sequences for GRPO-S); 'separate': per "
+        "polarity, as the third-party 'paper-exact' reading, which cancels alpha_1 r and gives half of the "
+        "correct tokens a negative advantage.")
+
     def validate(self) -> None:
         if self.passk_k < 1:
             raise ValueError(f"passk_k must be >= 1, got {self.passk_k}")
@@ -63,6 +80,12 @@ class AdvantageConfig:
             raise ValueError(f"pkpo_k must be >= 1, got {self.pkpo_k}")
         if self.pkpo_baseline not in PKPO_BASELINES:
             raise ValueError(f"pkpo_baseline must be one of {', '.join(PKPO_BASELINES)}, got {self.pkpo_baseline!r}")
+        if not 0 <= self.unlikeliness_beta <= 1:
+            raise ValueError(f"unlikeliness_beta must be in [0, 1], got {self.unlikeliness_beta}")
+        if self.gtpo_o_minus not in GTPO_O_MINUS:
+            raise ValueError(f"gtpo_o_minus must be one of {', '.join(GTPO_O_MINUS)}, got {self.gtpo_o_minus!r}")
+        if self.gtpo_normalize not in GTPO_NORMALIZE:
+            raise ValueError(f"gtpo_normalize must be one of {', '.join(GTPO_NORMALIZE)}, got {self.gtpo_normalize!r}")
         if self.pkpo_k_switch_step is not None and self.pkpo_k_switch_step < 0:
             raise ValueError(f"pkpo_k_switch_step must be >= 0 or null, got {self.pkpo_k_switch_step}")
 
@@ -264,6 +287,106 @@ def pkpo(rewards, group_ids, response_mask, cfg, extra):
     for g in range(n_groups):
         members = index == g
         adv[members] = pkpo_group(rewards[members], k, cfg.pkpo_baseline)
+    return broadcast(adv, response_mask)
+
+
+@register_advantage("unlikeliness")
+def unlikeliness(rewards, group_ids, response_mask, cfg, extra):
+    """GRPO on r~_i = r_i (1 - beta rank_i / G), rank_i the place of the response's mean token
+    log-prob under the old policy among its group's (0 = least likely, stable on ties): correct
+    but already likely responses are reinforced less (unlikeliness reward, arXiv 2506.02355).
+    Groups whose every response is correct get 0 unless ``unlikeliness_keep_saturated``."""
+    old_logp = _need(extra, "old_logp", "unlikeliness").detach().double()
+    mask = response_mask.double()
+    likelihood = (old_logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    index, n_groups = group_index(group_ids)
+    rank = torch.zeros_like(likelihood)
+    size = torch.zeros_like(likelihood)
+    for g in range(n_groups):
+        members = (index == g).nonzero().squeeze(-1)
+        order = torch.argsort(likelihood[members], stable=True)
+        rank[members[order]] = torch.arange(len(members), dtype=rank.dtype, device=rank.device)
+        size[members] = len(members)
+    reshaped = rewards.double() * (1 - cfg.unlikeliness_beta * rank / size)
+    adv = grpo(reshaped, group_ids, response_mask, cfg, extra)
+    if not cfg.unlikeliness_keep_saturated:
+        correct = is_correct(rewards, cfg).double()
+        all_correct = torch.zeros(n_groups, dtype=correct.dtype, device=correct.device).index_add_(0, index, 1 - correct) == 0
+        adv = adv * (~all_correct[index]).unsqueeze(-1)
+    return adv
+
+
+def _entropy_shares(values: torch.Tensor, active: torch.Tensor, eps: float) -> torch.Tensor:
+    """values / (sum of values over the active members) * (number of active members), per column
+    (token position) of (members, T); 0 where the sum is 0."""
+    values = values * active
+    total = values.sum(0, keepdim=True)
+    count = active.sum(0, keepdim=True)
+    return torch.where(total > 0, values / total.clamp(min=eps) * count, torch.zeros_like(values))
+
+
+def _gtpo_shape(rewards, entropy, active, cfg) -> torch.Tensor:
+    """GTPO's shaped rewards (members, T) of one group (its Eqs. 3 and 5 in the third-party reading):
+    correct r~+ = a1 r + a2 H / sum_{O+_t} H * d_t; incorrect r~- = -a1 - a2 w / sum_{O-_t} w * h_t
+    with w = 1 / (H + eps), w = H, or no second term (``gtpo_o_minus``)."""
+    eps = 1e-8
+    positive = is_correct(rewards, cfg).unsqueeze(-1) & active
+    negative = ~is_correct(rewards, cfg).unsqueeze(-1) & active
+    shaped = cfg.gtpo_alpha1 * rewards.unsqueeze(-1) + cfg.gtpo_alpha2 * _entropy_shares(entropy, positive, eps)
+    if cfg.gtpo_o_minus == "none":
+        penalty = torch.zeros_like(entropy)
+    else:
+        weight = 1 / (entropy + eps) if cfg.gtpo_o_minus == "inverse_entropy" else entropy
+        penalty = cfg.gtpo_alpha2 * _entropy_shares(weight, negative, eps)
+    return torch.where(positive, shaped, -cfg.gtpo_alpha1 - penalty) * active
+
+
+def _gtpo_normalize(shaped, active, correct, cfg) -> torch.Tensor:
+    """(shaped - mean) / std (population) over the active entries of the group, or of each polarity
+    (``gtpo_normalize``); 0 where the std is 0."""
+    out = torch.zeros_like(shaped)
+    parts = [active] if cfg.gtpo_normalize == "joint" else [active & correct, active & ~correct]
+    for part in parts:
+        if part.any():
+            values = shaped[part]
+            std = values.std(unbiased=False)
+            out[part] = (values - values.mean()) / std if std > 0 else torch.zeros_like(values)
+    return out
+
+
+@register_advantage("gtpo")
+def gtpo(rewards, group_ids, response_mask, cfg, extra):
+    """Token-level entropy-weighted advantages of GTPO (arXiv 2508.04349): the reward is shared out
+    over each position's correct responses in proportion to their (detached) old-policy entropy,
+    and the penalty over its incorrect ones (``gtpo_o_minus``), then normalised per group."""
+    entropy = _need(extra, "entropy", "gtpo").detach().double()
+    index, n_groups = group_index(group_ids)
+    adv = torch.zeros(response_mask.shape, dtype=torch.float64, device=rewards.device)
+    for g in range(n_groups):
+        members = index == g
+        active, r = response_mask[members], rewards[members].double()
+        shaped = _gtpo_shape(r, entropy[members], active, cfg)
+        correct = is_correct(r, cfg).unsqueeze(-1).expand_as(active)
+        adv[members] = _gtpo_normalize(shaped, active, correct, cfg)
+    return adv
+
+
+@register_advantage("grpo_s")
+def grpo_s(rewards, group_ids, response_mask, cfg, extra):
+    """GRPO-S (arXiv 2508.04349): GTPO at the sequence level, each response's mean token entropy
+    in place of the token's, normalised over the group's responses, then broadcast (the
+    sequence-level details are unverified)."""
+    entropy = _need(extra, "entropy", "grpo_s").detach().double()
+    mask = response_mask.double()
+    mean_entropy = (entropy * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    index, n_groups = group_index(group_ids)
+    adv = torch.zeros_like(mean_entropy)
+    for g in range(n_groups):
+        members = index == g
+        r = rewards[members].double()
+        one = torch.ones(len(r), 1, dtype=torch.bool, device=r.device)
+        shaped = _gtpo_shape(r, mean_entropy[members].unsqueeze(-1), one, cfg)
+        adv[members] = _gtpo_normalize(shaped, one, is_correct(r, cfg).unsqueeze(-1), cfg).squeeze(-1)
     return broadcast(adv, response_mask)
 
 
