@@ -89,7 +89,16 @@ def test_compare_trains_every_seed_then_reuses_the_runs(tmp_path, capsys):
     assert "casp vs grpo: pass@1" in first_output
     html = (out / "comparison.html").read_text()
     assert html.index("Verdicts") < html.index("pass@k, mean")
-    for figure in ("pass_at_k.png", "lambda.png", "entropy.png", "reward.png", "unsolvable.png"):
+    final_counts = {run: np.array([json.loads(sorted((out / f"seed{s}" / run / "eval").glob("step_*.json"))[-1]
+                                          .read_text())["details"]["correct_counts"] for s in (0, 1)])
+                    for run in ("grpo", "casp", "rft")}
+    for name, by_k in summary["differences"].items():  # every k; the verdicts are the ends
+        assert list(by_k) == [f"pass@{k}" for k in (1, 2, 4, 8)]
+        assert summary["verdicts"][name] == {key: by_k[key] for key in ("pass@1", "pass@8")}
+        if name != "base":
+            diff = pass_at_k(8, final_counts[name], 4) - pass_at_k(8, final_counts["grpo"], 4)
+            assert by_k["pass@4"]["difference"] == pytest.approx(diff.mean())
+    for figure in ("pass_at_k.png", "differences.png", "lambda.png", "entropy.png", "reward.png", "unsolvable.png"):
         assert f"figures/{figure}" in html and (out / "figures" / figure).stat().st_size > 1000
 
     for name in ("grpo", "casp"):  # training curves: the mean over seeds of each logged step

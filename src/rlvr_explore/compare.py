@@ -228,20 +228,22 @@ def summarise(out: Path, runs: list[str], seeds: list[int], baseline: str) -> di
                 table[name][key] = {"mean": float(np.mean(values)), "min": float(np.min(values)),
                                     "max": float(np.max(values))}
         table[name]["unsolvable_vs_baseline"] = _unsolvable_against(unsolvable_ids[name], unsolvable_ids[baseline])
-    verdicts = {}
+    differences = {}  # every method against the baseline at every k; the verdicts are those at 1 and n
     for name in ["base", *runs]:
         if name == baseline:
             continue
-        verdicts[name] = {}
-        for k in (1, n):
+        differences[name] = {}
+        for k in metrics.powers_of_two(n):
             diff = metrics.paired_pass_at_k_difference(counts[name], counts[baseline], n, k)
             low, high = metrics.seed_interval(diff)
-            verdicts[name][f"pass@{k}"] = {"difference": float(diff.mean()), "ci_low": low, "ci_high": high,
-                                           "verdict": metrics.verdict(low, high),
-                                           "rerun_interval": metrics.rerun_interval(diff)}
+            differences[name][f"pass@{k}"] = {"difference": float(diff.mean()), "ci_low": low, "ci_high": high,
+                                              "verdict": metrics.verdict(low, high),
+                                              "rerun_interval": metrics.rerun_interval(diff)}
+    verdicts = {name: {key: by_k[key] for key in ("pass@1", f"pass@{n}")} for name, by_k in differences.items()}
     curves = {name: _training_curves([out / f"seed{s}" / name for s in seeds]) for name in runs}
     return {"seeds": seeds, "n_samples": n, "problems_per_seed": int(counts[first].shape[1]), "baseline": baseline,
-            "verdicts": verdicts, "runs": table, "unsolvable_ids": unsolvable_ids, "curves": curves}
+            "verdicts": verdicts, "differences": differences, "runs": table, "unsolvable_ids": unsolvable_ids,
+            "curves": curves}
 
 
 def _verdict_cell(v: dict) -> str:
@@ -278,6 +280,10 @@ def _figures(summary: dict, directory: Path) -> list[tuple[str, str]]:
     plots.pass_at_k_curves({name: {k: row[f"pass@{k}"] for k in ks} for name, row in runs.items()},
                            str(directory / "pass_at_k.png"), title=f"pass@k, mean over problems and seeds, n = {n}")
     figures = [("pass_at_k.png", "pass@k with the 95% intervals of the table (STILL Eq. 2).")]
+    plots.difference_curves({name: {k: by_k[f"pass@{k}"] for k in ks} for name, by_k in summary["differences"].items()},
+                            str(directory / "differences.png"), summary["baseline"])
+    figures.append(("differences.png", f"pass@k minus {summary['baseline']}'s on the same problems, with 95% "
+                                       "intervals: above 0 where the band is, the method keeps more at that k."))
     curves = {name: c for name, c in summary["curves"].items() if c["step"]}
     lambdas = {name: {"step": c["step"], **{f"rank{i}": c[f"lambda{i}"] for i in (1, 2, 3) if f"lambda{i}" in c},
                       **({"sample": c["lambda_sample"]} if "lambda_sample" in c else {})} for name, c in curves.items()}

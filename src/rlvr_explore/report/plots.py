@@ -65,6 +65,25 @@ def pass_at_k_curves(curves: Mapping[str, Mapping[int, Mapping[str, float]]], pa
     return _save(fig, path)
 
 
+def difference_curves(curves: Mapping[str, Mapping[int, Mapping[str, float]]], path: str, baseline: str) -> str:
+    """One line per method: its mean paired pass@k difference to ``baseline`` against k (log2 axis),
+    with its interval band and the zero line."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    ax.axhline(0, color="black", lw=0.8)
+    for name, curve in curves.items():
+        ks = sorted(int(k) for k in curve)
+        line, = ax.plot(ks, [curve[k]["difference"] for k in ks], marker="o", ms=3, label=name, color=_colour(name))
+        ax.fill_between(ks, [curve[k]["ci_low"] for k in ks], [curve[k]["ci_high"] for k in ks],
+                        color=line.get_color(), alpha=0.15)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k (samples per problem)")
+    ax.set_ylabel(f"pass@k - pass@k of {baseline}")
+    ax.set_title(f"paired difference to {baseline}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def rank_logprob_dynamics(series: Mapping[str, Mapping[str, Sequence[float]]], path: str) -> str:
     """Lambda^(n) and Lambda^sample over training steps, one panel per run (CaSP Fig. 3, 7).
 
