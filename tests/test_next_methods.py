@@ -179,6 +179,59 @@ def test_grpo_s_worked_example():
     assert single.abs().sum() == 0  # one response: nothing to normalise against
 
 
+@pytest.mark.parametrize("variant,bonus", [("ucb", [0.4472, 0.7071, 0.7071, 0.4472]),
+                                           ("ucb_mean", [-0.1299, 0.1299, 0.1299, -0.1299]),
+                                           ("ucb_con", [-0.0528, 0.2071, 0.2071, -0.0528])])
+def test_outcome_ucb_worked_example_and_counts_that_include_the_batch(variant, bonus):
+    rewards, groups, mask = torch.tensor([1.0, 0, 0, 1]), torch.zeros(4, dtype=torch.long), torch.ones(4, 2)
+    counts = {("x", "42"): 3}
+    got = compute_advantages("grpo", rewards, groups, mask, shaping=["outcome_ucb"], answers=["42", "17", "17", "42"],
+                             prompt_ids=["x"] * 4, answer_counts=counts, outcome_variant=variant)
+    assert counts == {("x", "42"): 5, ("x", "17"): 2}
+    assert got[:, 0].tolist() == pytest.approx([a + b for a, b in zip(grpo_by_hand([1, 0, 0, 1]), bonus)], abs=1e-4)
+    again = compute_advantages("dr_grpo", torch.zeros(2), torch.zeros(2, dtype=torch.long), torch.ones(2, 1),
+                               shaping=["outcome_ucb"], answers=["17", None], prompt_ids=["x", "y"], answer_counts=counts,
+                               outcome_variant="ucb", outcome_coef=2.0)
+    assert again[:, 0].tolist() == pytest.approx([2 / 3 ** 0.5, 2.0])  # N(x, 17) = 3; the unparsed answer is new
+    excluded = compute_advantages("dr_grpo", torch.zeros(1), torch.zeros(1, dtype=torch.long), torch.ones(1, 1),
+                                  shaping=["outcome_ucb"], answers=[None], prompt_ids=["y"], answer_counts=counts,
+                                  outcome_unparsed="exclude")
+    assert excluded.abs().sum() == 0 and counts[("y", None)] == 1
+
+
+def test_outcome_batch_penalises_repeated_answers_within_a_group():
+    def penalty(answers, **hp):
+        n = len(answers)
+        return compute_advantages("dr_grpo", torch.zeros(n), torch.zeros(n, dtype=torch.long), torch.ones(n, 1),
+                                  shaping=["outcome_batch"], answers=answers, prompt_ids=["x"] * n, **hp)[:, 0].tolist()
+
+    assert penalty(["42", "17", "3", "42"]) == pytest.approx([-0.25, 0, 0, -0.25])
+    assert penalty(["1", "2", "3"]) == [0, 0, 0] and penalty(["7"] * 4) == pytest.approx([-0.75] * 4)
+    assert penalty([None, None, "1"]) == pytest.approx([-1 / 3, -1 / 3, 0])
+    assert penalty([None, None, "1"], outcome_unparsed="exclude") == [0, 0, 0]
+    with pytest.raises(ValueError, match="'outcome_batch' needs answers"):
+        compute_advantages("grpo", torch.zeros(2), torch.zeros(2, dtype=torch.long), torch.ones(2, 1),
+                           shaping=["outcome_batch"])
+
+
+def test_the_trainer_keeps_outcome_counts_across_steps_and_checkpoints(tiny_config):
+    from rlvr_explore.train.rl import RLTrainer
+
+    cfg = tiny_config("algorithm.shaping=[outcome_ucb, outcome_batch]", "train.save_every=1")
+    trainer = RLTrainer(cfg)
+    trainer.run()
+    per_step = cfg.rollout.prompts_per_step * cfg.rollout.group_size
+    saved = [torch.load(f"{cfg.run.out_dir}/checkpoints/step_{s:06d}/trainer_state.pt", weights_only=False)["answer_counts"]
+             for s in (1, 2)]
+    assert sum(saved[0].values()) == per_step and sum(saved[1].values()) == 2 * per_step
+    assert saved[1] == trainer.answer_counts and all(saved[1][key] >= n for key, n in saved[0].items())
+    cfg.train.steps = 3  # continue the run: the counts come back with it
+    resumed = RLTrainer(cfg, resume=True, accept_changes=True)
+    assert resumed.step == 2 and resumed.answer_counts == saved[1]
+    resumed.run()
+    assert sum(resumed.answer_counts.values()) == 3 * per_step
+
+
 @pytest.mark.parametrize("advantage,hp", [("maxrl", "{}"), ("pkpo", "{pkpo_k: 2, pkpo_k_switch_step: 1}"),
                                           ("unlikeliness", "{}"), ("gtpo", "{}"), ("grpo_s", "{}")])
 def test_the_trainer_runs_the_new_estimators(tiny_config, advantage, hp):

@@ -11,6 +11,7 @@ Responses of the same prompt share a group id; padding positions get advantage 0
 
 from __future__ import annotations
 
+import collections
 import functools
 from dataclasses import dataclass, fields
 from fractions import Fraction
@@ -25,6 +26,7 @@ from rlvr_explore.documented import documented
 PKPO_BASELINES = ("loo_minus_one", "loo", "none")
 GTPO_O_MINUS = ("inverse_entropy", "entropy", "none")
 GTPO_NORMALIZE = ("joint", "separate")
+OUTCOME_VARIANTS = ("ucb", "ucb_mean", "ucb_con")
 
 
 @dataclass
@@ -69,6 +71,17 @@ class AdvantageConfig:
         "polarity, as the third-party 'paper-exact' reading, which cancels alpha_1 r and gives half of the "
         "correct tokens a negative advantage.")
 
+    outcome_variant: str = documented(
+        "ucb_con", "Outcome-based exploration bonus (arXiv 2509.06941): 'ucb' b, 'ucb_mean' b - group mean of b, "
+        "'ucb_con' b - outcome_b0 (the paper's best), b = min(1, N(x, a)^-1/2).")
+    outcome_coef: float = documented(1.0, "c, the weight of the outcome UCB bonus added to the advantage (unverified).")
+    outcome_b0: float = documented(0.5, "b0 of UCB-Con: answers seen more than 1/b0^2 times get a negative bonus (the paper's example).")
+    outcome_batch_coef: float = documented(
+        1.0, "Weight of the within-group repetition penalty -(1/n) sum_{j != i} 1{a_i = a_j} (outcome_batch).")
+    outcome_unparsed: str = documented(
+        "one_answer", "Responses without an extractable answer: 'one_answer' (they share the answer None) or "
+        "'exclude' (no bonus, no count, never a repeat).")
+
     def validate(self) -> None:
         if self.passk_k < 1:
             raise ValueError(f"passk_k must be >= 1, got {self.passk_k}")
@@ -86,6 +99,10 @@ class AdvantageConfig:
             raise ValueError(f"gtpo_o_minus must be one of {', '.join(GTPO_O_MINUS)}, got {self.gtpo_o_minus!r}")
         if self.gtpo_normalize not in GTPO_NORMALIZE:
             raise ValueError(f"gtpo_normalize must be one of {', '.join(GTPO_NORMALIZE)}, got {self.gtpo_normalize!r}")
+        if self.outcome_variant not in OUTCOME_VARIANTS:
+            raise ValueError(f"outcome_variant must be one of {', '.join(OUTCOME_VARIANTS)}, got {self.outcome_variant!r}")
+        if self.outcome_unparsed not in ("one_answer", "exclude"):
+            raise ValueError(f"outcome_unparsed must be 'one_answer' or 'exclude', got {self.outcome_unparsed!r}")
         if self.pkpo_k_switch_step is not None and self.pkpo_k_switch_step < 0:
             raise ValueError(f"pkpo_k_switch_step must be >= 0 or null, got {self.pkpo_k_switch_step}")
 
@@ -436,6 +453,51 @@ def position_bonus(advantages, response_mask, group_ids, cfg, extra):
     return (advantages + advantages.sign() * torch.minimum(bonus, advantages.abs() / 2)) * mask
 
 
+def _answer_keys(extra: dict, step: str, cfg: AdvantageConfig) -> list:
+    """(question, answer) per response, None where the response's answer is excluded."""
+    answers, prompt_ids = _need(extra, "answers", step), _need(extra, "prompt_ids", step)
+    return [None if answer is None and cfg.outcome_unparsed == "exclude" else (prompt, answer)
+            for prompt, answer in zip(prompt_ids, answers)]
+
+
+@register_shaping("outcome_ucb")
+def outcome_ucb(advantages, response_mask, group_ids, cfg, extra):
+    """A' = A + c bonus_i with b_i = min(1, N(x, a_i)^-1/2), N the times answer a_i was seen for
+    question x over training, this batch included (so N >= 1); bonus b (UCB), b - group mean of b
+    (UCB-Mean) or b - b0 (UCB-Con) (outcome-based exploration, arXiv 2509.06941). The counts are
+    ``extra['answer_counts']``, updated in place: the state the trainer checkpoints. Questions
+    must have stable ids across steps (``prompt_ids``, the prompt text in the trainer)."""
+    counts = _need(extra, "answer_counts", "outcome_ucb")
+    keys = _answer_keys(extra, "outcome_ucb", cfg)
+    for key in keys:
+        if key is not None:
+            counts[key] = counts.get(key, 0) + 1
+    seen = torch.tensor([counts[key] if key is not None else 0 for key in keys], dtype=torch.float64)
+    included = seen > 0
+    bonus = torch.where(included, seen.clamp(min=1).rsqrt().clamp(max=1.0), torch.zeros_like(seen))
+    if cfg.outcome_variant == "ucb_mean":
+        index, n_groups = group_index(group_ids)
+        total = torch.zeros(n_groups, dtype=bonus.dtype).index_add_(0, index.cpu(), bonus)
+        members = torch.zeros(n_groups, dtype=bonus.dtype).index_add_(0, index.cpu(), included.double())
+        bonus = torch.where(included, bonus - (total / members.clamp(min=1))[index.cpu()], bonus)
+    elif cfg.outcome_variant == "ucb_con":
+        bonus = torch.where(included, bonus - cfg.outcome_b0, bonus)
+    return (advantages + cfg.outcome_coef * bonus.to(advantages).unsqueeze(-1)) * response_mask
+
+
+@register_shaping("outcome_batch")
+def outcome_batch(advantages, response_mask, group_ids, cfg, extra):
+    """A' = A - c_batch (1/n) sum_{j != i} 1{a_i = a_j} over the response's group of n: answers the
+    group repeats are penalised (outcome-based exploration's batch exploration, arXiv 2509.06941)."""
+    keys = _answer_keys(extra, "outcome_batch", cfg)
+    group = group_ids.tolist()
+    size = {g: group.count(g) for g in set(group)}
+    repeats = collections.Counter((g, key) for g, key in zip(group, keys) if key is not None)
+    penalty = torch.tensor([(repeats[(g, key)] - 1) / size[g] if key is not None else 0.0 for g, key in zip(group, keys)],
+                           dtype=torch.float64)
+    return (advantages - cfg.outcome_batch_coef * penalty.to(advantages).unsqueeze(-1)) * response_mask
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -453,9 +515,13 @@ def compute_advantages(
     entropy: torch.Tensor | None = None,
     old_logp: torch.Tensor | None = None,
     step: int | None = None,
+    answers: list | None = None,
+    prompt_ids: list | None = None,
+    answer_counts: dict | None = None,
     **hyperparameters,
 ) -> torch.Tensor:
-    """Token advantages (B, T): ``estimator`` then each ``shaping`` step in order."""
+    """Token advantages (B, T): ``estimator`` then each ``shaping`` step in order. ``answers`` and
+    ``prompt_ids`` (one per response) and the mutable ``answer_counts`` serve the outcome steps."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown advantage estimator {estimator!r}; available: {', '.join(sorted(ESTIMATORS))}")
     unknown_steps = [s for s in shaping if s not in SHAPINGS]
@@ -473,7 +539,8 @@ def compute_advantages(
     cfg = AdvantageConfig(**hyperparameters)
     cfg.validate()
     mask = response_mask.bool()
-    extra = {"entropy": entropy, "old_logp": old_logp, "step": step}
+    extra = {"entropy": entropy, "old_logp": old_logp, "step": step, "answers": answers, "prompt_ids": prompt_ids,
+             "answer_counts": answer_counts}
     advantages = ESTIMATORS[estimator](rewards, group_ids, mask, cfg, extra).float()
     for name in shaping:
         advantages = SHAPINGS[name](advantages, mask, group_ids, cfg, extra).float()

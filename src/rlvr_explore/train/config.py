@@ -70,7 +70,8 @@ class RolloutConfig:
 class AlgorithmConfig:
     method: str = documented("grpo", "policy loss, any of `rlvr-explore methods`")
     advantage: str | None = documented(None, "advantage estimator (default: the method's own)")
-    shaping: list = documented([], "advantage shaping steps in order: entropy_adv, ppl_shaping, position_bonus")
+    shaping: list = documented([], "advantage shaping steps in order: entropy_adv, ppl_shaping, position_bonus, "
+                                   "outcome_ucb, outcome_batch")
     loss: dict = documented({}, "loss hyper-parameters, e.g. {alpha: 0.01, lam: 1.1} (docs/methods.md)")
     advantage_hp: dict = documented({}, "advantage hyper-parameters, e.g. {passk_k: 4} (docs/methods.md)")
     kl_coef: float = documented(0.0, "beta of the k3 KL to the reference model (CaSP §2: 0.001); > 0 loads a reference")

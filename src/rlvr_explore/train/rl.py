@@ -26,8 +26,8 @@ from .checkpoints import (
     save_checkpoint,
 )
 from .runtime import (
-    Progress, RunLogger, build_policy, load_tasks, make_schedule, make_verifier, resolve_device, restore_rng, rng_state,
-    save_policy, seed_everything,
+    Progress, RunLogger, build_policy, extract_answer, load_tasks, make_schedule, make_verifier, resolve_device,
+    restore_rng, rng_state, save_policy, seed_everything,
 )
 from .sft import nll_loss
 
@@ -71,6 +71,7 @@ class RLTrainer:
         self.reference = self._frozen_copy() if cfg.algorithm.kl_coef > 0 else None
         self.step = 0
         self.nonfinite_streak = 0  # updates skipped in a row for a NaN/inf loss or gradient
+        self.answer_counts: dict = {}  # (prompt, answer) -> times seen, for the outcome exploration bonus
         if plan.resume_from:
             state_path = plan.resume_from / "trainer_state.pt"
             try:
@@ -111,7 +112,7 @@ class RLTrainer:
     def _state(self) -> dict:
         return {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "rng": rng_state(self.generator), "verifier_stats": dict(self.verifier.stats),
-                "nonfinite_streak": self.nonfinite_streak,
+                "nonfinite_streak": self.nonfinite_streak, "answer_counts": dict(self.answer_counts),
                 "reference": self.reference.state_dict() if self.reference is not None else None}
 
     def _restore(self, state: dict) -> None:
@@ -121,6 +122,7 @@ class RLTrainer:
         restore_rng(state["rng"], self.generator)
         self.verifier.stats.update(state["verifier_stats"])
         self.nonfinite_streak = state.get("nonfinite_streak", 0)
+        self.answer_counts = state.get("answer_counts", {})
         if self.reference is not None and state["reference"] is not None:
             self.reference.load_state_dict(state["reference"])
 
@@ -304,9 +306,10 @@ class RLTrainer:
         mask = rollout.response_mask
         method = self.method()
         estimator = a.advantage or losses.get_method(method).advantage
-        advantages = adv_lib.compute_advantages(estimator, rewards, group_ids, mask, shaping=a.shaping,
-                                                entropy=rollout.entropy, old_logp=rollout.old_logp, step=self.step,
-                                                **a.advantage_hp)
+        advantages = adv_lib.compute_advantages(
+            estimator, rewards, group_ids, mask, shaping=a.shaping, entropy=rollout.entropy, old_logp=rollout.old_logp,
+            step=self.step, answers=[extract_answer(p, text) for p, text in zip(problems, rollout.texts)],
+            prompt_ids=[p["prompt"] for p in problems], answer_counts=self.answer_counts, **a.advantage_hp)
         record.update({
             "method": method,
             "reward": float(rewards.mean()),
