@@ -114,6 +114,20 @@ class EvalConfig:
 
 
 @dataclass
+class DPHConfig:
+    enabled: bool = documented(False, "DPH-RL rehearsal (arXiv 2509.07430): a mass-covering divergence to the initial "
+                                      "policy on responses it solved, collected once, added to any loss")
+    divergence: str = documented("forward", "forward (KL(pi_0 || pi)), js or alpha (DPH-RL's generators)")
+    coef: float = documented(0.01, "weight of the rehearsal term (official scripts: forward 0.01-0.05, JS 0.05-0.2)")
+    alpha: float = documented(0.2, "a of the alpha divergence, in (0, 1)")
+    presample: int = documented(8, "pi_0 samples per training prompt; prompts solved in all of them are rehearsed, "
+                                   "the others trained with RL (DPH-RL README: 8)")
+    samples: int = documented(16, "pi_0 samples per rehearsed prompt; the correct ones form the rehearsal set (official: 16)")
+    chunk: int = documented(64, "rehearsal responses mixed into each step, split over its mini-batches (official: 256 "
+                                "beside 128 x 16 rollouts)")
+
+
+@dataclass
 class SPSConfig:
     enabled: bool = documented(False, "interleave IRL phases with RL (SPS §4, Alg. 1)")
     every: int = documented(10, "T: RL steps between IRL phases")
@@ -154,6 +168,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     sps: SPSConfig = field(default_factory=SPSConfig)
+    dph: DPHConfig = field(default_factory=DPHConfig)
     rft: RFTConfig = field(default_factory=RFTConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
@@ -322,6 +337,7 @@ def config_diff(old: Config, new: Config, ignore: tuple[str, ...] = ("run.out_di
 
 def validate(cfg: Config) -> None:
     from rlvr_explore import advantages, losses
+    from rlvr_explore.losses import rehearsal
     from rlvr_explore.tasks.synthetic import TASKS
 
     def need(ok: bool, message: str):
@@ -390,6 +406,11 @@ def validate(cfg: Config) -> None:
     need(min(cfg.sft.steps, cfg.sft.batch_size, cfg.sft.solutions_per_prompt) >= 0 and cfg.sft.batch_size >= 1 and cfg.sft.lr > 0,
          "sft.steps >= 0, sft.batch_size >= 1, sft.lr > 0")
     need(0 <= cfg.sft.incorrect_fraction < 1, "sft.incorrect_fraction must be in [0, 1)")
+    d = cfg.dph
+    need(d.divergence in rehearsal.DIVERGENCES,
+         f"dph.divergence must be one of {', '.join(rehearsal.DIVERGENCES)}, got {d.divergence!r}")
+    need(d.coef >= 0 and 0 < d.alpha < 1 and d.presample >= 1 and d.samples >= 1 and d.chunk >= 1,
+         "dph.coef >= 0, 0 < dph.alpha < 1, dph.presample >= 1, dph.samples >= 1 and dph.chunk >= 1")
     s = cfg.sps
     need(s.every >= 1 and s.irl_steps >= 0 and s.lr_scale > 0 and 0 < s.quantile <= 1,
          "sps.every >= 1, sps.irl_steps >= 0, sps.lr_scale > 0, sps.quantile in (0, 1]")

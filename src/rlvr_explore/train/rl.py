@@ -17,8 +17,10 @@ import torch
 
 from rlvr_explore import advantages as adv_lib
 from rlvr_explore import losses, metrics
+from rlvr_explore.losses.rehearsal import rehearsal_loss
 from rlvr_explore.rollout import NonFiniteError, Rollout, sample, score
 
+from . import rehearsal as rehearsal_data
 from .config import Config, config_diff, load_config, to_dict
 from .evaluate import evaluate
 from .checkpoints import (
@@ -85,6 +87,20 @@ class RLTrainer:
                 history.write(json.dumps({"time": round(time.time(), 3), "resumed_at_step": self.step,
                                           "changes": {k: {"from": a, "to": b} for k, (a, b) in changes.items()}}) + "\n")
         (self.out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+        self.rehearsal = self._dph_data(plan.resume_from is not None) if cfg.dph.enabled else None
+
+    def _dph_data(self, resumed: bool) -> Rollout | None:
+        """DPH-RL: RL trains on the prompts pi_0 does not always solve; the rehearsal set of the others."""
+        data = rehearsal_data.load_or_build(self.out, resumed, self.model, self.tokenizer, self.train_problems,
+                                            self.verifier, self.cfg, self.generator)
+        keep = set(data["rl_prompts"])
+        self.train_problems = [p for p in self.train_problems if p["prompt"] in keep]
+        if not self.train_problems:
+            raise ValueError(f"DPH-RL: pi_0 solves every training prompt in all its dph.presample="
+                             f"{self.cfg.dph.presample} samples; no prompt is left for RL")
+        if not resumed:
+            self.logger.log({"kind": "dph", "step": 0, **data["stats"]})
+        return data["rehearsal"]
 
     def _changes_from_saved_config(self) -> dict:
         saved = self.out / "config.json"
@@ -193,10 +209,14 @@ class RLTrainer:
                                       for rows in torch.arange(len(mask)).split(a.micro_batch_size)])
         collected: dict[str, list[float]] = {}
         finite, skipped = True, 0
+        rehearsed = None if self.rehearsal is None else torch.randperm(
+            len(self.rehearsal.texts), generator=self.generator)[: self.cfg.dph.chunk]
         self.model.train()
         for _ in range(a.ppo_epochs):
             order = torch.randperm(len(mask), generator=self.generator)
-            for mini in order.split(a.mini_batch_size):
+            minis = order.split(a.mini_batch_size)
+            shares = rehearsed.tensor_split(len(minis)) if rehearsed is not None else [None] * len(minis)
+            for mini, share in zip(minis, shares):
                 norm = losses.batch_normalizers(mask[mini])
                 gate = self._batch_gate(method, hp, reads, rollout, mini, rewards, advantages) if (
                     len(mini) > a.micro_batch_size and losses.needs_batch_gate(method, **hp)) else None
@@ -215,6 +235,10 @@ class RLTrainer:
                     finite = finite and bool(torch.isfinite(loss))
                     for key, value in m.items():
                         collected.setdefault(key, []).append(float(value))
+                if share is not None and len(share):
+                    rehearsal_value = self._rehearse(share)
+                    finite = finite and math.isfinite(rehearsal_value)
+                    collected.setdefault("dph_rehearsal_loss", []).append(rehearsal_value)
                 # max_norm=inf measures without clipping, so the finiteness check always has a norm
                 norm_value = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip or math.inf)
                 if finite and math.isfinite(norm_value):
@@ -232,6 +256,19 @@ class RLTrainer:
             raise NonFiniteError(f"step {self.step + 1}: the optimizer step made {len(bad)} weight tensors non-finite "
                                  f"({bad[0]}, ...); {self.likely_causes()}")
         return {**{k: float(np.mean(v)) for k, v in collected.items()}, "nonfinite_skipped": skipped}
+
+    def _rehearse(self, rows: torch.Tensor) -> float:
+        """Backward of DPH-RL's term on these rehearsal rows: coef x their token mean of f(u), u the
+        ratio to pi_0's stored probability (no clip, no advantage); micro-batched."""
+        d, dev = self.cfg.dph, self.device
+        tokens = int(self.rehearsal.response_mask[rows].sum())
+        total = 0.0
+        for part in rows.split(self.cfg.algorithm.micro_batch_size):
+            loss = rehearsal_loss(self._score(self.model, self.rehearsal, part).logp, self.rehearsal.old_logp[part].to(dev),
+                                  self.rehearsal.response_mask[part].to(dev), d.coef, d.divergence, d.alpha, tokens=tokens)
+            loss.backward()
+            total += float(loss.detach())
+        return total
 
     def likely_causes(self) -> str:
         a, o = self.cfg.algorithm, self.cfg.optim

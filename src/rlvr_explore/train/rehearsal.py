@@ -1,0 +1,69 @@
+"""DPH-RL's data (arXiv 2509.07430, the official pipeline): the initial policy pi_0 samples
+``dph.presample`` responses per training prompt; prompts it solves every time are rehearsed, the
+others are trained with RL. pi_0 then samples ``dph.samples`` responses per rehearsed prompt and
+the correct ones, with pi_0's token log-probs, form the rehearsal set, collected once and saved
+in the run directory (``rehearsal.pt``) so that ``--resume`` continues with the same one."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from rlvr_explore.rollout import Rollout
+
+from .config import Config
+from .evaluate import sample_many
+
+log = logging.getLogger(__name__)
+
+
+def _sample(model, tokenizer, problems: list[dict], n: int, verifier, cfg: Config, generator, desc: str):
+    r = cfg.rollout
+    repeated = [p for p in problems for _ in range(n)]
+    rollout = sample_many(model, tokenizer, [p["prompt"] for p in repeated], cfg.eval.batch_size, desc=desc,
+                          max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_n=r.top_n,
+                          generator=generator)
+    correct = torch.tensor(verifier(repeated, rollout.texts)) > 0.5
+    return rollout, correct
+
+
+@torch.no_grad()
+def build_rehearsal(model, tokenizer, problems: list[dict], verifier, cfg: Config, generator) -> dict:
+    """{'rl_prompts': prompts left to RL, 'rehearsal': a Rollout of pi_0's correct responses to the
+    solved prompts (``old_logp`` holds pi_0's log-probs at the rollout temperature) or None, 'stats'}."""
+    d = cfg.dph
+    model.eval()
+    _, correct = _sample(model, tokenizer, problems, d.presample, verifier, cfg, generator, "dph pre-sampling")
+    solved = correct.view(len(problems), d.presample).all(1).tolist()
+    rehearsed = [p for p, s in zip(problems, solved) if s]
+    rl = [p["prompt"] for p, s in zip(problems, solved) if not s]
+    rehearsal = None
+    if rehearsed:
+        rollout, correct = _sample(model, tokenizer, rehearsed, d.samples, verifier, cfg, generator, "dph rehearsal set")
+        if correct.any():
+            rehearsal = rollout.select(correct.nonzero().squeeze(-1))
+    stats = {"dph_rehearsed_prompts": len(rehearsed), "dph_rl_prompts": len(rl),
+             "dph_rehearsal_responses": 0 if rehearsal is None else len(rehearsal.texts)}
+    if rehearsal is None:
+        log.warning("DPH-RL: no rehearsal response (pi_0 solved %d prompts in all %d samples): pure RL",
+                    len(rehearsed), d.presample)
+    return {"rl_prompts": rl, "rehearsal": rehearsal, "stats": stats}
+
+
+def load_or_build(out: Path, resumed: bool, *args) -> dict:
+    """The run's rehearsal data: read back on ``--resume``, built and saved otherwise."""
+    path = out / "rehearsal.pt"
+    if resumed:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: the run's DPH-RL rehearsal set is missing; it cannot be resumed alike")
+        data = torch.load(path, weights_only=False)
+        if not isinstance(data.get("rehearsal"), (Rollout, type(None))):
+            raise ValueError(f"{path}: not a rehearsal set")
+        return data
+    data = build_rehearsal(*args)
+    partial = path.with_suffix(".pt.tmp")
+    torch.save(data, partial)
+    partial.replace(path)
+    return data
