@@ -149,3 +149,33 @@ def test_method_grpo_reproduces_trl_for_each_loss_type(local_model, tmp_path, lo
     for ours, theirs in zip(our_grads, trl_grads):
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-7)
     assert "explore/lambda1" in trainers[1]._metrics["train"]
+
+
+@pytest.mark.parametrize("advantage,hp", [("maxrl", None), ("pkpo", {"pkpo_k": 2})])
+def test_an_rlvr_estimator_replaces_trls_normalisation(local_model, tmp_path, advantage, hp):
+    from rlvr_explore.advantages import compute_advantages
+
+    trainer = make_trainer(local_model, tmp_path, "casp", advantage=advantage, advantage_hp=hp)
+    seen, generate_and_score = [], trainer._generate_and_score_completions
+
+    def spy(inputs):
+        output = generate_and_score(inputs)
+        seen.append((trainer._gathered_rewards.clone(), output["advantages"].clone()))
+        return output
+
+    trainer._generate_and_score_completions = spy
+    trainer.train()
+    assert seen
+    for per_func, used in seen:
+        rewards = per_func.nansum(dim=1)  # two reward functions of weight 1
+        expected = compute_advantages(advantage, rewards, torch.arange(len(rewards)) // 4, torch.ones(len(rewards), 1),
+                                      **(hp or {}))[:, 0]
+        torch.testing.assert_close(used, expected)
+    assert any((used != 0).any() for _, used in seen)
+
+
+def test_an_estimator_that_needs_per_token_inputs_is_refused_at_config_time(tmp_path):
+    with pytest.raises(ValueError, match="advantage='gtpo': through TRL an estimator reads the rewards alone"):
+        ExploreGRPOConfig(output_dir=str(tmp_path), advantage="gtpo", use_cpu=True, report_to=[])
+    with pytest.raises(ValueError, match="advantage_hp: unknown key"):
+        ExploreGRPOConfig(output_dir=str(tmp_path), advantage="pkpo", advantage_hp={"k": 2}, use_cpu=True, report_to=[])

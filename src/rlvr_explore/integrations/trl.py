@@ -14,6 +14,8 @@ sampling temperature in one pass. For any method but ``grpo``, ``_compute_loss``
 ``rlvr_explore.losses.policy_loss`` and logs, beside TRL's own ``entropy``, ``kl`` and
 ``clip_ratio/*`` keys, Lambda^(n), the entropy of gated tokens and the share of responses with
 zero advantage. Multimodal inputs fall back to TRL's own path (and its losses).
+``advantage`` replaces TRL's group normalisation with an rlvr-explore estimator that reads only the
+rewards (MaxRL, PKPO, pass@k, ...), computed on every process's rewards as TRL gathers them.
 Tested with TRL 1.10 to 1.16.
 """
 
@@ -24,9 +26,13 @@ from dataclasses import dataclass, field
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
+from rlvr_explore import advantages as adv_lib
 from rlvr_explore import losses
 from rlvr_explore.candidates import token_stats
 from rlvr_explore.metrics import rank_logprobs
+
+# advantage estimators that read only the rewards, so TRL's gathered rewards are all they need
+TRL_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "psr", "nsr", "w_reinforce", "passk_adv", "maxrl", "pkpo")
 
 # config field -> loss hyper-parameter
 HYPERPARAMETER_FIELDS = {
@@ -58,6 +64,8 @@ class ExploreGRPOConfig(GRPOConfig):
     clip_cov_ratio: float | None = field(default=None, metadata={"help": "Clip-Cov: fraction of tokens cut (Cui et al. 2025: 2e-4)."})
     clip_cov_lb: float | None = field(default=None, metadata={"help": "Clip-Cov lower covariance bound (Cui et al. 2025: 1)."})
     clip_cov_ub: float | None = field(default=None, metadata={"help": "Clip-Cov upper covariance bound (Cui et al. 2025: 5)."})
+    advantage: str | None = field(default=None, metadata={"help": "rlvr-explore advantage estimator in place of TRL's group normalisation, from the rewards alone: " + ", ".join(TRL_ESTIMATORS) + " (docs/methods.md); None keeps TRL's."})
+    advantage_hp: dict | None = field(default=None, metadata={"help": "its hyper-parameters, e.g. {'pkpo_k': 4} or {'eps': 1e-6} (docs/methods.md)."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -71,6 +79,16 @@ class ExploreGRPOConfig(GRPOConfig):
                              + (" (TRL's own loss: set loss_type instead)" if self.method == "grpo" else "")
                              + f"; it takes {takes or 'none of them'}")
         losses.core.make_config(spec, self.loss_hyperparameters())
+        if self.advantage is not None and self.advantage not in TRL_ESTIMATORS:
+            raise ValueError(f"advantage={self.advantage!r}: through TRL an estimator reads the rewards alone; one of "
+                             f"{', '.join(TRL_ESTIMATORS)} (the others need per-token inputs: use the built-in trainer)")
+        if self.advantage_hp:
+            if self.advantage is None:
+                raise ValueError("advantage_hp would have no effect without advantage=...")
+            unknown = sorted(set(self.advantage_hp) - set(adv_lib.ADVANTAGE_CONFIG_KEYS))
+            if unknown:
+                raise ValueError(f"advantage_hp: unknown key(s) {unknown}; accepted: {', '.join(adv_lib.ADVANTAGE_CONFIG_KEYS)}")
+            adv_lib.AdvantageConfig(**self.advantage_hp).validate()
 
     def loss_hyperparameters(self) -> dict:
         """The hyper-parameters to pass to ``policy_loss`` for ``method``: those it takes and that
@@ -98,6 +116,29 @@ class ExploreGRPOTrainer(GRPOTrainer):
         if not isinstance(self.args, ExploreGRPOConfig):
             raise TypeError("ExploreGRPOTrainer needs an ExploreGRPOConfig (it carries `method`)")
         self._candidates = None
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._gathered_rewards = rewards_per_func  # every process's, as TRL normalises them
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        if self.args.advantage is None:
+            return output
+        # TRL's weighted sum of the reward functions; a completion no function scored gets 0, as in TRL
+        per_func = self._gathered_rewards
+        unscorable = torch.isnan(per_func).all(dim=1)
+        rewards = (per_func * self.reward_weights.to(per_func.device).unsqueeze(0)).nansum(dim=1)
+        generations = self.num_generations if self.model.training else self.num_generations_eval
+        group_ids = torch.arange(len(rewards), device=rewards.device) // generations
+        advantages = adv_lib.compute_advantages(
+            self.args.advantage, rewards, group_ids, torch.ones(len(rewards), 1, device=rewards.device),
+            step=self.state.global_step, **(self.args.advantage_hp or {}))[:, 0].masked_fill(unscorable, 0.0)
+        local = len(output["advantages"])
+        start = self.accelerator.process_index * local
+        output["advantages"] = advantages[start : start + local].to(output["advantages"].dtype)
+        return output
 
     def _candidate_stats(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None):
         batch_size = batch_size or input_ids.size(0)
