@@ -204,6 +204,11 @@ def _unsolvable_against(ids: list[list[int]], baseline_ids: list[list[int]]) -> 
             "baseline_only": sum(len(b - a) for a, b in pairs)}
 
 
+def _within(interval: tuple[float, float], lowest: float) -> list[float]:
+    """A t interval knows no bounds: pass@k lies in [0, 1], a difference of two in [-1, 1]."""
+    return [min(max(float(end), lowest), 1.0) for end in interval]
+
+
 def summarise(out: Path, runs: list[str], seeds: list[int], baseline: str) -> dict:
     """Per run: pass@k over problems and seeds, the final evaluation's diagnostics, its unsolvable
     problems against ``baseline``'s and its training curves; per method: its paired differences to
@@ -219,8 +224,8 @@ def summarise(out: Path, runs: list[str], seeds: list[int], baseline: str) -> di
         table[name] = {}
         for k in metrics.powers_of_two(n):
             values = _pass_at_k(c, n, k)
-            low, high = np.clip(metrics.seed_interval(values), 0.0, 1.0)  # a t interval knows no bounds
-            table[name][f"pass@{k}"] = {"mean": float(values.mean()), "ci_low": float(low), "ci_high": float(high),
+            low, high = _within(metrics.seed_interval(values), 0.0)
+            table[name][f"pass@{k}"] = {"mean": float(values.mean()), "ci_low": low, "ci_high": high,
                                         "per_seed": [round(float(v), 4) for v in values.mean(1)]}
         for key in EVAL_KEYS:
             values = [e["summary"][key] for e in finals[name] if key in e["summary"]]
@@ -235,10 +240,11 @@ def summarise(out: Path, runs: list[str], seeds: list[int], baseline: str) -> di
         differences[name] = {}
         for k in metrics.powers_of_two(n):
             diff = metrics.paired_pass_at_k_difference(counts[name], counts[baseline], n, k)
-            low, high = metrics.seed_interval(diff)
+            low, high = _within(metrics.seed_interval(diff), -1.0)
+            rerun = metrics.rerun_interval(diff)
             differences[name][f"pass@{k}"] = {"difference": float(diff.mean()), "ci_low": low, "ci_high": high,
                                               "verdict": metrics.verdict(low, high),
-                                              "rerun_interval": metrics.rerun_interval(diff)}
+                                              "rerun_interval": None if rerun is None else _within(rerun, -1.0)}
     verdicts = {name: {key: by_k[key] for key in ("pass@1", f"pass@{n}")} for name, by_k in differences.items()}
     curves = {name: _training_curves([out / f"seed{s}" / name for s in seeds]) for name in runs}
     return {"seeds": seeds, "n_samples": n, "problems_per_seed": int(counts[first].shape[1]), "baseline": baseline,
