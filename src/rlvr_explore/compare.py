@@ -406,11 +406,13 @@ def add_parser(sub) -> None:
     parser = sub.add_parser("compare", help="train methods on several seeds from one base policy; verdicts with intervals",
                             description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="demo", help="a comparison file: 'config' (the shared settings) and "
-                                                         "'runs' (name: overrides), as configs/demo.yaml")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+                                                         "'runs' (name: overrides, plus 'trainer: rft' for RFT "
+                                                         "rounds), as configs/demo.yaml and configs/explore.yaml")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="each seed trains its own base policy and runs and draws its own evaluation problems")
     parser.add_argument("--methods", nargs="+", default=None, help="the runs to compare (default: all of the file)")
     parser.add_argument("--baseline", default=None, help="the run the others are compared with (default: the first)")
-    parser.add_argument("--out", default="runs/compare")
+    parser.add_argument("--out", default="runs/compare", help="seed<N>/<run>/ per run; comparison.json, .html, .md")
     parser.add_argument("--jobs", type=int, default=1,
                         help="base policies, then runs, trained at once, each in its own process (set run.threads "
                              "so that jobs x threads fits the cores)")
