@@ -108,6 +108,16 @@ class AdvantageConfig:
 
 
 ADVANTAGE_CONFIG_KEYS = tuple(f.name for f in fields(AdvantageConfig))
+
+
+def checked_config(hyperparameters: dict) -> AdvantageConfig:
+    """The config of these keys, each known and every value valid (ValueError naming the first fault)."""
+    for key in hyperparameters:
+        if key not in ADVANTAGE_CONFIG_KEYS:
+            raise ValueError(f"unknown key {key!r}; accepted: {', '.join(ADVANTAGE_CONFIG_KEYS)}")
+    cfg = AdvantageConfig(**hyperparameters)
+    cfg.validate()
+    return cfg
 Estimator = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, AdvantageConfig, dict], torch.Tensor]
 ESTIMATORS: dict[str, Estimator] = {}
 SHAPINGS: dict[str, Callable] = {}

@@ -85,10 +85,10 @@ class ExploreGRPOConfig(GRPOConfig):
         if self.advantage_hp:
             if self.advantage is None:
                 raise ValueError("advantage_hp would have no effect without advantage=...")
-            unknown = sorted(set(self.advantage_hp) - set(adv_lib.ADVANTAGE_CONFIG_KEYS))
-            if unknown:
-                raise ValueError(f"advantage_hp: unknown key(s) {unknown}; accepted: {', '.join(adv_lib.ADVANTAGE_CONFIG_KEYS)}")
-            adv_lib.AdvantageConfig(**self.advantage_hp).validate()
+            try:
+                adv_lib.checked_config(self.advantage_hp)
+            except ValueError as error:
+                raise ValueError(f"advantage_hp: {error}") from None
 
     def loss_hyperparameters(self) -> dict:
         """The hyper-parameters to pass to ``policy_loss`` for ``method``: those it takes and that

@@ -78,6 +78,12 @@ def student_t_quantile(p: float, df: int) -> float:
     return (low + high) / 2
 
 
+def _seed_means(values: np.ndarray, level: float) -> tuple[float, float]:
+    """(mean, t quantile x sd) of the per-seed means of (seeds >= 2, problems) ``values``."""
+    means = values.mean(1)
+    return float(means.mean()), student_t_quantile((1 + level) / 2, len(means) - 1) * float(means.std(ddof=1))
+
+
 def seed_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """Interval of the mean of (seeds, problems) ``values`` when each seed trains its own run and
     draws its own problems: the per-seed means are independent replicates carrying both sources
@@ -88,24 +94,22 @@ def seed_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float
     values = np.asarray(values, dtype=float)
     if values.ndim != 2:
         raise ValueError(f"values must be (seeds, problems), got shape {values.shape}")
-    seeds = values.shape[0]
-    if seeds == 1:
+    if values.shape[0] == 1:
         return bootstrap_ci(values[0], level=level)
-    means = values.mean(1)
-    half = student_t_quantile((1 + level) / 2, seeds - 1) * means.std(ddof=1) / math.sqrt(seeds)
-    return float(means.mean() - half), float(means.mean() + half)
+    mean, spread = _seed_means(values, level)
+    half = spread / math.sqrt(values.shape[0])
+    return mean - half, mean + half
 
 
 def rerun_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float] | None:
     """Where the mean of a rerun with as many new seeds falls with probability ``level``: the
     prediction interval, wider than ``seed_interval`` by sqrt(2) in its t term. None with one seed."""
     values = np.asarray(values, dtype=float)
-    seeds = values.shape[0]
-    if seeds == 1:
+    if values.shape[0] == 1:
         return None
-    means = values.mean(1)
-    half = student_t_quantile((1 + level) / 2, seeds - 1) * means.std(ddof=1) * math.sqrt(2 / seeds)
-    return float(means.mean() - half), float(means.mean() + half)
+    mean, spread = _seed_means(values, level)
+    half = spread * math.sqrt(2 / values.shape[0])
+    return mean - half, mean + half
 
 
 def paired_pass_at_k_difference(method_counts, baseline_counts, n: int, k: int) -> np.ndarray:

@@ -356,12 +356,9 @@ def validate(cfg: Config) -> None:
         losses.core.make_config(spec, spec.select(a.loss))
     except (TypeError, ValueError) as error:
         need(False, f"algorithm.loss: {error}")
-    for key in a.advantage_hp:
-        need(key in advantages.ADVANTAGE_CONFIG_KEYS,
-             f"algorithm.advantage_hp: unknown key {key!r}; accepted: {', '.join(advantages.ADVANTAGE_CONFIG_KEYS)}")
     try:
-        advantages.AdvantageConfig(**a.advantage_hp).validate()
-    except (TypeError, ValueError) as error:
+        advantages.checked_config(a.advantage_hp)
+    except ValueError as error:
         need(False, f"algorithm.advantage_hp: {error}")
     if a.advantage is not None:
         need(a.advantage in advantages.ESTIMATORS,

@@ -3,6 +3,8 @@ the n-rollout unsolvable set, and the exploration diagnostics of the samples."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 
@@ -21,6 +23,28 @@ def sample_many(model, tokenizer, prompts: list[str], batch_size: int, desc: str
         bar.update(len(parts[-1].texts))
     bar.close()
     return Rollout.concat(parts)
+
+
+def sample_and_verify(model, tokenizer, problems: list[dict], n: int, verifier, cfg: Config, generator,
+                      desc: str = "sampling") -> tuple[Rollout, list[dict], list[float]]:
+    """``n`` responses per problem at the rollout settings, and their rewards: (rollout, the
+    problems repeated as sampled, rewards)."""
+    r = cfg.rollout
+    repeated = [p for p in problems for _ in range(n)]
+    rollout = sample_many(model, tokenizer, [p["prompt"] for p in repeated], cfg.eval.batch_size, desc=desc,
+                          max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_n=r.top_n,
+                          generator=generator)
+    return rollout, repeated, verifier(repeated, rollout.texts)
+
+
+def evaluate_and_record(model, tokenizer, problems: list[dict], verifier, cfg: Config, out, step: int, logger) -> dict:
+    """``evaluate`` on the run's fixed evaluation seed (every step sees the same samples' stream),
+    written to ``out/eval/step_N.json`` and logged."""
+    result = evaluate(model, tokenizer, problems, verifier, cfg, torch.Generator().manual_seed(cfg.run.seed + 1))
+    (out / "eval").mkdir(exist_ok=True)
+    (out / "eval" / f"step_{step:06d}.json").write_text(json.dumps(result))
+    logger.log({"kind": "eval", "step": step, **result["summary"]})
+    return result
 
 
 @torch.no_grad()

@@ -14,19 +14,9 @@ import torch
 from rlvr_explore.rollout import Rollout
 
 from .config import Config
-from .evaluate import sample_many
+from .evaluate import sample_and_verify
 
 log = logging.getLogger(__name__)
-
-
-def _sample(model, tokenizer, problems: list[dict], n: int, verifier, cfg: Config, generator, desc: str):
-    r = cfg.rollout
-    repeated = [p for p in problems for _ in range(n)]
-    rollout = sample_many(model, tokenizer, [p["prompt"] for p in repeated], cfg.eval.batch_size, desc=desc,
-                          max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_n=r.top_n,
-                          generator=generator)
-    correct = torch.tensor(verifier(repeated, rollout.texts)) > 0.5
-    return rollout, correct
 
 
 @torch.no_grad()
@@ -35,13 +25,16 @@ def build_rehearsal(model, tokenizer, problems: list[dict], verifier, cfg: Confi
     solved prompts (``old_logp`` holds pi_0's log-probs at the rollout temperature) or None, 'stats'}."""
     d = cfg.dph
     model.eval()
-    _, correct = _sample(model, tokenizer, problems, d.presample, verifier, cfg, generator, "dph pre-sampling")
-    solved = correct.view(len(problems), d.presample).all(1).tolist()
+    _, _, rewards = sample_and_verify(model, tokenizer, problems, d.presample, verifier, cfg, generator,
+                                      "dph pre-sampling")
+    solved = (torch.tensor(rewards) > 0.5).view(len(problems), d.presample).all(1).tolist()
     rehearsed = [p for p, s in zip(problems, solved) if s]
     rl = [p["prompt"] for p, s in zip(problems, solved) if not s]
     rehearsal = None
     if rehearsed:
-        rollout, correct = _sample(model, tokenizer, rehearsed, d.samples, verifier, cfg, generator, "dph rehearsal set")
+        rollout, _, rewards = sample_and_verify(model, tokenizer, rehearsed, d.samples, verifier, cfg, generator,
+                                                "dph rehearsal set")
+        correct = torch.tensor(rewards) > 0.5
         if correct.any():
             rehearsal = rollout.select(correct.nonzero().squeeze(-1))
     stats = {"dph_rehearsed_prompts": len(rehearsed), "dph_rl_prompts": len(rl),

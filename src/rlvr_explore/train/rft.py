@@ -19,7 +19,7 @@ from rlvr_explore.metrics.answers import BOXED, extract_boxed, ngram_redundancy
 
 from .checkpoints import lock_run_dir, mark_finished, plan_run
 from .config import Config, to_dict
-from .evaluate import evaluate, sample_many
+from .evaluate import evaluate_and_record, sample_and_verify
 from .runtime import RunLogger, build_policy, load_tasks, make_verifier, resolve_device, save_policy, seed_everything
 from .sft import train_sft
 
@@ -59,22 +59,11 @@ def run_rft(cfg: Config, init_policy: str | None = None, overwrite: bool = False
         rng = random.Random(cfg.run.seed)
         generator = torch.Generator().manual_seed(cfg.run.seed)
         r = cfg.rft
-
-        def evaluate_and_save(step: int) -> dict:  # every round on the same samples' seed, as the RL trainer does
-            result = evaluate(model, tokenizer, eval_problems, verifier, cfg, torch.Generator().manual_seed(cfg.run.seed + 1))
-            logger.log({"kind": "eval", "step": step, **result["summary"]})
-            (out / "eval").mkdir(exist_ok=True)
-            (out / "eval" / f"step_{step:06d}.json").write_text(json.dumps(result))
-            return result
-
-        result = evaluate_and_save(0)
+        result = evaluate_and_record(model, tokenizer, eval_problems, verifier, cfg, out, 0, logger)
         for iteration in range(1, r.iterations + 1):
-            problems = [p for p in train_problems for _ in range(r.samples_per_prompt)]
             model.eval()
-            rollout = sample_many(model, tokenizer, [p["prompt"] for p in problems], cfg.eval.batch_size,
-                                  max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
-                                  top_p=cfg.rollout.top_p, top_n=cfg.rollout.top_n, generator=generator)
-            rewards = verifier(problems, rollout.texts)
+            rollout, problems, rewards = sample_and_verify(model, tokenizer, train_problems, r.samples_per_prompt,
+                                                           verifier, cfg, generator)
             mask = rollout.response_mask.float()
             entropy = (rollout.entropy * mask).sum(1) / mask.sum(1)
             branching = (rollout.branching_factor.float() * mask).sum(1) / mask.sum(1)
@@ -94,7 +83,7 @@ def run_rft(cfg: Config, init_policy: str | None = None, overwrite: bool = False
                 curve = train_sft(model, tokenizer, pairs, r.sft_steps, cfg.sft.batch_size, cfg.optim.lr, rng, desc=f"rft {iteration}")
                 record["sft_nll"] = curve[-1]
             logger.log(record)
-            result = evaluate_and_save(iteration)
+            result = evaluate_and_record(model, tokenizer, eval_problems, verifier, cfg, out, iteration, logger)
         save_policy(model, tokenizer, out / "policy")
         mark_finished(out, r.iterations)
         logger.close()

@@ -22,7 +22,7 @@ from rlvr_explore.rollout import NonFiniteError, Rollout, sample, score
 
 from . import rehearsal as rehearsal_data
 from .config import Config, config_diff, load_config, to_dict
-from .evaluate import evaluate
+from .evaluate import evaluate_and_record
 from .checkpoints import (
     RunDirectoryError, assert_savable, lock_run_dir, mark_finished, nonfinite_tensors, plan_run,
     save_checkpoint,
@@ -371,13 +371,8 @@ class RLTrainer:
     # ---------------------------------------------------------------- the loop
 
     def evaluate(self) -> dict:
-        result = evaluate(self.model, self.tokenizer, self.eval_problems, self.verifier, self.cfg,
-                          torch.Generator().manual_seed(self.cfg.run.seed + 1))
-        eval_dir = self.out / "eval"
-        eval_dir.mkdir(exist_ok=True)
-        (eval_dir / f"step_{self.step:06d}.json").write_text(json.dumps(result))
-        self.logger.log({"kind": "eval", "step": self.step, **result["summary"]})
-        return result
+        return evaluate_and_record(self.model, self.tokenizer, self.eval_problems, self.verifier, self.cfg, self.out,
+                                   self.step, self.logger)
 
     def save(self) -> None:
         assert_savable(self.model, self.optimizer)
