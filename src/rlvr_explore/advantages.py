@@ -121,6 +121,7 @@ def checked_config(hyperparameters: dict) -> AdvantageConfig:
 Estimator = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, AdvantageConfig, dict], torch.Tensor]
 ESTIMATORS: dict[str, Estimator] = {}
 SHAPINGS: dict[str, Callable] = {}
+SHAPING_READS: dict[str, frozenset[str]] = {}
 
 
 def register_advantage(name: str):
@@ -131,12 +132,19 @@ def register_advantage(name: str):
     return wrap
 
 
-def register_shaping(name: str):
+def register_shaping(name: str, reads: tuple[str, ...] = ()):
+    """``reads``: the inputs beyond the rollout's tensors a step needs (``answers``), so a trainer
+    gathers them only for the steps that read them."""
     def wrap(fn):
         SHAPINGS[name] = fn
+        SHAPING_READS[name] = frozenset(reads)
         return fn
 
     return wrap
+
+
+def shaping_reads(steps) -> frozenset[str]:
+    return frozenset().union(*(SHAPING_READS[step] for step in steps))
 
 
 # ---------------------------------------------------------------- group statistics
@@ -470,7 +478,7 @@ def _answer_keys(extra: dict, step: str, cfg: AdvantageConfig) -> list:
             for prompt, answer in zip(prompt_ids, answers)]
 
 
-@register_shaping("outcome_ucb")
+@register_shaping("outcome_ucb", reads=("answers",))
 def outcome_ucb(advantages, response_mask, group_ids, cfg, extra):
     """A' = A + c bonus_i with b_i = min(1, N(x, a_i)^-1/2), N the times answer a_i was seen for
     question x over training, this batch included (so N >= 1); bonus b (UCB), b - group mean of b
@@ -495,7 +503,7 @@ def outcome_ucb(advantages, response_mask, group_ids, cfg, extra):
     return (advantages + cfg.outcome_coef * bonus.to(advantages).unsqueeze(-1)) * response_mask
 
 
-@register_shaping("outcome_batch")
+@register_shaping("outcome_batch", reads=("answers",))
 def outcome_batch(advantages, response_mask, group_ids, cfg, extra):
     """A' = A - c_batch (1/n) sum_{j != i} 1{a_i = a_j} over the response's group of n: answers the
     group repeats are penalised (outcome-based exploration's batch exploration, arXiv 2509.06941)."""

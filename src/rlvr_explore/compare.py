@@ -31,7 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from rlvr_explore import metrics
-from rlvr_explore.train.config import Config, ConfigError, apply_mapping, read_yaml, resolve_config_path
+from rlvr_explore.train.config import (
+    Config, ConfigError, apply_mapping, describe_changes, read_yaml, resolve_config_path, saved_config_changes, validate,
+)
 
 
 TRAINERS = ("rl", "rft")  # a run's optional 'trainer' key: RL steps (the default) or STILL's RFT rounds
@@ -71,13 +73,11 @@ def _final_eval(run_dir: Path) -> dict:
 
 def _refuse_other_settings(run_dir: Path, cfg, what: str) -> None:
     """A finished run is reused only when it was trained with ``cfg``'s settings."""
-    from rlvr_explore.train.config import config_diff, load_config
-
     saved = run_dir / "config.json"
-    changes = config_diff(load_config(base=json.loads(saved.read_text()), base_source=str(saved)), cfg)
+    changes = saved_config_changes(saved, cfg)
     if changes:
-        listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())
-        raise ValueError(f"{saved}: {what} there was trained with other settings ({listed}); compare into another --out")
+        raise ValueError(f"{saved}: {what} there was trained with other settings ({describe_changes(changes)}); "
+                         "compare into another --out")
 
 
 def _start_eval(seed_dir: Path, runs: list[str]) -> dict:
@@ -98,8 +98,6 @@ def _seed_config(base, seed: int, out: Path):
 
 def _run_config(base, seed: int, out: Path, name: str, overrides: dict | None):
     """(config, trainer) of run ``name`` of ``seed``, validated."""
-    from rlvr_explore.train.config import apply_mapping, validate
-
     overrides = dict(overrides or {})
     trainer = overrides.pop("trainer", "rl")
     cfg = apply_mapping(_seed_config(base, seed, out), overrides, f"compare run '{name}'")
@@ -111,7 +109,6 @@ def _run_config(base, seed: int, out: Path, name: str, overrides: dict | None):
 def _train_base(base, seed: int, out: Path) -> None:
     """The SFT base policy of ``seed``, or the finished one already there."""
     from rlvr_explore.train.checkpoints import finished_step
-    from rlvr_explore.train.config import validate
     from rlvr_explore.train.sft import run_sft
 
     cfg = _seed_config(base, seed, out)

@@ -11,6 +11,7 @@ it, the dotted key and what was expected.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import types
 import typing
@@ -333,6 +334,15 @@ def config_diff(old: Config, new: Config, ignore: tuple[str, ...] = ("run.out_di
 
     a, b = flat(to_dict(old)), flat(to_dict(new))
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in ignore}
+
+
+def saved_config_changes(saved: Path, cfg: Config) -> dict[str, tuple]:
+    """``config_diff`` of the run configuration saved at ``saved`` (a run's config.json) and ``cfg``."""
+    return config_diff(load_config(base=json.loads(saved.read_text()), base_source=str(saved)), cfg)
+
+
+def describe_changes(changes: dict[str, tuple]) -> str:
+    return "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())
 
 
 def validate(cfg: Config) -> None:

@@ -21,7 +21,7 @@ from rlvr_explore.losses.rehearsal import rehearsal_loss
 from rlvr_explore.rollout import NonFiniteError, Rollout, sample, score
 
 from . import rehearsal as rehearsal_data
-from .config import Config, config_diff, load_config, to_dict
+from .config import Config, describe_changes, saved_config_changes, to_dict
 from .evaluate import evaluate_and_record
 from .checkpoints import (
     RunDirectoryError, assert_savable, lock_run_dir, mark_finished, nonfinite_tensors, plan_run,
@@ -56,8 +56,8 @@ class RLTrainer:
         plan = plan_run(self.out, cfg.train.steps, resume, overwrite)
         changes = self._changes_from_saved_config() if plan.resume_from else {}
         if changes and not accept_changes:
-            listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())
-            raise RunDirectoryError(f"--resume: the settings differ from the run's own ({self.out / 'config.json'}): {listed}. "
+            raise RunDirectoryError(f"--resume: the settings differ from the run's own ({self.out / 'config.json'}): "
+                                    f"{describe_changes(changes)}. "
                                     "Resume with the run's settings (drop those overrides), or pass --accept-changes to "
                                     "continue with these (they are recorded in config_history.jsonl)")
         seed_everything(cfg.run.seed)
@@ -105,7 +105,7 @@ class RLTrainer:
     def _changes_from_saved_config(self) -> dict:
         saved = self.out / "config.json"
         try:
-            return config_diff(load_config(base=json.loads(saved.read_text()), base_source=str(saved)), self.cfg)
+            return saved_config_changes(saved, self.cfg)
         except (OSError, ValueError) as error:
             raise RunDirectoryError(f"--resume: {saved} is missing or unreadable ({error}); the run's settings are unknown") from None
 
@@ -343,10 +343,13 @@ class RLTrainer:
         mask = rollout.response_mask
         method = self.method()
         estimator = a.advantage or losses.get_method(method).advantage
+        outcomes = {}  # final answers are extracted only for the steps that read them (outcome exploration)
+        if "answers" in adv_lib.shaping_reads(a.shaping):
+            outcomes = {"answers": [extract_answer(p, text) for p, text in zip(problems, rollout.texts)],
+                        "prompt_ids": [p["prompt"] for p in problems], "answer_counts": self.answer_counts}
         advantages = adv_lib.compute_advantages(
             estimator, rewards, group_ids, mask, shaping=a.shaping, entropy=rollout.entropy, old_logp=rollout.old_logp,
-            step=self.step, answers=[extract_answer(p, text) for p, text in zip(problems, rollout.texts)],
-            prompt_ids=[p["prompt"] for p in problems], answer_counts=self.answer_counts, **a.advantage_hp)
+            step=self.step, **outcomes, **a.advantage_hp)
         record.update({
             "method": method,
             "reward": float(rewards.mean()),
