@@ -173,6 +173,12 @@ def broadcast(per_response: torch.Tensor, response_mask: torch.Tensor) -> torch.
     return per_response.unsqueeze(-1).to(torch.float32) * response_mask.to(torch.float32)
 
 
+def response_mean(values: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) -> (B,) float64 mean over each response's tokens (0 for an empty response)."""
+    mask = response_mask.double()
+    return (values.double() * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
 def is_correct(rewards: torch.Tensor, cfg: AdvantageConfig) -> torch.Tensor:
     return rewards > cfg.correct_threshold
 
@@ -331,23 +337,18 @@ def unlikeliness(rewards, group_ids, response_mask, cfg, extra):
     log-prob under the old policy among its group's (0 = least likely, stable on ties): correct
     but already likely responses are reinforced less (unlikeliness reward, arXiv 2506.02355).
     Groups whose every response is correct get 0 unless ``unlikeliness_keep_saturated``."""
-    old_logp = _need(extra, "old_logp", "unlikeliness").detach().double()
-    mask = response_mask.double()
-    likelihood = (old_logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    likelihood = response_mean(_need(extra, "old_logp", "unlikeliness").detach(), response_mask)
     index, n_groups = group_index(group_ids)
     rank = torch.zeros_like(likelihood)
-    size = torch.zeros_like(likelihood)
     for g in range(n_groups):
         members = (index == g).nonzero().squeeze(-1)
         order = torch.argsort(likelihood[members], stable=True)
         rank[members[order]] = torch.arange(len(members), dtype=rank.dtype, device=rank.device)
-        size[members] = len(members)
-    reshaped = rewards.double() * (1 - cfg.unlikeliness_beta * rank / size)
-    adv = grpo(reshaped, group_ids, response_mask, cfg, extra)
+    _, _, size = group_mean_std(rewards, group_ids)
+    adv = grpo(rewards.double() * (1 - cfg.unlikeliness_beta * rank / size), group_ids, response_mask, cfg, extra)
     if not cfg.unlikeliness_keep_saturated:
-        correct = is_correct(rewards, cfg).double()
-        all_correct = torch.zeros(n_groups, dtype=correct.dtype, device=correct.device).index_add_(0, index, 1 - correct) == 0
-        adv = adv * (~all_correct[index]).unsqueeze(-1)
+        share_correct, _, _ = group_mean_std(is_correct(rewards, cfg).double(), group_ids)
+        adv = adv * (share_correct < 1).unsqueeze(-1)
     return adv
 
 
@@ -411,9 +412,7 @@ def grpo_s(rewards, group_ids, response_mask, cfg, extra):
     """GRPO-S (arXiv 2508.04349): GTPO at the sequence level, each response's mean token entropy
     in place of the token's, normalised over the group's responses, then broadcast (the
     sequence-level details are unverified)."""
-    entropy = _need(extra, "entropy", "grpo_s").detach().double()
-    mask = response_mask.double()
-    mean_entropy = (entropy * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    mean_entropy = response_mean(_need(extra, "entropy", "grpo_s").detach(), response_mask)
     index, n_groups = group_index(group_ids)
     adv = torch.zeros_like(mean_entropy)
     for g in range(n_groups):
@@ -445,9 +444,7 @@ def entropy_adv(advantages, response_mask, group_ids, cfg, extra):
 @register_shaping("ppl_shaping")
 def ppl_shaping(advantages, response_mask, group_ids, cfg, extra):
     """A'_i = A_i (1 - alpha w_i), w_i = (ln PPL_i - mu_g) / sigma_g under the old policy (STILL Eq. 7, 11)."""
-    old_logp = _need(extra, "old_logp", "ppl_shaping").detach().double()
-    mask = response_mask.double()
-    log_ppl = -(old_logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    log_ppl = -response_mean(_need(extra, "old_logp", "ppl_shaping").detach(), response_mask)
     mean, std, size = group_mean_std(log_ppl, group_ids)
     weight = torch.where((size > 1) & (std > 0), (log_ppl - mean) / (std + cfg.eps), torch.zeros_like(mean))
     return advantages * (1.0 - cfg.ppl_alpha * weight).unsqueeze(-1).to(advantages.dtype)
