@@ -43,6 +43,8 @@ test-verl:
 	$(PYTHON) -m venv $(VERL_VENV)
 	$(VERL_VENV)/bin/python -m pip install -q -c constraints.txt torch==2.13.0
 	$(VERL_VENV)/bin/python -m pip install -q -c constraints.txt verl==0.9.1 -e ".[dev]"
+	# the driver (verl.trainer.ppo.ray_trainer, hooked for the advantage inputs) imports these; verl does not require them
+	$(VERL_VENV)/bin/python -m pip install -q -c constraints.txt cachetools uvicorn fastapi
 	$(VERL_VENV)/bin/python -m pytest tests/test_verl.py
 
 bench: $(STAMP)

@@ -214,6 +214,128 @@ def test_contract_a_verl_with_another_layout_still_imports(monkeypatch):
 # ---------------------------------------------------------------- with the real verl
 
 
+def trainer_stand_in(tmp_path, adv_estimator="rlvr_grpo", step=1, resume_mode="auto"):
+    """What the driver hooks read of verl's RayPPOTrainer."""
+    config = {"algorithm": {"adv_estimator": adv_estimator},
+              "trainer": {"default_local_dir": str(tmp_path), "resume_mode": resume_mode, "resume_from_path": None}}
+    as_namespace = lambda d: types.SimpleNamespace(**{k: as_namespace(v) if isinstance(v, dict) else v  # noqa: E731
+                                                      for k, v in d.items()})
+    return types.SimpleNamespace(global_steps=step, config=as_namespace(config))
+
+
+def test_contract_answer_counts_survive_a_verl_checkpoint(tmp_path, monkeypatch):
+    counts = {("3f2a", "12"): 3, ("3f2a", None): 1, ("9b01", "7"): 2}
+    monkeypatch.setattr(plugin.DRIVER, "answer_counts", dict(counts))
+    trainer = trainer_stand_in(tmp_path, step=40)
+    plugin.make_save_checkpoint(lambda self: None)(trainer)
+    assert (tmp_path / "global_step_40" / plugin.COUNTS_FILE).exists()
+    monkeypatch.setattr(plugin.DRIVER, "answer_counts", {})
+    trainer.global_steps = 0  # verl's _load_checkpoint sets it from the folder it resumes
+    plugin.make_load_checkpoint(lambda self: setattr(self, "global_steps", 40))(trainer)
+    assert plugin.DRIVER.answer_counts == counts
+    plugin.make_load_checkpoint(lambda self: setattr(self, "global_steps", 0))(trainer_stand_in(tmp_path / "new"))
+    assert plugin.DRIVER.answer_counts == counts  # training from scratch leaves the driver's counts alone
+
+
+def test_contract_old_log_prob_hook_keeps_the_entropy_only_for_estimators_that_read_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("RLVR_EXPLORE_HP", raising=False)
+    entropy = torch.rand(B, T)
+
+    def original(self, batch):
+        return types.SimpleNamespace(batch={"old_log_probs": -entropy, "entropys": entropy}), 0.5
+
+    for estimator, kept in (("rlvr_gtpo", True), ("rlvr_grpo_s", True), ("rlvr_grpo", False), ("gae", False)):
+        old_log_prob, mfu = plugin.make_compute_old_log_prob(original)(trainer_stand_in(tmp_path, estimator, step=7), None)
+        assert (plugin.ENTROPY_KEY in old_log_prob.batch) == kept and mfu == 0.5
+        assert plugin.DRIVER.step == 6  # verl's first step is 1, ours 0
+    monkeypatch.setenv("RLVR_EXPLORE_HP", '{"shaping": ["entropy_adv"]}')
+    old_log_prob, _ = plugin.make_compute_old_log_prob(original)(trainer_stand_in(tmp_path, "rlvr_grpo"), None)
+    assert torch.equal(old_log_prob.batch[plugin.ENTROPY_KEY], entropy)
+
+
+def test_contract_environment_splits_advantage_and_loss_keys(monkeypatch):
+    monkeypatch.setenv("RLVR_EXPLORE_HP", '{"alpha": 0.3, "pkpo_k": 2, "shaping": ["outcome_ucb"]}')
+    assert plugin.advantage_settings() == (("outcome_ucb",), {"pkpo_k": 2})
+    assert plugin.loss_hyperparameters("casp", None)["alpha"] == 0.3  # the loss ignores the estimator's keys
+    monkeypatch.setenv("RLVR_EXPLORE_HP", '{"pkpo_kk": 2}')
+    with pytest.raises(ValueError, match="pkpo_kk.*neither advantage nor loss"):
+        plugin.advantage_settings()
+    monkeypatch.setenv("RLVR_EXPLORE_HP", '{"shaping": "outcome_ucb"}')
+    with pytest.raises(ValueError, match="shaping must be a list"):
+        plugin.advantage_settings()
+
+
+def rollout_for_the_driver(entropy=True):
+    """A verl batch after old log-probs and rewards: two questions (the first left-padded), three
+    responses each, ragged lengths, and the reward function's extracted answers."""
+    from verl import DataProto
+
+    g = torch.Generator().manual_seed(4)
+    prompts = torch.tensor([[0, 5, 6]] * 3 + [[7, 8, 9]] * 3)
+    response_mask = torch.ones(B, T)
+    response_mask[1, 2:] = 0
+    response_mask[4, 4:] = 0
+    attention_mask = torch.cat([(prompts > 0).float(), response_mask], 1)
+    rewards = torch.zeros(B, T)
+    rewards[torch.arange(B), response_mask.sum(1).long() - 1] = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 1.0])
+    tensors = {"prompts": prompts, "attention_mask": attention_mask, "response_mask": response_mask,
+               "token_level_rewards": rewards, "old_log_probs": -torch.rand(B, T, generator=g) * 2}
+    if entropy:
+        tensors[plugin.ENTROPY_KEY] = torch.rand(B, T, generator=g)
+    answers = np.array(["12", "7", "12", None, "3", "3"], dtype=object)
+    return DataProto.from_dict(tensors=tensors, non_tensors={"uid": np.array(list("aaabbb"), dtype=object),
+                                                              "answer": answers})
+
+
+@pytest.mark.parametrize("estimator, settings", [
+    ("unlikeliness", {"unlikeliness_beta": 0.5}),
+    ("gtpo", {}),
+    ("grpo_s", {"gtpo_alpha2": 0.3}),
+    ("pkpo", {"pkpo_k": 2, "pkpo_k_switch_step": 4}),
+    ("grpo", {"shaping": ["outcome_ucb", "outcome_batch"], "outcome_variant": "ucb_mean"}),
+])
+def test_real_verl_driver_hands_estimators_what_they_read(estimator, settings, tmp_path, monkeypatch):
+    """verl's own compute_advantage, hooked, equals compute_advantages given the same inputs by hand;
+    the outcome counts persist in the driver across steps."""
+    pytest.importorskip("verl", reason="verl not installed: the contract tests above stand in")
+    import verl  # noqa: F401
+    import verl.trainer.ppo.ray_trainer as ray_trainer
+    from omegaconf import OmegaConf
+
+    assert hasattr(ray_trainer.compute_advantage, "rlvr_explore_original")  # patched by the post-import hook
+    monkeypatch.setenv("RLVR_EXPLORE_HP", json.dumps(settings))
+    monkeypatch.setattr(plugin.DRIVER, "answer_counts", {})
+    reference_counts = {}
+    for step in (3, 4):  # PKPO's k switches to 1 at step 4
+        monkeypatch.setattr(plugin.DRIVER, "step", step)
+        data = rollout_for_the_driver()
+        entropy, mask = data.batch[plugin.ENTROPY_KEY].clone(), data.batch["response_mask"]
+        ours = ray_trainer.compute_advantage(data, adv_estimator=f"rlvr_{estimator}", config=OmegaConf.create({}))
+        assert plugin.ENTROPY_KEY not in ours.batch.keys()  # not sent on to the actor
+        hp = {k: v for k, v in settings.items() if k != "shaping"}
+        prompt_ids = ["q1"] * 3 + ["q2"] * 3
+        reference = compute_advantages(
+            estimator, data.batch["token_level_rewards"].sum(-1), torch.tensor([0, 0, 0, 1, 1, 1]), mask,
+            shaping=settings.get("shaping", ()), entropy=entropy, old_logp=data.batch["old_log_probs"], step=step,
+            answers=["12", "7", "12", None, "3", "3"], prompt_ids=prompt_ids, answer_counts=reference_counts, **hp)
+        torch.testing.assert_close(ours.batch["advantages"], reference)
+    if "shaping" in settings:
+        keys = dict(zip(prompt_ids, plugin.prompt_keys(data.batch["prompts"], data.batch["attention_mask"])))
+        assert len(set(keys.values())) == 2  # one id per question, the padding left out
+        assert plugin.DRIVER.answer_counts == {(keys[q], a): n for (q, a), n in reference_counts.items()}
+
+
+def test_real_verl_driver_without_the_entropy_says_where_it_comes_from(monkeypatch):
+    pytest.importorskip("verl", reason="verl not installed: the contract tests above stand in")
+    import verl.trainer.ppo.ray_trainer as ray_trainer
+    from omegaconf import OmegaConf
+
+    monkeypatch.delenv("RLVR_EXPLORE_HP", raising=False)
+    with pytest.raises(RuntimeError, match=r"rlvr_gtpo reads \['entropy'\].*bypass"):
+        ray_trainer.compute_advantage(rollout_for_the_driver(entropy=False), adv_estimator="rlvr_gtpo",
+                                      config=OmegaConf.create({}))
+
+
 def test_real_verl_registers_through_its_entry_point_and_matches_its_own_losses():
     pytest.importorskip("verl", reason="verl not installed: the contract tests above stand in")
     import verl  # noqa: F401  (the import runs verl's entry-point discovery)

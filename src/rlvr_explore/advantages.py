@@ -121,30 +121,34 @@ def checked_config(hyperparameters: dict) -> AdvantageConfig:
 Estimator = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, AdvantageConfig, dict], torch.Tensor]
 ESTIMATORS: dict[str, Estimator] = {}
 SHAPINGS: dict[str, Callable] = {}
-SHAPING_READS: dict[str, frozenset[str]] = {}
+READS: dict[str, frozenset[str]] = {}  # estimator or shaping step -> inputs it needs
 
 
-def register_advantage(name: str):
+def register_advantage(name: str, reads: tuple[str, ...] = ()):
+    """``reads``: what the estimator needs beyond rewards, groups and mask (``old_logp``,
+    ``entropy``, ``step``), so an integration knows what to collect (:func:`inputs_read`)."""
     def wrap(fn):
         ESTIMATORS[name] = fn
+        READS[name] = frozenset(reads)
         return fn
 
     return wrap
 
 
 def register_shaping(name: str, reads: tuple[str, ...] = ()):
-    """``reads``: the inputs beyond the rollout's tensors a step needs (``answers``), so a trainer
-    gathers them only for the steps that read them."""
+    """``reads`` as for :func:`register_advantage`; ``answers`` (with the prompt ids and the answer
+    counts) is extracted only for the steps that read it."""
     def wrap(fn):
         SHAPINGS[name] = fn
-        SHAPING_READS[name] = frozenset(reads)
+        READS[name] = frozenset(reads)
         return fn
 
     return wrap
 
 
-def shaping_reads(steps) -> frozenset[str]:
-    return frozenset().union(*(SHAPING_READS[step] for step in steps))
+def inputs_read(estimator: str, shaping=()) -> frozenset[str]:
+    """What an estimator and its shaping steps read beyond rewards, groups and mask."""
+    return frozenset().union(READS.get(estimator, frozenset()), *(READS.get(step, frozenset()) for step in shaping))
 
 
 # ---------------------------------------------------------------- group statistics
@@ -315,7 +319,7 @@ def pkpo_group(rewards: torch.Tensor, k: int, baseline: str = "loo_minus_one") -
     return transformed
 
 
-@register_advantage("pkpo")
+@register_advantage("pkpo", reads=("step",))
 def pkpo(rewards, group_ids, response_mask, cfg, extra):
     """PKPO's pass@k / max@k transform per group, no std normalisation; k = 1 from
     ``pkpo_k_switch_step`` on (PKPO, arXiv 2505.15201)."""
@@ -331,7 +335,7 @@ def pkpo(rewards, group_ids, response_mask, cfg, extra):
     return broadcast(adv, response_mask)
 
 
-@register_advantage("unlikeliness")
+@register_advantage("unlikeliness", reads=("old_logp",))
 def unlikeliness(rewards, group_ids, response_mask, cfg, extra):
     """GRPO on r~_i = r_i (1 - beta rank_i / G), rank_i the place of the response's mean token
     log-prob under the old policy among its group's (0 = least likely, stable on ties): correct
@@ -390,7 +394,7 @@ def _gtpo_normalize(shaped, active, correct, cfg) -> torch.Tensor:
     return out
 
 
-@register_advantage("gtpo")
+@register_advantage("gtpo", reads=("entropy",))
 def gtpo(rewards, group_ids, response_mask, cfg, extra):
     """Token-level entropy-weighted advantages of GTPO (arXiv 2508.04349): the reward is shared out
     over each position's correct responses in proportion to their (detached) old-policy entropy,
@@ -407,7 +411,7 @@ def gtpo(rewards, group_ids, response_mask, cfg, extra):
     return adv
 
 
-@register_advantage("grpo_s")
+@register_advantage("grpo_s", reads=("entropy",))
 def grpo_s(rewards, group_ids, response_mask, cfg, extra):
     """GRPO-S (arXiv 2508.04349): GTPO at the sequence level, each response's mean token entropy
     in place of the token's, normalised over the group's responses, then broadcast (the
@@ -433,7 +437,7 @@ def _need(extra: dict, name: str, step: str):
     return extra[name]
 
 
-@register_shaping("entropy_adv")
+@register_shaping("entropy_adv", reads=("entropy",))
 def entropy_adv(advantages, response_mask, group_ids, cfg, extra):
     """A'_t = A_t + min(alpha sg(H_t), |A_t| / kappa) (Cheng et al. 2025)."""
     entropy = _need(extra, "entropy", "entropy_adv").detach().to(advantages.dtype)
@@ -441,7 +445,7 @@ def entropy_adv(advantages, response_mask, group_ids, cfg, extra):
     return (advantages + bonus) * response_mask
 
 
-@register_shaping("ppl_shaping")
+@register_shaping("ppl_shaping", reads=("old_logp",))
 def ppl_shaping(advantages, response_mask, group_ids, cfg, extra):
     """A'_i = A_i (1 - alpha w_i), w_i = (ln PPL_i - mu_g) / sigma_g under the old policy (STILL Eq. 7, 11)."""
     log_ppl = -response_mean(_need(extra, "old_logp", "ppl_shaping").detach(), response_mask)
@@ -450,7 +454,7 @@ def ppl_shaping(advantages, response_mask, group_ids, cfg, extra):
     return advantages * (1.0 - cfg.ppl_alpha * weight).unsqueeze(-1).to(advantages.dtype)
 
 
-@register_shaping("position_bonus")
+@register_shaping("position_bonus", reads=("step",))
 def position_bonus(advantages, response_mask, group_ids, cfg, extra):
     """A'_t = A_t + sign(A_t) min(b_t, |A_t| / 2), b_t = gamma sigmoid(d m (l_t - n)), inside the
     step window only (STILL Eq. 8, 12)."""

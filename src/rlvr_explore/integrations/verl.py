@@ -26,23 +26,34 @@ in every process on ``import verl``. Importing this module:
      duration of verl's own ``ppo_loss`` (entropy bonus, KL loss and metrics stay verl's); every
      other ``loss_mode`` goes to verl's function untouched.
 
+3. for the advantage estimators and shaping steps that read more than the rewards (unlikeliness,
+   GTPO, GRPO-S, PKPO's k schedule, the STILL shapings, outcome exploration), patches verl's driver
+   (``verl.trainer.ppo.ray_trainer``): ``_compute_old_log_prob`` keeps the old policy's entropy
+   (which verl drops after logging it) and the step; ``compute_advantage`` hands the registered
+   estimator the old log-probs, that entropy, the step, and for outcome exploration the final
+   answers (the reward function's extra output ``answer``) keyed by the prompt's tokens, with
+   answer counts that ``_save_checkpoint`` / ``_load_checkpoint`` keep beside verl's checkpoint.
+
 Hyper-parameters verl's config already names are read from it (``clip_ratio_low/high``, ``clip_ratio_c``
 (the dual clip, for the methods whose verl counterpart has one),
 ``policy_loss.kl_cov_ratio``, ``ppo_kl_coef``, ``clip_cov_*``); the others from
 ``policy_loss.rlvr``, a mapping that ``verl_config.ExplorePolicyLossConfig`` adds to verl's config,
 or from the environment variable ``RLVR_EXPLORE_HP``, a JSON object such as
 ``{"alpha": 0.01, "top_n": 3}`` (set it in Ray's ``runtime_env.env_vars``). A key the method does
-not take is an error in either place.
+not take is an error in either place. The same variable carries the advantage estimator's
+hyper-parameters and its ``shaping`` steps, e.g. ``{"shaping": ["outcome_ucb"], "outcome_coef": 1.0}``.
 """
 
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import importlib.machinery
 import json
 import os
 import sys
 import warnings
+import types
 from functools import partial
 from typing import NamedTuple
 
@@ -57,7 +68,12 @@ from rlvr_explore.metrics.diagnostics import rank_logprobs
 
 PREFIX = "rlvr_"
 TESTED_VERL = "0.9.1"
-ESTIMATORS = ("grpo", "dr_grpo", "rloo", "psr", "nsr", "w_reinforce", "passk_adv", "maxrl", "pkpo")
+ESTIMATORS = tuple(sorted(adv_lib.ESTIMATORS))
+# RLVR_EXPLORE_HP keys that belong to the advantage estimator rather than the policy loss
+ADVANTAGE_KEYS = frozenset(adv_lib.ADVANTAGE_CONFIG_KEYS) | {"shaping"}
+ANSWER_KEY = "answer"  # the reward function's extra output holding the extracted final answer
+ENTROPY_KEY = "rlvr_entropys"  # the old policy's entropy, kept past verl's pop of "entropys"
+COUNTS_FILE = "rlvr_answer_counts.json"
 # methods whose loss reads entropy or the top-N candidates; the others need them only for a batch-wide gate
 CANDIDATE_METHODS = tuple(name for name in losses.available() if losses.get_method(name).reads)
 VERL_POLICY_LOSS_KEYS = {"kl_cov_ratio": "kl_cov_ratio", "ppo_kl_coef": "kl_cov_coef", "clip_cov_ratio": "clip_cov_ratio",
@@ -105,8 +121,9 @@ def loss_hyperparameters(method: str, config) -> dict:
         value = _get(policy_config, verl_key)
         if value is not None and key in accepted:
             hp[key] = value
+    environment = {k: v for k, v in environment_hyperparameters().items() if k not in ADVANTAGE_KEYS}
     for source, extra in (("actor.policy_loss.rlvr", dict(_get(policy_config, "rlvr", {}))),
-                          ("RLVR_EXPLORE_HP", environment_hyperparameters())):
+                          ("RLVR_EXPLORE_HP", environment)):
         unknown = sorted(set(extra) - accepted)
         if unknown:
             owned = sorted(set(unknown) & VERL_OWNED_KEYS)
@@ -172,17 +189,45 @@ def make_policy_loss(method: str, agg_loss):
     return verl_policy_loss
 
 
+def advantage_settings() -> tuple[tuple[str, ...], dict]:
+    """The shaping steps and estimator hyper-parameters of RLVR_EXPLORE_HP; keys that are neither
+    the estimator's nor any loss's are an error."""
+    settings = environment_hyperparameters()
+    loss_keys = set().union(*(losses.get_method(m).accepted_keys for m in losses.available()))
+    unknown = sorted(set(settings) - ADVANTAGE_KEYS - loss_keys)
+    if unknown:
+        raise ValueError(f"RLVR_EXPLORE_HP: {unknown} are neither advantage nor loss hyper-parameters; "
+                         f"advantage keys: {sorted(ADVANTAGE_KEYS)}")
+    shaping = settings.get("shaping", [])
+    if isinstance(shaping, str) or not all(isinstance(step, str) for step in shaping):
+        raise ValueError(f"RLVR_EXPLORE_HP: shaping must be a list of step names, got {shaping!r}")
+    return tuple(shaping), {k: v for k, v in settings.items() if k in adv_lib.ADVANTAGE_CONFIG_KEYS}
+
+
+# what the estimator reads beyond rewards, set by the compute_advantage hook around verl's own
+_ADVANTAGE_INPUTS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("rlvr_advantage_inputs", default=None)
+# the driver's state across steps: the trainer's step and the outcome-exploration answer counts
+DRIVER = types.SimpleNamespace(step=None, answer_counts={})
+
+
 def make_advantage_estimator(name: str):
     def verl_advantage(token_level_rewards: torch.Tensor, response_mask: torch.Tensor, index: np.ndarray | None = None,
                        config=None, **kwargs):
         if index is None:
             raise ValueError(f"{PREFIX}{name} needs group ids: verl passes them as `index` from non_tensor_batch['uid']")
         _, group_ids = np.unique(np.asarray(index, dtype=object).astype(str), return_inverse=True)
-        accepted = set(adv_lib.ADVANTAGE_CONFIG_KEYS)
-        hp = {k: v for k, v in environment_hyperparameters().items() if k in accepted}
+        shaping, hp = advantage_settings()
+        inputs = _ADVANTAGE_INPUTS.get() or {}
+        # the step is optional for some (PKPO without a k schedule), which say so themselves
+        missing = sorted(adv_lib.inputs_read(name, shaping) - set(inputs) - {"step"})
+        if missing:
+            raise RuntimeError(
+                f"{PREFIX}{name}{' with ' + '+'.join(shaping) if shaping else ''} reads {missing}, which rlvr-explore "
+                "collects in verl's RayPPOTrainer: the entropy when it recomputes the old log-probs (not in bypass "
+                f"mode), the answers from the reward function's extra output '{ANSWER_KEY}'; none reached it")
         advantages = adv_lib.compute_advantages(
             name, token_level_rewards.sum(-1), torch.as_tensor(group_ids, device=token_level_rewards.device),
-            response_mask, **hp).to(token_level_rewards.dtype)
+            response_mask, shaping=shaping, **inputs, **hp).to(token_level_rewards.dtype)
         return advantages, advantages
 
     verl_advantage.__name__ = f"rlvr_explore_{name}_advantage"
@@ -360,8 +405,119 @@ def patch_fsdp_engine(module) -> None:
         engine.train_batch = make_train_batch(engine.train_batch, no_padding_2_padding)
 
 
+# ---------------------------------------------------------------- the driver: advantage inputs and answer counts
+
+
+def selected_estimator(adv_estimator) -> str | None:
+    """Our estimator named by ``algorithm.adv_estimator`` (``rlvr_<name>``), or None."""
+    name = str(getattr(adv_estimator, "value", adv_estimator))
+    name = name[len(PREFIX):] if name.startswith(PREFIX) else None
+    return name if name in adv_lib.ESTIMATORS else None
+
+
+def prompt_keys(prompts: torch.Tensor, attention_mask: torch.Tensor) -> list[str]:
+    """A stable id per response's question: a hash of its prompt's tokens (verl's uids are new each step)."""
+    prompt_mask = attention_mask[:, : prompts.shape[1]].bool()
+    return [hashlib.sha1(row[keep].cpu().numpy().astype(np.int64).tobytes()).hexdigest()[:16]
+            for row, keep in zip(prompts, prompt_mask)]
+
+
+def advantage_inputs(data, entropy: torch.Tensor | None) -> dict:
+    """The old log-probs, entropy, step and answers verl's batch holds, as ``compute_advantages`` takes them."""
+    inputs = {"old_logp": data.batch["old_log_probs"] if "old_log_probs" in data.batch.keys() else None,
+              "entropy": entropy, "step": DRIVER.step}
+    if ANSWER_KEY in data.non_tensor_batch:
+        inputs["answers"] = [None if answer is None or answer != answer else answer  # NaN: no answer parsed
+                             for answer in np.asarray(data.non_tensor_batch[ANSWER_KEY], dtype=object).tolist()]
+        inputs["prompt_ids"] = prompt_keys(data.batch["prompts"], data.batch["attention_mask"])
+        inputs["answer_counts"] = DRIVER.answer_counts
+    return {key: value for key, value in inputs.items() if value is not None}
+
+
+def make_compute_advantage(original):
+    def compute_advantage(data, adv_estimator, *args, **kwargs):
+        entropy = data.batch.pop(ENTROPY_KEY) if ENTROPY_KEY in data.batch.keys() else None  # not sent on to the actor
+        if selected_estimator(adv_estimator) is None:
+            return original(data, adv_estimator, *args, **kwargs)
+        token = _ADVANTAGE_INPUTS.set(advantage_inputs(data, entropy))
+        try:
+            return original(data, adv_estimator, *args, **kwargs)
+        finally:
+            _ADVANTAGE_INPUTS.reset(token)
+
+    compute_advantage.rlvr_explore_original = original
+    return compute_advantage
+
+
+def make_compute_old_log_prob(original):
+    def _compute_old_log_prob(self, batch):
+        old_log_prob, mfu = original(self, batch)
+        DRIVER.step = self.global_steps - 1  # verl counts from 1; our step is the number of updates made (0 first)
+        estimator = selected_estimator(self.config.algorithm.adv_estimator)
+        if estimator is not None and "entropy" in adv_lib.inputs_read(estimator, advantage_settings()[0]):
+            old_log_prob.batch[ENTROPY_KEY] = old_log_prob.batch["entropys"].clone()
+        return old_log_prob, mfu
+
+    _compute_old_log_prob.rlvr_explore_original = original
+    return _compute_old_log_prob
+
+
+def save_answer_counts(folder: str, counts: dict) -> None:
+    os.makedirs(folder, exist_ok=True)
+    temporary = os.path.join(folder, COUNTS_FILE + ".tmp")
+    with open(temporary, "w") as f:
+        json.dump([[prompt, answer, n] for (prompt, answer), n in counts.items()], f)
+    os.replace(temporary, os.path.join(folder, COUNTS_FILE))
+
+
+def load_answer_counts(folder: str) -> dict:
+    path = os.path.join(folder, COUNTS_FILE)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return {(prompt, answer): n for prompt, answer, n in json.load(f)}
+
+
+def make_save_checkpoint(original):
+    def _save_checkpoint(self):
+        original(self)
+        if DRIVER.answer_counts:
+            save_answer_counts(os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}"),
+                               DRIVER.answer_counts)
+
+    _save_checkpoint.rlvr_explore_original = original
+    return _save_checkpoint
+
+
+def make_load_checkpoint(original):
+    def _load_checkpoint(self):
+        result = original(self)
+        if self.global_steps > 0:  # verl resumed from global_step_<n>
+            trainer = self.config.trainer
+            folder = (trainer.resume_from_path if trainer.resume_mode == "resume_path"
+                      else os.path.join(os.path.abspath(trainer.default_local_dir), f"global_step_{self.global_steps}"))
+            DRIVER.answer_counts = load_answer_counts(folder)
+        return result
+
+    _load_checkpoint.rlvr_explore_original = original
+    return _load_checkpoint
+
+
+def patch_ray_trainer(module) -> None:
+    """Wrap the driver's ``compute_advantage`` (``fit`` calls it by its module name) and the
+    ``RayPPOTrainer`` methods around it."""
+    if hasattr(module.compute_advantage, "rlvr_explore_original"):
+        return
+    module.compute_advantage = make_compute_advantage(module.compute_advantage)
+    trainer = module.RayPPOTrainer
+    trainer._compute_old_log_prob = make_compute_old_log_prob(trainer._compute_old_log_prob)
+    trainer._save_checkpoint = make_save_checkpoint(trainer._save_checkpoint)
+    trainer._load_checkpoint = make_load_checkpoint(trainer._load_checkpoint)
+
+
 PATCHES = {"verl.workers.utils.losses": patch_losses_module,
-           "verl.workers.engine.fsdp.transformer_impl": patch_fsdp_engine}
+           "verl.workers.engine.fsdp.transformer_impl": patch_fsdp_engine,
+           "verl.trainer.ppo.ray_trainer": patch_ray_trainer}
 
 
 class PatchAfterImport:
@@ -391,7 +547,8 @@ def apply_patch(name: str, module) -> None:
     except (AttributeError, ImportError) as error:
         warnings.warn(f"rlvr-explore could not hook {name} ({error!r}); it is tested with verl {TESTED_VERL}. "
                       f"Losses that need entropy, top-N or a batch-wide gate ({', '.join(CANDIDATE_METHODS)}, "
-                      "kl_cov, clip_cov) will refuse to run", stacklevel=2)
+                      "kl_cov, clip_cov) and advantages that read more than the rewards will refuse to run",
+                      stacklevel=2)
 
 
 def install() -> None:

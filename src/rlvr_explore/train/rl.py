@@ -344,7 +344,7 @@ class RLTrainer:
         method = self.method()
         estimator = a.advantage or losses.get_method(method).advantage
         outcomes = {}  # final answers are extracted only for the steps that read them (outcome exploration)
-        if "answers" in adv_lib.shaping_reads(a.shaping):
+        if "answers" in adv_lib.inputs_read(estimator, a.shaping):
             outcomes = {"answers": [extract_answer(p, text) for p, text in zip(problems, rollout.texts)],
                         "prompt_ids": [p["prompt"] for p in problems], "answer_counts": self.answer_counts}
         advantages = adv_lib.compute_advantages(
