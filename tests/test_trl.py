@@ -39,14 +39,14 @@ def lucky_reward(prompts, completions, **kwargs):
     return [float(len(c) % 2) for c in completions]
 
 
-def make_trainer(local_model, tmp_path, method, **config):
+def make_trainer(local_model, tmp_path, method, answer_fn=None, **config):
     path, tokenizer = local_model
     dataset = Dataset.from_list([{"prompt": p["prompt"]} for p in generate("countdown", 16, seed=0)])
     args = ExploreGRPOConfig(output_dir=str(tmp_path / "out"), method=method, per_device_train_batch_size=8,
                              num_generations=4, max_completion_length=8, max_steps=2, logging_steps=1, report_to=[],
-                             use_cpu=True, save_strategy="no", seed=0, **config)
+                             use_cpu=True, **{"save_strategy": "no", "seed": 0, **config})
     return ExploreGRPOTrainer(model=path, reward_funcs=[countdown_reward, lucky_reward], args=args,
-                              train_dataset=dataset, processing_class=tokenizer)
+                              train_dataset=dataset, processing_class=tokenizer, answer_fn=answer_fn)
 
 
 @pytest.mark.parametrize("method", sorted(losses.LOSSES))
@@ -174,8 +174,93 @@ def test_an_rlvr_estimator_replaces_trls_normalisation(local_model, tmp_path, ad
     assert any((used != 0).any() for _, used in seen)
 
 
-def test_an_estimator_that_needs_per_token_inputs_is_refused_at_config_time(tmp_path):
-    with pytest.raises(ValueError, match="advantage='gtpo': through TRL an estimator reads the rewards alone"):
-        ExploreGRPOConfig(output_dir=str(tmp_path), advantage="gtpo", use_cpu=True, report_to=[])
+def test_advantage_settings_are_checked_at_config_time(tmp_path):
+    with pytest.raises(ValueError, match="advantage='gtpoo' is not an estimator"):
+        ExploreGRPOConfig(output_dir=str(tmp_path), advantage="gtpoo", use_cpu=True, report_to=[])
+    with pytest.raises(ValueError, match=r"advantage_shaping: unknown steps \['outcome'\]"):
+        ExploreGRPOConfig(output_dir=str(tmp_path), advantage="grpo", advantage_shaping=["outcome"], use_cpu=True,
+                          report_to=[])
     with pytest.raises(ValueError, match="advantage_hp: unknown key"):
         ExploreGRPOConfig(output_dir=str(tmp_path), advantage="pkpo", advantage_hp={"k": 2}, use_cpu=True, report_to=[])
+    with pytest.raises(ValueError, match="no effect without advantage"):
+        ExploreGRPOConfig(output_dir=str(tmp_path), advantage_shaping=["outcome_ucb"], use_cpu=True, report_to=[])
+
+
+def old_policy_statistics(trainer, output):
+    """The log-probs and entropy of the generated completions under the model as it is now (before
+    the step's update), computed here from the logits without the trainer's code."""
+    prompt_ids, completion_ids = output["prompt_ids"], output["completion_ids"]
+    with torch.no_grad():
+        logits = trainer.model(input_ids=torch.cat([prompt_ids, completion_ids], 1),
+                               attention_mask=torch.cat([output["prompt_mask"], output["completion_mask"]], 1)).logits
+    logp = torch.log_softmax(logits[:, prompt_ids.shape[1] - 1 : -1].double() / trainer.temperature, -1)
+    token_logp = logp.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
+    return token_logp, -(logp.exp() * logp).sum(-1)
+
+
+@pytest.mark.parametrize("method, advantage, hp", [
+    ("grpo", "unlikeliness", {"unlikeliness_beta": 0.5}),  # TRL's own loss with per-token advantages
+    ("dapo", "gtpo", None),
+    ("casp", "grpo_s", {"gtpo_alpha2": 0.3}),
+])
+def test_per_token_estimators_read_the_old_policy_through_trl(local_model, tmp_path, method, advantage, hp):
+    from rlvr_explore.advantages import compute_advantages
+
+    trainer = make_trainer(local_model, tmp_path, method, advantage=advantage, advantage_hp=hp)
+    seen, generate_and_score = [], trainer._generate_and_score_completions
+
+    def spy(inputs):
+        output = generate_and_score(inputs)
+        seen.append((trainer._gathered_rewards.clone(), output, *old_policy_statistics(trainer, output)))
+        return output
+
+    trainer._generate_and_score_completions = spy
+    trainer.train()
+    assert seen
+    for per_func, output, old_logp, entropy in seen:
+        mask = output["completion_mask"]
+        expected = compute_advantages(advantage, per_func.nansum(dim=1), torch.arange(len(mask)) // 4, mask,
+                                      old_logp=old_logp, entropy=entropy, **(hp or {}))
+        torch.testing.assert_close(output["advantages"], expected.float(), rtol=1e-4, atol=1e-5)
+    assert any((output["advantages"] != 0).any() for _, output, _, _ in seen)
+
+
+def first_character(example, completion):
+    return completion.strip()[:1] or None
+
+
+def test_outcome_exploration_counts_answers_across_steps_and_checkpoints(local_model, tmp_path):
+    from rlvr_explore.advantages import ANSWER_COUNTS_FILE, compute_advantages, load_answer_counts
+
+    settings = dict(advantage="grpo", advantage_shaping=["outcome_ucb", "outcome_batch"],
+                    advantage_hp={"outcome_variant": "ucb_con", "outcome_b0": 0.5})
+    with pytest.raises(ValueError, match="pass ExploreGRPOTrainer\\(..., answer_fn="):
+        make_trainer(local_model, tmp_path, "grpo", **settings)
+    trainer = make_trainer(local_model, tmp_path, "grpo", answer_fn=first_character, save_strategy="steps", save_steps=1,
+                           **settings)
+    seen, generate_and_score = [], trainer._generate_and_score_completions
+
+    def spy(inputs):
+        output = generate_and_score(inputs)
+        texts = trainer.processing_class.batch_decode(output["completion_ids"], skip_special_tokens=True)
+        seen.append((trainer._gathered_rewards.clone(), [e["prompt"] for e in inputs],
+                     [first_character(e, t) for e, t in zip(inputs, texts)], output["advantages"].clone()))
+        return output
+
+    trainer._generate_and_score_completions = spy
+    trainer.train()
+    assert len(seen) == 2
+    counts = {}  # the reference counts, built from the same answers
+    for per_func, prompts, answers, used in seen:
+        n = len(answers)
+        expected = compute_advantages("grpo", per_func.nansum(dim=1), torch.arange(n) // 4, torch.ones(n, 1),
+                                      shaping=settings["advantage_shaping"], answers=answers,
+                                      prompt_ids=[f'"{p}"' for p in prompts], answer_counts=counts,
+                                      **settings["advantage_hp"])[:, 0]
+        torch.testing.assert_close(used, expected.float())
+    assert trainer.answer_counts == counts and max(counts.values()) > 1  # the second step saw the first's answers
+    last = tmp_path / "out" / "checkpoint-2"
+    assert (last / ANSWER_COUNTS_FILE).exists() and load_answer_counts(str(last)) == counts
+    resumed = make_trainer(local_model, tmp_path / "again", "grpo", answer_fn=first_character, **settings)
+    resumed._load_from_checkpoint(str(last))
+    assert resumed.answer_counts == counts

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from rlvr_explore import losses
-from rlvr_explore.advantages import compute_advantages
+from rlvr_explore.advantages import ANSWER_COUNTS_FILE, compute_advantages
 from rlvr_explore.candidates import token_stats
 from rlvr_explore.integrations import verl as plugin
 
@@ -228,7 +228,7 @@ def test_contract_answer_counts_survive_a_verl_checkpoint(tmp_path, monkeypatch)
     monkeypatch.setattr(plugin.DRIVER, "answer_counts", dict(counts))
     trainer = trainer_stand_in(tmp_path, step=40)
     plugin.make_save_checkpoint(lambda self: None)(trainer)
-    assert (tmp_path / "global_step_40" / plugin.COUNTS_FILE).exists()
+    assert (tmp_path / "global_step_40" / ANSWER_COUNTS_FILE).exists()
     monkeypatch.setattr(plugin.DRIVER, "answer_counts", {})
     trainer.global_steps = 0  # verl's _load_checkpoint sets it from the folder it resumes
     plugin.make_load_checkpoint(lambda self: setattr(self, "global_steps", 40))(trainer)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import collections
 import functools
+import json
+import os
 from dataclasses import dataclass, fields
 from fractions import Fraction
 from math import comb, sqrt
@@ -515,6 +517,28 @@ def outcome_batch(advantages, response_mask, group_ids, cfg, extra):
     penalty = torch.tensor([(repeats[(g, key)] - 1) / size[g] if key is not None else 0.0 for g, key in zip(group, keys)],
                            dtype=torch.float64)
     return (advantages - cfg.outcome_batch_coef * penalty.to(advantages).unsqueeze(-1)) * response_mask
+
+
+ANSWER_COUNTS_FILE = "rlvr_answer_counts.json"
+
+
+def save_answer_counts(folder: str, counts: dict) -> None:
+    """The outcome-exploration counts as ``folder/rlvr_answer_counts.json``, for the integrations'
+    checkpoints (TRL's checkpoint-<n>, verl's global_step_<n>); written atomically."""
+    os.makedirs(folder, exist_ok=True)
+    temporary = os.path.join(folder, ANSWER_COUNTS_FILE + ".tmp")
+    with open(temporary, "w") as f:
+        json.dump([[prompt, answer, n] for (prompt, answer), n in counts.items()], f)
+    os.replace(temporary, os.path.join(folder, ANSWER_COUNTS_FILE))
+
+
+def load_answer_counts(folder: str) -> dict:
+    """What :func:`save_answer_counts` wrote, or {} when the checkpoint has none."""
+    path = os.path.join(folder, ANSWER_COUNTS_FILE)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return {(prompt, answer): n for prompt, answer, n in json.load(f)}
 
 
 # ---------------------------------------------------------------- entry point

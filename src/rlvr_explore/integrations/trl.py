@@ -14,16 +14,23 @@ sampling temperature in one pass. For any method but ``grpo``, ``_compute_loss``
 ``rlvr_explore.losses.policy_loss`` and logs, beside TRL's own ``entropy``, ``kl`` and
 ``clip_ratio/*`` keys, Lambda^(n), the entropy of gated tokens and the share of responses with
 zero advantage. Multimodal inputs fall back to TRL's own path (and its losses).
-``advantage`` replaces TRL's group normalisation with an rlvr-explore estimator that reads only the
-rewards (MaxRL, PKPO, pass@k, ...), computed on every process's rewards as TRL gathers them.
+``advantage`` (with ``advantage_shaping``) replaces TRL's group normalisation with any rlvr-explore
+estimator, computed on every process's rewards as TRL gathers them. Those that read the old policy's
+log-probs or entropy (unlikeliness, GTPO, GRPO-S, ``entropy_adv``, ``ppl_shaping``) get them from one
+no-grad pass per generation batch, gathered across processes; outcome exploration reads final
+answers from the trainer's ``answer_fn`` and keeps its counts in each checkpoint.
 Tested with TRL 1.10 to 1.16.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
+from accelerate.utils import gather_object
 from trl import GRPOConfig, GRPOTrainer
 
 from rlvr_explore import advantages as adv_lib
@@ -31,8 +38,8 @@ from rlvr_explore import losses
 from rlvr_explore.candidates import token_stats
 from rlvr_explore.metrics import rank_logprobs
 
-# advantage estimators that read only the rewards, so TRL's gathered rewards are all they need
-TRL_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "psr", "nsr", "w_reinforce", "passk_adv", "maxrl", "pkpo")
+# what an estimator may read beyond the rewards through TRL (its global_step is the step)
+TRL_INPUTS = frozenset({"step", "old_logp", "entropy", "answers"})
 
 # config field -> loss hyper-parameter
 HYPERPARAMETER_FIELDS = {
@@ -64,8 +71,9 @@ class ExploreGRPOConfig(GRPOConfig):
     clip_cov_ratio: float | None = field(default=None, metadata={"help": "Clip-Cov: fraction of tokens cut (Cui et al. 2025: 2e-4)."})
     clip_cov_lb: float | None = field(default=None, metadata={"help": "Clip-Cov lower covariance bound (Cui et al. 2025: 1)."})
     clip_cov_ub: float | None = field(default=None, metadata={"help": "Clip-Cov upper covariance bound (Cui et al. 2025: 5)."})
-    advantage: str | None = field(default=None, metadata={"help": "rlvr-explore advantage estimator in place of TRL's group normalisation, from the rewards alone: " + ", ".join(TRL_ESTIMATORS) + " (docs/methods.md); None keeps TRL's."})
-    advantage_hp: dict | None = field(default=None, metadata={"help": "its hyper-parameters, e.g. {'pkpo_k': 4} or {'eps': 1e-6} (docs/methods.md)."})
+    advantage: str | None = field(default=None, metadata={"help": "rlvr-explore advantage estimator in place of TRL's group normalisation: " + ", ".join(sorted(adv_lib.ESTIMATORS)) + " (docs/methods.md); None keeps TRL's."})
+    advantage_shaping: list[str] | None = field(default=None, metadata={"help": "shaping steps applied after the estimator, in order: " + ", ".join(sorted(adv_lib.SHAPINGS)) + " (outcome_ucb / outcome_batch need the trainer's answer_fn)."})
+    advantage_hp: dict | None = field(default=None, metadata={"help": "their hyper-parameters, e.g. {'pkpo_k': 4} or {'outcome_variant': 'ucb_con'} (docs/methods.md)."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -79,12 +87,14 @@ class ExploreGRPOConfig(GRPOConfig):
                              + (" (TRL's own loss: set loss_type instead)" if self.method == "grpo" else "")
                              + f"; it takes {takes or 'none of them'}")
         losses.core.make_config(spec, self.loss_hyperparameters())
-        if self.advantage is not None and self.advantage not in TRL_ESTIMATORS:
-            raise ValueError(f"advantage={self.advantage!r}: through TRL an estimator reads the rewards alone; one of "
-                             f"{', '.join(TRL_ESTIMATORS)} (the others need per-token inputs: use the built-in trainer)")
+        if self.advantage is not None and self.advantage not in adv_lib.ESTIMATORS:
+            raise ValueError(f"advantage={self.advantage!r} is not an estimator; one of {', '.join(sorted(adv_lib.ESTIMATORS))}")
+        unknown_steps = sorted(set(self.advantage_shaping or ()) - set(adv_lib.SHAPINGS))
+        if unknown_steps:
+            raise ValueError(f"advantage_shaping: unknown steps {unknown_steps}; available: {', '.join(sorted(adv_lib.SHAPINGS))}")
+        if self.advantage is None and (self.advantage_hp or self.advantage_shaping):
+            raise ValueError("advantage_hp and advantage_shaping would have no effect without advantage=...")
         if self.advantage_hp:
-            if self.advantage is None:
-                raise ValueError("advantage_hp would have no effect without advantage=...")
             try:
                 adv_lib.checked_config(self.advantage_hp)
             except ValueError as error:
@@ -111,11 +121,23 @@ class ExploreGRPOConfig(GRPOConfig):
 class ExploreGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` with rlvr-explore's candidate statistics and policy losses."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, answer_fn: Callable[[dict, str], object] | None = None, **kwargs):
+        """``answer_fn(example, completion_text)``: the final answer of a completion (None if it has
+        none), for outcome exploration's counts; ``example`` is the dataset row it answers."""
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, ExploreGRPOConfig):
             raise TypeError("ExploreGRPOTrainer needs an ExploreGRPOConfig (it carries `method`)")
+        if "answers" in self._advantage_reads() and answer_fn is None:
+            raise ValueError(f"advantage_shaping {self.args.advantage_shaping} counts final answers: pass "
+                             "ExploreGRPOTrainer(..., answer_fn=lambda example, completion: <its answer or None>)")
+        self.answer_fn = answer_fn
+        self.answer_counts: dict = {}  # (prompt, answer) -> times seen, for outcome exploration; checkpointed
         self._candidates = None
+
+    def _advantage_reads(self) -> frozenset[str]:
+        if self.args.advantage is None:
+            return frozenset()
+        return adv_lib.inputs_read(self.args.advantage, self.args.advantage_shaping or ())
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
@@ -132,13 +154,67 @@ class ExploreGRPOTrainer(GRPOTrainer):
         rewards = (per_func * self.reward_weights.to(per_func.device).unsqueeze(0)).nansum(dim=1)
         generations = self.num_generations if self.model.training else self.num_generations_eval
         group_ids = torch.arange(len(rewards), device=rewards.device) // generations
+        reads = self._advantage_reads()
+        inputs_read = self._per_token_inputs(output) if reads & {"old_logp", "entropy"} else {}
+        mask = inputs_read.pop("mask", torch.ones(len(rewards), 1, device=rewards.device))
+        if "answers" in reads:
+            inputs_read.update(self._answers(inputs, output))
         advantages = adv_lib.compute_advantages(
-            self.args.advantage, rewards, group_ids, torch.ones(len(rewards), 1, device=rewards.device),
-            step=self.state.global_step, **(self.args.advantage_hp or {}))[:, 0].masked_fill(unscorable, 0.0)
+            self.args.advantage, rewards, group_ids, mask, shaping=self.args.advantage_shaping or (),
+            step=self.state.global_step, **inputs_read, **(self.args.advantage_hp or {})).masked_fill(unscorable[:, None], 0.0)
+        # per-token advantages (B, T) where the estimator reads tokens, as TRL's loss accepts; (B,) otherwise
+        advantages = advantages if mask.shape[1] > 1 else advantages[:, 0]
+        self._log_advantages(advantages, mask)
         local = len(output["advantages"])
         start = self.accelerator.process_index * local
-        output["advantages"] = advantages[start : start + local].to(output["advantages"].dtype)
+        mine = advantages[start : start + local]
+        output["advantages"] = (mine[:, : output["completion_ids"].shape[1]] if mine.dim() == 2 else mine).to(
+            output["advantages"].dtype)
         return output
+
+    def _gathered(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every process's rows of a (B, T) tensor, right-padded with 0 to the longest T."""
+        return self.accelerator.gather(self.accelerator.pad_across_processes(tensor, dim=1, pad_index=0))
+
+    def _per_token_inputs(self, output) -> dict:
+        """The old policy's log-probs and entropy of every process's completions, from one no-grad
+        pass (TRL's own old log-probs where it computed them), and the completion mask."""
+        completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
+        with torch.no_grad():
+            logp, entropy, _, _ = self._candidate_stats(
+                self.model, torch.cat([output["prompt_ids"], completion_ids], 1),
+                torch.cat([output["prompt_mask"], completion_mask], 1), completion_ids.size(1))
+        old_logp = output.get("old_per_token_logps")
+        mask = completion_mask if "tool_mask" not in output else completion_mask * output["tool_mask"]
+        return {"old_logp": self._gathered(logp if old_logp is None else old_logp), "entropy": self._gathered(entropy),
+                "mask": self._gathered(mask)}
+
+    def _answers(self, inputs, output) -> dict:
+        """Every process's final answers and question ids (the prompt, as JSON) for outcome exploration."""
+        texts = self.processing_class.batch_decode(output["completion_ids"], skip_special_tokens=True)
+        return {"answers": gather_object([self.answer_fn(example, text) for example, text in zip(inputs, texts)]),
+                "prompt_ids": gather_object([json.dumps(example["prompt"], sort_keys=True) for example in inputs]),
+                "answer_counts": self.answer_counts}
+
+    def _log_advantages(self, advantages, mask) -> None:
+        """Replace the advantages TRL logged for this batch (its completions table) with ours."""
+        logged = getattr(self, "_logs", {}).get("advantages")
+        if logged is None:  # a TRL without the completions table
+            return
+        for _ in range(min(len(advantages), len(logged))):
+            logged.pop()
+        per_response = advantages if advantages.dim() == 1 else adv_lib.response_mean(advantages, mask.bool())
+        logged.extend(per_response.tolist())
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.answer_counts and self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+            adv_lib.save_answer_counts(folder, self.answer_counts)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        self.answer_counts = adv_lib.load_answer_counts(resume_from_checkpoint)
 
     def _candidate_stats(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None):
         batch_size = batch_size or input_ids.size(0)

@@ -52,8 +52,8 @@ import importlib.machinery
 import json
 import os
 import sys
-import warnings
 import types
+import warnings
 from functools import partial
 from typing import NamedTuple
 
@@ -73,7 +73,6 @@ ESTIMATORS = tuple(sorted(adv_lib.ESTIMATORS))
 ADVANTAGE_KEYS = frozenset(adv_lib.ADVANTAGE_CONFIG_KEYS) | {"shaping"}
 ANSWER_KEY = "answer"  # the reward function's extra output holding the extracted final answer
 ENTROPY_KEY = "rlvr_entropys"  # the old policy's entropy, kept past verl's pop of "entropys"
-COUNTS_FILE = "rlvr_answer_counts.json"
 # methods whose loss reads entropy or the top-N candidates; the others need them only for a batch-wide gate
 CANDIDATE_METHODS = tuple(name for name in losses.available() if losses.get_method(name).reads)
 VERL_POLICY_LOSS_KEYS = {"kl_cov_ratio": "kl_cov_ratio", "ppo_kl_coef": "kl_cov_coef", "clip_cov_ratio": "clip_cov_ratio",
@@ -462,27 +461,11 @@ def make_compute_old_log_prob(original):
     return _compute_old_log_prob
 
 
-def save_answer_counts(folder: str, counts: dict) -> None:
-    os.makedirs(folder, exist_ok=True)
-    temporary = os.path.join(folder, COUNTS_FILE + ".tmp")
-    with open(temporary, "w") as f:
-        json.dump([[prompt, answer, n] for (prompt, answer), n in counts.items()], f)
-    os.replace(temporary, os.path.join(folder, COUNTS_FILE))
-
-
-def load_answer_counts(folder: str) -> dict:
-    path = os.path.join(folder, COUNTS_FILE)
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return {(prompt, answer): n for prompt, answer, n in json.load(f)}
-
-
 def make_save_checkpoint(original):
     def _save_checkpoint(self):
         original(self)
         if DRIVER.answer_counts:
-            save_answer_counts(os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}"),
+            adv_lib.save_answer_counts(os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}"),
                                DRIVER.answer_counts)
 
     _save_checkpoint.rlvr_explore_original = original
@@ -496,7 +479,7 @@ def make_load_checkpoint(original):
             trainer = self.config.trainer
             folder = (trainer.resume_from_path if trainer.resume_mode == "resume_path"
                       else os.path.join(os.path.abspath(trainer.default_local_dir), f"global_step_{self.global_steps}"))
-            DRIVER.answer_counts = load_answer_counts(folder)
+            DRIVER.answer_counts = adv_lib.load_answer_counts(folder)
         return result
 
     _load_checkpoint.rlvr_explore_original = original
