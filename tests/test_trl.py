@@ -2,6 +2,7 @@
 the trainer's loss equals rlvr_explore.losses.policy_loss on identical tensors."""
 
 import os
+import types
 
 import pytest
 import torch
@@ -264,3 +265,75 @@ def test_outcome_exploration_counts_answers_across_steps_and_checkpoints(local_m
     resumed = make_trainer(local_model, tmp_path / "again", "grpo", answer_fn=first_character, **settings)
     resumed._load_from_checkpoint(str(last))
     assert resumed.answer_counts == counts
+
+
+def test_dph_settings_are_checked_at_config_time(tmp_path):
+    with pytest.raises(ValueError, match=r"\['dph_coef'\] would have no effect without dph_divergence"):
+        ExploreGRPOConfig(output_dir=str(tmp_path), dph_coef=0.05, use_cpu=True, report_to=[])
+    with pytest.raises(ValueError, match="dph_divergence='kl': one of forward, js, alpha"):
+        ExploreGRPOConfig(output_dir=str(tmp_path), dph_divergence="kl", use_cpu=True, report_to=[])
+    with pytest.raises(ValueError, match="dph_alpha must be in"):
+        ExploreGRPOConfig(output_dir=str(tmp_path), dph_divergence="alpha", dph_alpha=1.5, use_cpu=True, report_to=[])
+    config = ExploreGRPOConfig(output_dir=str(tmp_path), dph_divergence="js", dph_samples=4, use_cpu=True, report_to=[])
+    assert (config.dph().divergence, config.dph().samples, config.dph().coef) == ("js", 4, 0.01)
+
+
+def solves_known_prompts(solved):
+    """A reward that 'solves' exactly the prompts in ``solved`` and no other."""
+    def reward(prompts, completions, **kwargs):
+        return [1.0 if p in solved else 0.0 for p in prompts]
+    return reward
+
+
+def test_dph_rehearses_what_the_initial_policy_solves_through_trl(local_model, tmp_path):
+    from rlvr_explore.losses.rehearsal import rehearsal_loss
+
+    path, tokenizer = local_model
+    problems = generate("countdown", 16, seed=0)
+    solved = {p["prompt"] for p in problems[:5]}
+    dataset = Dataset.from_list([{"prompt": p["prompt"]} for p in problems])
+    args = ExploreGRPOConfig(output_dir=str(tmp_path / "out"), method="grpo", per_device_train_batch_size=8,
+                             num_generations=4, max_completion_length=8, max_steps=2, logging_steps=1, report_to=[],
+                             use_cpu=True, save_strategy="no", seed=0, dph_divergence="forward", dph_presample=2,
+                             dph_samples=3, dph_chunk=6, dph_coef=0.5, bf16=False, learning_rate=0.05,
+                             reward_weights=[1.0, 0.4])  # float32, so pi_0's log-probs can be checked to 1e-5
+    # the lucky reward moves the policy on the RL prompts, but never lifts one above the solved threshold 0.5
+    trainer = ExploreGRPOTrainer(model=path, reward_funcs=[solves_known_prompts(solved), lucky_reward], args=args,
+                                 train_dataset=dataset, processing_class=tokenizer)
+    initial = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train()
+    assert sorted(trainer.train_dataset["prompt"]) == sorted(p["prompt"] for p in problems[5:])  # RL on the rest
+    data = trainer.rehearsal
+    assert len(data["completion_ids"]) == 5 * 3  # every sample of a solved prompt is correct
+    prompts = tokenizer.batch_decode(data["prompt_ids"], skip_special_tokens=True)
+    assert set(prompts) == solved
+    # the stored log-probs are pi_0's: recomputed here with the initial weights
+    pi_0 = type(trainer.model).from_pretrained(path).eval()
+    pi_0.load_state_dict(initial)
+    stats = old_policy_statistics(types.SimpleNamespace(model=pi_0, temperature=trainer.temperature),
+                                  {"prompt_ids": data["prompt_ids"], "prompt_mask": data["prompt_mask"],
+                                   "completion_ids": data["completion_ids"], "completion_mask": data["completion_mask"]})
+    mask = data["completion_mask"].bool()
+    torch.testing.assert_close(data["ref_logp"][mask], stats[0].float()[mask], rtol=1e-4, atol=1e-5)
+    # the term added to the loss is rehearsal_loss on the rows drawn, under the current weights
+    draws = trainer._rehearsal_draws.get_state()
+    term = trainer._rehearsal_term(trainer.model)
+    trainer._rehearsal_draws.set_state(draws)
+    rows = torch.randint(len(data["completion_ids"]), (6,), generator=trainer._rehearsal_draws)
+    now = old_policy_statistics(trainer, {name: data[name][rows] for name in ("prompt_ids", "prompt_mask",
+                                                                            "completion_ids", "completion_mask")})[0]
+    expected = rehearsal_loss(now.float(), data["ref_logp"][rows], data["completion_mask"][rows], 0.5, "forward")
+    torch.testing.assert_close(term.detach(), expected, rtol=1e-4, atol=1e-6)
+    assert expected > 0  # the policy moved away from pi_0, and the term pulls it back
+    logged = [h["explore/dph_rehearsal_loss"] for h in trainer.state.log_history if "explore/dph_rehearsal_loss" in h]
+    assert len(logged) == 2 and logged[0] == pytest.approx(0.0, abs=1e-6)  # at step 1 the policy is pi_0: f(1) = 0
+    assert os.path.exists(tmp_path / "out" / "rehearsal-0.pt")
+
+    again = ExploreGRPOTrainer(model=path, reward_funcs=[solves_known_prompts(set()), lucky_reward], args=args,
+                               train_dataset=dataset, processing_class=tokenizer)
+    again._prepare_rehearsal(resumed=True)  # resume reads the set back instead of sampling again
+    assert torch.equal(again.rehearsal["completion_ids"], data["completion_ids"])
+    assert len(again.train_dataset) == 11
+    args.output_dir = str(tmp_path / "elsewhere")
+    with pytest.raises(FileNotFoundError, match="rehearsal set is missing"):
+        again._prepare_rehearsal(resumed=True)

@@ -19,12 +19,18 @@ estimator, computed on every process's rewards as TRL gathers them. Those that r
 log-probs or entropy (unlikeliness, GTPO, GRPO-S, ``entropy_adv``, ``ppl_shaping``) get them from one
 no-grad pass per generation batch, gathered across processes; outcome exploration reads final
 answers from the trainer's ``answer_fn`` and keeps its counts in each checkpoint.
+``dph_divergence`` adds DPH-RL's rehearsal term (arXiv 2509.07430): before training, the initial
+policy samples the training prompts; those it always solves leave the RL set and its correct
+responses to them, with its log-probs, are rehearsed at every step (``rehearsal.pt`` in
+``output_dir``, reused on resume).
 Tested with TRL 1.10 to 1.16.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Callable
@@ -36,10 +42,11 @@ from trl import GRPOConfig, GRPOTrainer
 from rlvr_explore import advantages as adv_lib
 from rlvr_explore import losses
 from rlvr_explore.candidates import token_stats
+from rlvr_explore.losses.rehearsal import DIVERGENCES, rehearsal_loss
 from rlvr_explore.metrics import rank_logprobs
+from rlvr_explore.train.config import DPHConfig
 
-# what an estimator may read beyond the rewards through TRL (its global_step is the step)
-TRL_INPUTS = frozenset({"step", "old_logp", "entropy", "answers"})
+logger = logging.getLogger(__name__)
 
 # config field -> loss hyper-parameter
 HYPERPARAMETER_FIELDS = {
@@ -75,8 +82,16 @@ class ExploreGRPOConfig(GRPOConfig):
     advantage_shaping: list[str] | None = field(default=None, metadata={"help": "shaping steps applied after the estimator, in order: " + ", ".join(sorted(adv_lib.SHAPINGS)) + " (outcome_ucb / outcome_batch need the trainer's answer_fn)."})
     advantage_hp: dict | None = field(default=None, metadata={"help": "their hyper-parameters, e.g. {'pkpo_k': 4} or {'outcome_variant': 'ucb_con'} (docs/methods.md)."})
 
+    dph_divergence: str | None = field(default=None, metadata={"help": "DPH-RL rehearsal to the initial policy (arXiv 2509.07430): " + ", ".join(DIVERGENCES) + "; None: off."})
+    dph_coef: float | None = field(default=None, metadata={"help": f"weight of the rehearsal term (default {DPHConfig.coef}; official scripts: forward 0.01-0.05, JS 0.05-0.2)."})
+    dph_alpha: float | None = field(default=None, metadata={"help": f"a of the alpha divergence, in (0, 1) (default {DPHConfig.alpha})."})
+    dph_presample: int | None = field(default=None, metadata={"help": f"pi_0 samples per training prompt; prompts solved (reward > 0.5) in all are rehearsed, not trained with RL (default {DPHConfig.presample}, DPH-RL README)."})
+    dph_samples: int | None = field(default=None, metadata={"help": f"pi_0 samples per rehearsed prompt; the correct ones form the rehearsal set (default {DPHConfig.samples})."})
+    dph_chunk: int | None = field(default=None, metadata={"help": f"rehearsal responses per optimizer step and process, split over its gradient-accumulation micro-batches (default {DPHConfig.chunk})."})
+
     def __post_init__(self):
         super().__post_init__()
+        self._check_dph()
         spec = losses.get_method(self.method)  # unknown names fail here, listing the available ones
         accepted = set() if self.method == "grpo" else spec.accepted_keys
         ignored = [name for name, key in {**HYPERPARAMETER_FIELDS, "loss_agg_mode": "loss_agg_mode"}.items()
@@ -100,6 +115,28 @@ class ExploreGRPOConfig(GRPOConfig):
             except ValueError as error:
                 raise ValueError(f"advantage_hp: {error}") from None
 
+    def _check_dph(self) -> None:
+        values = {name: getattr(self, f"dph_{name}") for name in ("coef", "alpha", "presample", "samples", "chunk")}
+        if self.dph_divergence is None:
+            given = [f"dph_{name}" for name, value in values.items() if value is not None]
+            if given:
+                raise ValueError(f"{given} would have no effect without dph_divergence (one of {', '.join(DIVERGENCES)})")
+            return
+        if self.dph_divergence not in DIVERGENCES:
+            raise ValueError(f"dph_divergence={self.dph_divergence!r}: one of {', '.join(DIVERGENCES)}")
+        for name in ("presample", "samples", "chunk"):
+            if values[name] is not None and values[name] < 1:
+                raise ValueError(f"dph_{name} must be at least 1, got {values[name]}")
+        if values["alpha"] is not None and not 0 < values["alpha"] < 1:
+            raise ValueError(f"dph_alpha must be in (0, 1), got {values['alpha']}")
+
+    def dph(self) -> DPHConfig | None:
+        """DPH-RL's settings, the unset ones at the built-in trainer's defaults; None when off."""
+        if self.dph_divergence is None:
+            return None
+        given = {name: getattr(self, f"dph_{name}") for name in ("coef", "alpha", "presample", "samples", "chunk")}
+        return DPHConfig(enabled=True, divergence=self.dph_divergence, **{k: v for k, v in given.items() if v is not None})
+
     def loss_hyperparameters(self) -> dict:
         """The hyper-parameters to pass to ``policy_loss`` for ``method``: those it takes and that
         are set, plus TRL's clip range."""
@@ -118,6 +155,13 @@ class ExploreGRPOConfig(GRPOConfig):
         return hp
 
 
+def _concatenate_padded(tensors: list[torch.Tensor], left: bool) -> torch.Tensor:
+    """Rows of (n, T_i) tensors, zero-padded on the left or the right to the widest T."""
+    width = max(t.shape[1] for t in tensors)
+    pad = lambda t: (width - t.shape[1], 0) if left else (0, width - t.shape[1])  # noqa: E731
+    return torch.cat([torch.nn.functional.pad(t, pad(t)) for t in tensors])
+
+
 class ExploreGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` with rlvr-explore's candidate statistics and policy losses."""
 
@@ -132,6 +176,8 @@ class ExploreGRPOTrainer(GRPOTrainer):
                              "ExploreGRPOTrainer(..., answer_fn=lambda example, completion: <its answer or None>)")
         self.answer_fn = answer_fn
         self.answer_counts: dict = {}  # (prompt, answer) -> times seen, for outcome exploration; checkpointed
+        self.rehearsal: dict | None = None  # DPH-RL's set on this process: prompt/completion ids, masks, pi_0 log-probs
+        self._rehearsal_draws = torch.Generator().manual_seed(self.args.seed + self.accelerator.process_index)
         self._candidates = None
 
     def _advantage_reads(self) -> frozenset[str]:
@@ -239,6 +285,12 @@ class ExploreGRPOTrainer(GRPOTrainer):
         return logp, (entropy if compute_entropy else None), None
 
     def _compute_loss(self, model, inputs):
+        loss = self._policy_loss(model, inputs)
+        if self.rehearsal is None:
+            return loss
+        return loss + self._rehearsal_term(model)
+
+    def _policy_loss(self, model, inputs):
         if self.args.method == "grpo" or self.aux_loss_enabled or inputs.get("pixel_values") is not None:
             self._candidates = None
             loss = super()._compute_loss(model, inputs)  # TRL's own loss; our statistics hook ran inside it
@@ -274,6 +326,123 @@ class ExploreGRPOTrainer(GRPOTrainer):
         self._log_trl_keys(store, logp.detach(), old_logp, entropy.detach(), mask.bool(), inputs["advantages"], metrics)
         self._log_candidates(topn_logp, topn_ids, mask.bool(), inputs["advantages"])
         return loss
+
+    # ------------------------------------------------------------ DPH-RL (arXiv 2509.07430)
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        if self.args.dph() is not None and self.rehearsal is None:
+            self._prepare_rehearsal(resumed=bool(resume_from_checkpoint))
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _rehearsal_path(self) -> str:
+        return os.path.join(self.args.output_dir, f"rehearsal-{self.accelerator.process_index}.pt")
+
+    def _prepare_rehearsal(self, resumed: bool) -> None:
+        """This process's rehearsal set and the RL prompts: read back on resume, built and saved
+        otherwise. Every process keeps the same RL prompts."""
+        path = self._rehearsal_path()
+        if resumed:
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"{path}: the run's DPH-RL rehearsal set is missing; it cannot be resumed alike")
+            data = torch.load(path, weights_only=True)
+        else:
+            data = self._build_rehearsal()
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            torch.save(data, path + ".tmp")
+            os.replace(path + ".tmp", path)
+        rl_rows = data.pop("rl_rows").tolist()
+        if not rl_rows:
+            raise ValueError("DPH-RL: the initial policy solves every training prompt in all its pre-samples; "
+                             "nothing is left to train with RL")
+        self.train_dataset = self.train_dataset.select(rl_rows)
+        self.rehearsal = data if len(data["completion_ids"]) else None
+        if self.rehearsal is None:
+            logger.warning("DPH-RL: no rehearsal response on process %d; it trains with RL alone",
+                           self.accelerator.process_index)
+
+    @torch.no_grad()
+    def _build_rehearsal(self) -> dict:
+        """pi_0 samples ``dph_presample`` responses to each training prompt (this process takes every
+        n-th); prompts solved in all of them are rehearsed and leave RL; pi_0 then samples
+        ``dph_samples`` responses to each and keeps the correct ones with its token log-probs."""
+        dph, rows = self.args.dph(), list(range(len(self.train_dataset)))
+        mine = rows[self.accelerator.process_index :: self.accelerator.num_processes]
+        solved = [row for row, rewards in zip(mine, self._sample_and_score(mine, dph.presample)[-1])
+                  if min(rewards) > 0.5]
+        solved_everywhere = set(gather_object(solved))
+        parts = []
+        names = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")
+        data = {name: torch.zeros(0, 1, dtype=torch.long) for name in names} | {"ref_logp": torch.zeros(0, 1)}
+        if solved:
+            *tensors, rewards = self._sample_and_score(solved, dph.samples)
+            correct = (torch.tensor(rewards).flatten() > 0.5).to(tensors[0].device)
+            data = {name: tensor[correct] for name, tensor in zip(names, tensors)}
+            data["ref_logp"] = self._candidate_stats(
+                self.model, torch.cat([data["prompt_ids"], data["completion_ids"]], 1),
+                torch.cat([data["prompt_mask"], data["completion_mask"]], 1), data["completion_ids"].size(1))[0]
+        data = {name: tensor.cpu() for name, tensor in data.items()}
+        data["rl_rows"] = torch.tensor([row for row in rows if row not in solved_everywhere], dtype=torch.long)
+        self._metrics["train"]["explore/dph_rehearsed_prompts"].append(float(len(solved_everywhere)))
+        self._metrics["train"]["explore/dph_rehearsal_responses"].append(
+            self.accelerator.gather(torch.tensor([float(len(data["completion_ids"]))], device=self.accelerator.device)).sum().item())
+        return data
+
+    def _sample_and_score(self, rows: list[int], samples: int):
+        """``samples`` responses of the current (initial) policy to each dataset row, scored by the
+        reward functions: left-padded prompt ids and mask, completion ids and mask (up to the first
+        EOS, as TRL), and per row the list of its responses' weighted rewards."""
+        tokenizer = self.processing_class
+        examples = [self.train_dataset[row] for row in rows]
+        if not all(isinstance(example["prompt"], str) for example in examples):
+            raise ValueError("DPH-RL through TRL samples text prompts; this dataset's 'prompt' is conversational")
+        if not all(callable(f) and not isinstance(f, torch.nn.Module) for f in self.reward_funcs):
+            raise ValueError("DPH-RL through TRL scores pi_0's samples with callable reward functions, not reward models")
+        model = self.accelerator.unwrap_model(self.model)
+        parts, scores = [], []
+        for start in range(0, len(examples), self.args.per_device_train_batch_size):
+            batch = examples[start : start + self.args.per_device_train_batch_size]
+            encoded = tokenizer([e["prompt"] for e in batch], return_tensors="pt", padding=True, padding_side="left",
+                                add_special_tokens=False).to(self.accelerator.device)
+            out = model.generate(**encoded, do_sample=True, temperature=self.temperature, top_p=1.0, top_k=0,
+                                 max_new_tokens=self.max_completion_length, num_return_sequences=samples,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            prompt_len = encoded["input_ids"].shape[1]
+            completion_ids = out[:, prompt_len:]
+            is_eos = completion_ids == tokenizer.eos_token_id
+            first_eos = torch.where(is_eos.any(1), is_eos.int().argmax(1), completion_ids.shape[1])
+            completion_mask = (torch.arange(completion_ids.shape[1], device=out.device)[None] <= first_eos[:, None]).long()
+            texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+            repeated = [e for e in batch for _ in range(samples)]
+            columns = {key: [e[key] for e in repeated] for key in repeated[0] if key not in ("prompt", "completion")}
+            rewards = torch.zeros(len(texts))
+            for weight, function in zip(self.reward_weights.tolist(), self.reward_funcs):
+                values = function(prompts=[e["prompt"] for e in repeated], completions=texts,
+                                  completion_ids=completion_ids.tolist(), **columns)
+                rewards += weight * torch.nan_to_num(torch.tensor([math.nan if v is None else v for v in values],
+                                                                  dtype=torch.float32))
+            scores += rewards.view(len(batch), samples).tolist()
+            parts.append((encoded["input_ids"].repeat_interleave(samples, 0), encoded["attention_mask"].repeat_interleave(samples, 0),
+                          completion_ids, completion_mask))
+        # prompts are left-padded, completions right-padded, to the widest batch
+        stacked = [_concatenate_padded([part[i] for part in parts], left=i < 2) for i in range(4)]
+        return (*stacked, scores)
+
+    def _rehearsal_term(self, model) -> torch.Tensor:
+        """coef x the token mean of f(u) over rehearsal responses drawn for this micro-batch, u the
+        ratio to pi_0's stored probability; ``dph_chunk`` responses per optimizer step."""
+        dph, data = self.args.dph(), self.rehearsal
+        accumulation = getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
+        draws = max(1, math.ceil(dph.chunk / accumulation))
+        rows = torch.randint(len(data["completion_ids"]), (draws,), generator=self._rehearsal_draws)
+        take = {name: tensor[rows].to(self.accelerator.device) for name, tensor in data.items()}
+        logp = self._candidate_stats(model, torch.cat([take["prompt_ids"], take["completion_ids"]], 1),
+                                     torch.cat([take["prompt_mask"], take["completion_mask"]], 1),
+                                     take["completion_ids"].size(1))[0]
+        term = rehearsal_loss(logp, take["ref_logp"], take["completion_mask"], dph.coef, dph.divergence, dph.alpha)
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["explore/dph_rehearsal_loss"].append(
+            self.accelerator.gather(term.detach().float().reshape(1)).mean().item())
+        return term / accumulation
 
     def _log_candidates(self, topn_logp, topn_ids, mask, advantages) -> None:
         store = self._metrics["train" if self.model.training else "eval"]
