@@ -263,8 +263,11 @@ def test_outcome_exploration_counts_answers_across_steps_and_checkpoints(local_m
     last = tmp_path / "out" / "checkpoint-2"
     assert (last / ANSWER_COUNTS_FILE).exists() and load_answer_counts(str(last)) == counts
     resumed = make_trainer(local_model, tmp_path / "again", "grpo", answer_fn=first_character, **settings)
-    resumed._load_from_checkpoint(str(last))
-    assert resumed.answer_counts == counts
+    before_generating, generate_again = [], resumed._generate_and_score_completions
+    resumed._generate_and_score_completions = lambda inputs: (before_generating.append(dict(resumed.answer_counts)),
+                                                               generate_again(inputs))[1]
+    resumed.train(resume_from_checkpoint=str(last))
+    assert (before_generating[0] if before_generating else resumed.answer_counts) == counts
 
 
 def test_dph_settings_are_checked_at_config_time(tmp_path):

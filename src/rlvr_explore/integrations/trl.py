@@ -37,6 +37,7 @@ from typing import Callable
 
 import torch
 from accelerate.utils import gather_object
+from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer
 
 from rlvr_explore import advantages as adv_lib
@@ -258,10 +259,6 @@ class ExploreGRPOTrainer(GRPOTrainer):
             folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
             adv_lib.save_answer_counts(folder, self.answer_counts)
 
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        self.answer_counts = adv_lib.load_answer_counts(resume_from_checkpoint)
-
     def _candidate_stats(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None):
         batch_size = batch_size or input_ids.size(0)
         parts = []
@@ -330,8 +327,15 @@ class ExploreGRPOTrainer(GRPOTrainer):
     # ------------------------------------------------------------ DPH-RL (arXiv 2509.07430)
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        """Outcome exploration's counts come back from the checkpoint resumed (whatever the
+        backend that loads the weights); DPH-RL's rehearsal set is built or read back first."""
+        checkpoint = resume_from_checkpoint
+        if checkpoint is True:
+            checkpoint = get_last_checkpoint(self.args.output_dir)
+        if checkpoint:
+            self.answer_counts = adv_lib.load_answer_counts(checkpoint)
         if self.args.dph() is not None and self.rehearsal is None:
-            self._prepare_rehearsal(resumed=bool(resume_from_checkpoint))
+            self._prepare_rehearsal(resumed=bool(checkpoint))
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _rehearsal_path(self) -> str:
