@@ -54,6 +54,24 @@ def test_intervals_cover_as_often_as_they_claim_when_seeds_differ_more_than_prob
     assert 0.93 <= covered / 2000 <= 0.97 and 0.93 <= rerun_covered / 2000 <= 0.97
 
 
+def test_training_curves_average_the_seeds_that_logged_each_step(tmp_path):
+    """A step DAPO's filter skipped logs no rollout statistics; the curve takes the other seeds'
+    mean there instead of dropping the whole curve, and NaN where every seed skipped."""
+    from rlvr_explore.compare import _training_curves
+
+    logs = {0: [{"step": 1, "reward": 0.2, "lambda1": -0.5}, {"step": 2, "skipped": 1}, {"step": 3, "skipped": 1}],
+            1: [{"step": 1, "reward": 0.4, "lambda1": -0.3}, {"step": 2, "reward": 0.6, "lambda1": -0.1},
+                {"step": 3, "skipped": 1}]}
+    for seed, records in logs.items():
+        (tmp_path / f"s{seed}").mkdir()
+        (tmp_path / f"s{seed}" / "metrics.jsonl").write_text(
+            "".join(json.dumps({"kind": "train", **r}) + "\n" for r in records))
+    curves = _training_curves([tmp_path / "s0", tmp_path / "s1"])
+    assert curves["step"] == [1, 2, 3] and "rollout_entropy" not in curves
+    assert np.allclose(curves["reward"][:2], [0.3, 0.6]) and np.isnan(curves["reward"][2])
+    assert np.allclose(curves["lambda1"][:2], [-0.4, -0.1])
+
+
 def test_compare_trains_every_seed_then_reuses_the_runs(tmp_path, capsys):
     spec = {
         "config": {"run": {"threads": 1}, "model": {"n_layer": 1, "n_head": 2, "n_embd": 16},

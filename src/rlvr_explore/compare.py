@@ -180,17 +180,18 @@ EVAL_KEYS = ("distinct_correct", "answer_entropy", "entropy", "lambda1", "lambda
 
 
 def _training_curves(run_dirs: list[Path]) -> dict[str, list[float]]:
-    """Per training step, the mean over seeds of each of ``CURVE_KEYS`` (the steps every seed logged)."""
+    """Per training step (those every seed logged), the mean of each of ``CURVE_KEYS`` over the seeds
+    that logged it there: a step DAPO's filter skipped (no group with unequal rewards) has none,
+    and is NaN only if every seed skipped it."""
     from rlvr_explore.train.runtime import read_metrics
 
     by_seed = [{r["step"]: r for r in read_metrics(d) if r.get("kind") == "train"} for d in run_dirs]
     steps = sorted(set.intersection(*(set(s) for s in by_seed)))
     curves = {"step": steps}
-    if not steps:  # RFT rounds log no training rollouts
-        return curves
     for key in CURVE_KEYS:
-        if all(key in seed[step] for seed in by_seed for step in steps):
-            curves[key] = [float(np.mean([seed[step][key] for seed in by_seed])) for step in steps]
+        values = [[seed[step][key] for seed in by_seed if key in seed[step]] for step in steps]
+        if any(values):
+            curves[key] = [float(np.mean(v)) if v else float("nan") for v in values]
     return curves
 
 

@@ -14,18 +14,38 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-RUN_COLOURS: dict[str, str] = {}  # name -> colour, so one run keeps its colour in every figure
+RUN_STYLES: dict[str, dict] = {}  # name -> colour and line style, so one run looks the same in every figure
+LINE_STYLES = ("-", "--", ":", "-.")
+CROWDED = 6  # more lines than this: the legend goes beside the axes and the interval bands fade
 
 
 def set_run_colours(names: Sequence[str]) -> None:
-    """Fix each run's colour for the figures that follow (the report calls this once)."""
+    """Fix each run's colour for the figures that follow (the report calls this once); past the
+    ten colours of the cycle, runs differ by line style too, so no two lines look alike."""
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    RUN_COLOURS.clear()
-    RUN_COLOURS.update({name: cycle[i % len(cycle)] for i, name in enumerate(names)})
+    RUN_STYLES.clear()
+    RUN_STYLES.update({name: {"color": cycle[i % len(cycle)], "linestyle": LINE_STYLES[i // len(cycle) % len(LINE_STYLES)]}
+                       for i, name in enumerate(names)})
 
 
 def _colour(name: str) -> str | None:
-    return RUN_COLOURS.get(name)
+    return RUN_STYLES.get(name, {}).get("color")
+
+
+def _line(name: str) -> dict:
+    return RUN_STYLES.get(name, {})
+
+
+def _band_alpha(lines: int) -> float:
+    return 0.15 if lines <= CROWDED else 0.06
+
+
+def _legend(ax, **kwargs) -> None:
+    """Inside the axes for a few entries; beside them when many would cover the lines."""
+    if len(ax.get_legend_handles_labels()[1]) > CROWDED:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    else:
+        ax.legend(**kwargs)
 
 
 def smooth(values: Sequence[float], window: int | None = None) -> np.ndarray:
@@ -39,7 +59,7 @@ def smooth(values: Sequence[float], window: int | None = None) -> np.ndarray:
 
 def _save(fig, path: str) -> str:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # a legend beside the axes stays in the image
     plt.close(fig)
     return path
 
@@ -51,17 +71,17 @@ def pass_at_k_curves(curves: Mapping[str, Mapping[int, Mapping[str, float]]], pa
         curve = {int(k): v for k, v in curve.items()}  # JSON keeps keys as strings
         ks = sorted(curve)
         mean = [curve[k]["mean"] for k in ks]
-        line, = ax.plot(ks, mean, marker="o", ms=3, label=name, color=_colour(name))
+        line, = ax.plot(ks, mean, marker="o", ms=3, label=name, **_line(name))
         if all("ci_low" in curve[k] for k in ks):
             ax.fill_between(ks, [curve[k]["ci_low"] for k in ks], [curve[k]["ci_high"] for k in ks],
-                            color=line.get_color(), alpha=0.15)
+                            color=line.get_color(), alpha=_band_alpha(len(curves)))
     ax.set_xscale("log", base=2)
     ax.set_xlabel("k (samples per problem)")
     ax.set_ylabel("pass@k")
     ax.set_ylim(0, 1.02)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    _legend(ax)
     return _save(fig, path)
 
 
@@ -72,15 +92,15 @@ def difference_curves(curves: Mapping[str, Mapping[int, Mapping[str, float]]], p
     ax.axhline(0, color="black", lw=0.8)
     for name, curve in curves.items():
         ks = sorted(int(k) for k in curve)
-        line, = ax.plot(ks, [curve[k]["difference"] for k in ks], marker="o", ms=3, label=name, color=_colour(name))
+        line, = ax.plot(ks, [curve[k]["difference"] for k in ks], marker="o", ms=3, label=name, **_line(name))
         ax.fill_between(ks, [curve[k]["ci_low"] for k in ks], [curve[k]["ci_high"] for k in ks],
-                        color=line.get_color(), alpha=0.15)
+                        color=line.get_color(), alpha=_band_alpha(len(curves)))
     ax.set_xscale("log", base=2)
     ax.set_xlabel("k (samples per problem)")
     ax.set_ylabel(f"pass@k - pass@k of {baseline}")
     ax.set_title(f"paired difference to {baseline}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     return _save(fig, path)
 
 
@@ -108,7 +128,7 @@ def rank_logprob_dynamics(series: Mapping[str, Mapping[str, Sequence[float]]], p
         ax.legend(fontsize=8)
     for row in axes:
         row[0].set_ylabel("mean log-prob")
-    fig.suptitle("rank-n candidate log-probs (CaSP Eq. 2)")
+    fig.suptitle("rank-n candidate log-probs (CaSP Eq. 2)", y=1.0, va="bottom")  # above the first row's titles
     return _save(fig, path)
 
 
@@ -249,11 +269,12 @@ def metric_over_steps(series: Mapping[str, tuple[Sequence[float], Sequence[float
     """A scalar metric (entropy, reward, branching factor) against training step, one line per run."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for name, (steps, values) in series.items():  # smoothed, with the raw values faint behind
-        line, = ax.plot(steps, smooth(values), label=name, color=_colour(name))
-        ax.plot(steps, values, color=line.get_color(), alpha=0.2, lw=0.8)
+        line, = ax.plot(steps, smooth(values), label=name, **_line(name))
+        if len(series) <= CROWDED:
+            ax.plot(steps, values, color=line.get_color(), alpha=0.2, lw=0.8)
     ax.set_xlabel("training step")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    _legend(ax)
     return _save(fig, path)
