@@ -141,6 +141,13 @@ def test_compare_trains_every_seed_then_reuses_the_runs(tmp_path, capsys):
     assert "finished already" in capsys.readouterr().out
     assert [p.stat().st_mtime_ns for p in evals] == stamps  # nothing trained or evaluated again
     assert json.loads((out / "comparison.json").read_text()) == summary
+    # a subset without the run that evaluated step 0, against another baseline: the same base row
+    assert main(argv + ["--methods", "casp", "rft", "--baseline", "rft"]) == 0
+    subset = json.loads((out / "comparison.json").read_text())
+    assert subset["baseline"] == "rft" and subset["runs"]["base"] == summary["runs"]["base"]
+    assert subset["runs"]["casp"] == {**summary["runs"]["casp"], "unsolvable_vs_baseline":
+                                      subset["runs"]["casp"]["unsolvable_vs_baseline"]}
+    assert main(argv) == 0
 
     parallel = tmp_path / "parallel"  # two seeds at once, in their own processes: the same results
     assert main(["compare", "--config", str(config), "--seeds", "0", "1", "--out", str(parallel), "--jobs", "2"]) == 0

@@ -81,8 +81,12 @@ def _refuse_other_settings(run_dir: Path, cfg, what: str) -> None:
 
 
 def _start_eval(seed_dir: Path, runs: list[str]) -> dict:
-    """The base policy's evaluation: step 0 of a run of that seed (the first run of the file makes it)."""
-    for name in runs:
+    """The base policy's evaluation: step 0 of a run of that seed (the first run of the file makes
+    it). ``--methods`` may leave that run out; every run of the seed directory starts from its one
+    base policy (refused when trained with other settings) and evaluates the same samples, so
+    another run's step 0 is the same row."""
+    others = sorted(d.name for d in seed_dir.iterdir() if d.is_dir() and d.name != "base" and d.name not in runs)
+    for name in [*runs, *others]:
         path = seed_dir / name / "eval" / "step_000000.json"
         if path.exists():
             return json.loads(path.read_text())
