@@ -199,15 +199,16 @@ def old_policy_statistics(trainer, output):
     return token_logp, -(logp.exp() * logp).sum(-1)
 
 
-@pytest.mark.parametrize("method, advantage, hp", [
-    ("grpo", "unlikeliness", {"unlikeliness_beta": 0.5}),  # TRL's own loss with per-token advantages
-    ("dapo", "gtpo", None),
-    ("casp", "grpo_s", {"gtpo_alpha2": 0.3}),
+@pytest.mark.parametrize("method, advantage, hp, config", [
+    ("grpo", "unlikeliness", {"unlikeliness_beta": 0.5}, {}),  # TRL's own loss with per-token advantages
+    ("grpo", "unlikeliness", {"unlikeliness_beta": 0.5}, {"num_iterations": 2}),  # TRL's own old log-probs
+    ("dapo", "gtpo", None, {}),
+    ("casp", "grpo_s", {"gtpo_alpha2": 0.3}, {}),
 ])
-def test_per_token_estimators_read_the_old_policy_through_trl(local_model, tmp_path, method, advantage, hp):
+def test_per_token_estimators_read_the_old_policy_through_trl(local_model, tmp_path, method, advantage, hp, config):
     from rlvr_explore.advantages import compute_advantages
 
-    trainer = make_trainer(local_model, tmp_path, method, advantage=advantage, advantage_hp=hp)
+    trainer = make_trainer(local_model, tmp_path, method, advantage=advantage, advantage_hp=hp, **config)
     seen, generate_and_score = [], trainer._generate_and_score_completions
 
     def spy(inputs):

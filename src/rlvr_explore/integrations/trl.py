@@ -21,7 +21,7 @@ no-grad pass per generation batch, gathered across processes; outcome exploratio
 answers from the trainer's ``answer_fn`` and keeps its counts in each checkpoint.
 ``dph_divergence`` adds DPH-RL's rehearsal term (arXiv 2509.07430): before training, the initial
 policy samples the training prompts; those it always solves leave the RL set and its correct
-responses to them, with its log-probs, are rehearsed at every step (``rehearsal.pt`` in
+responses to them, with its log-probs, are rehearsed at every step (``rehearsal-<process>.pt`` in
 ``output_dir``, reused on resume).
 Tested with TRL 1.10 to 1.16.
 """
@@ -48,6 +48,9 @@ from rlvr_explore.metrics import rank_logprobs
 from rlvr_explore.train.config import DPHConfig
 
 logger = logging.getLogger(__name__)
+
+# DPHConfig fields the TRL config carries as dph_<name> (beside dph_divergence)
+DPH_FIELDS = ("coef", "alpha", "presample", "samples", "chunk")
 
 # config field -> loss hyper-parameter
 HYPERPARAMETER_FIELDS = {
@@ -116,27 +119,23 @@ class ExploreGRPOConfig(GRPOConfig):
             except ValueError as error:
                 raise ValueError(f"advantage_hp: {error}") from None
 
+    def _dph_given(self) -> dict:
+        """The ``dph_*`` fields set, by ``DPHConfig`` name."""
+        return {name: getattr(self, f"dph_{name}") for name in DPH_FIELDS if getattr(self, f"dph_{name}") is not None}
+
     def _check_dph(self) -> None:
-        values = {name: getattr(self, f"dph_{name}") for name in ("coef", "alpha", "presample", "samples", "chunk")}
         if self.dph_divergence is None:
-            given = [f"dph_{name}" for name, value in values.items() if value is not None]
+            given = [f"dph_{name}" for name in self._dph_given()]
             if given:
                 raise ValueError(f"{given} would have no effect without dph_divergence (one of {', '.join(DIVERGENCES)})")
             return
-        if self.dph_divergence not in DIVERGENCES:
-            raise ValueError(f"dph_divergence={self.dph_divergence!r}: one of {', '.join(DIVERGENCES)}")
-        for name in ("presample", "samples", "chunk"):
-            if values[name] is not None and values[name] < 1:
-                raise ValueError(f"dph_{name} must be at least 1, got {values[name]}")
-        if values["alpha"] is not None and not 0 < values["alpha"] < 1:
-            raise ValueError(f"dph_alpha must be in (0, 1), got {values['alpha']}")
+        self.dph().validate(prefix="dph_")
 
     def dph(self) -> DPHConfig | None:
         """DPH-RL's settings, the unset ones at the built-in trainer's defaults; None when off."""
         if self.dph_divergence is None:
             return None
-        given = {name: getattr(self, f"dph_{name}") for name in ("coef", "alpha", "presample", "samples", "chunk")}
-        return DPHConfig(enabled=True, divergence=self.dph_divergence, **{k: v for k, v in given.items() if v is not None})
+        return DPHConfig(enabled=True, divergence=self.dph_divergence, **self._dph_given())
 
     def loss_hyperparameters(self) -> dict:
         """The hyper-parameters to pass to ``policy_loss`` for ``method``: those it takes and that
@@ -202,7 +201,7 @@ class ExploreGRPOTrainer(GRPOTrainer):
         generations = self.num_generations if self.model.training else self.num_generations_eval
         group_ids = torch.arange(len(rewards), device=rewards.device) // generations
         reads = self._advantage_reads()
-        inputs_read = self._per_token_inputs(output) if reads & {"old_logp", "entropy"} else {}
+        inputs_read = self._per_token_inputs(output, reads) if reads & {"old_logp", "entropy"} else {}
         mask = inputs_read.pop("mask", torch.ones(len(rewards), 1, device=rewards.device))
         if "answers" in reads:
             inputs_read.update(self._answers(inputs, output))
@@ -223,18 +222,20 @@ class ExploreGRPOTrainer(GRPOTrainer):
         """Every process's rows of a (B, T) tensor, right-padded with 0 to the longest T."""
         return self.accelerator.gather(self.accelerator.pad_across_processes(tensor, dim=1, pad_index=0))
 
-    def _per_token_inputs(self, output) -> dict:
-        """The old policy's log-probs and entropy of every process's completions, from one no-grad
-        pass (TRL's own old log-probs where it computed them), and the completion mask."""
+    def _per_token_inputs(self, output, reads: frozenset[str]) -> dict:
+        """The old policy's log-probs and entropy of every process's completions, and the completion
+        mask. TRL's own old log-probs where it computed them; otherwise, or for the entropy, one
+        no-grad pass."""
         completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
-        with torch.no_grad():
-            logp, entropy, _, _ = self._candidate_stats(
-                self.model, torch.cat([output["prompt_ids"], completion_ids], 1),
-                torch.cat([output["prompt_mask"], completion_mask], 1), completion_ids.size(1))
-        old_logp = output.get("old_per_token_logps")
-        mask = completion_mask if "tool_mask" not in output else completion_mask * output["tool_mask"]
-        return {"old_logp": self._gathered(logp if old_logp is None else old_logp), "entropy": self._gathered(entropy),
-                "mask": self._gathered(mask)}
+        inputs = {"old_logp": output.get("old_per_token_logps")}
+        if "entropy" in reads or inputs["old_logp"] is None:
+            with torch.no_grad():
+                logp, entropy, _, _ = self._candidate_stats(
+                    self.model, torch.cat([output["prompt_ids"], completion_ids], 1),
+                    torch.cat([output["prompt_mask"], completion_mask], 1), completion_ids.size(1))
+            inputs = {"old_logp": logp if inputs["old_logp"] is None else inputs["old_logp"], "entropy": entropy}
+        inputs["mask"] = completion_mask if "tool_mask" not in output else completion_mask * output["tool_mask"]
+        return {name: self._gathered(tensor) for name, tensor in inputs.items()}
 
     def _answers(self, inputs, output) -> dict:
         """Every process's final answers and question ids (the prompt, as JSON) for outcome exploration."""
@@ -374,7 +375,6 @@ class ExploreGRPOTrainer(GRPOTrainer):
         solved = [row for row, rewards in zip(mine, self._sample_and_score(mine, dph.presample)[-1])
                   if min(rewards) > 0.5]
         solved_everywhere = set(gather_object(solved))
-        parts = []
         names = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")
         data = {name: torch.zeros(0, 1, dtype=torch.long) for name in names} | {"ref_logp": torch.zeros(0, 1)}
         if solved:

@@ -465,8 +465,8 @@ def make_save_checkpoint(original):
     def _save_checkpoint(self):
         original(self)
         if DRIVER.answer_counts:
-            adv_lib.save_answer_counts(os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}"),
-                               DRIVER.answer_counts)
+            folder = os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
+            adv_lib.save_answer_counts(folder, DRIVER.answer_counts)
 
     _save_checkpoint.rlvr_explore_original = original
     return _save_checkpoint

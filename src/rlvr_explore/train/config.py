@@ -127,6 +127,20 @@ class DPHConfig:
     chunk: int = documented(64, "rehearsal responses mixed into each step, split over its mini-batches (official: 256 "
                                 "beside 128 x 16 rollouts)")
 
+    def validate(self, prefix: str = "dph.") -> None:
+        """ValueError naming the first invalid field as ``prefix + name`` (the TRL config's fields are ``dph_*``)."""
+        from rlvr_explore.losses.rehearsal import DIVERGENCES
+
+        if self.divergence not in DIVERGENCES:
+            raise ValueError(f"{prefix}divergence={self.divergence!r}: one of {', '.join(DIVERGENCES)}")
+        if self.coef < 0:
+            raise ValueError(f"{prefix}coef must be >= 0, got {self.coef}")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"{prefix}alpha must be in (0, 1), got {self.alpha}")
+        for name in ("presample", "samples", "chunk"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{prefix}{name} must be at least 1, got {getattr(self, name)}")
+
 
 @dataclass
 class SPSConfig:
@@ -347,7 +361,6 @@ def describe_changes(changes: dict[str, tuple]) -> str:
 
 def validate(cfg: Config) -> None:
     from rlvr_explore import advantages, losses
-    from rlvr_explore.losses import rehearsal
     from rlvr_explore.tasks.synthetic import TASKS
 
     def need(ok: bool, message: str):
@@ -413,11 +426,10 @@ def validate(cfg: Config) -> None:
     need(min(cfg.sft.steps, cfg.sft.batch_size, cfg.sft.solutions_per_prompt) >= 0 and cfg.sft.batch_size >= 1 and cfg.sft.lr > 0,
          "sft.steps >= 0, sft.batch_size >= 1, sft.lr > 0")
     need(0 <= cfg.sft.incorrect_fraction < 1, "sft.incorrect_fraction must be in [0, 1)")
-    d = cfg.dph
-    need(d.divergence in rehearsal.DIVERGENCES,
-         f"dph.divergence must be one of {', '.join(rehearsal.DIVERGENCES)}, got {d.divergence!r}")
-    need(d.coef >= 0 and 0 < d.alpha < 1 and d.presample >= 1 and d.samples >= 1 and d.chunk >= 1,
-         "dph.coef >= 0, 0 < dph.alpha < 1, dph.presample >= 1, dph.samples >= 1 and dph.chunk >= 1")
+    try:
+        cfg.dph.validate()
+    except ValueError as error:
+        need(False, str(error))
     s = cfg.sps
     need(s.every >= 1 and s.irl_steps >= 0 and s.lr_scale > 0 and 0 < s.quantile <= 1,
          "sps.every >= 1, sps.irl_steps >= 0, sps.lr_scale > 0, sps.quantile in (0, 1]")
