@@ -1,11 +1,13 @@
 """DPH-RL (arXiv 2509.07430): the rehearsal divergences against their closed forms and the
 specification's worked examples, their gradient on the logits, and the trainer's data split,
-rehearsal term and resume."""
+rehearsal term and resume; `rlvr-explore dph-prepare`, which builds the same data for verl."""
 
+import json
 import math
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 from rlvr_explore.losses.rehearsal import rehearsal_loss, rehearsal_token_divergence
 
@@ -86,3 +88,77 @@ def test_the_trainer_splits_the_prompts_rehearses_and_resumes_alike(tiny_config,
     assert resumed.rehearsal.texts == trainer.rehearsal.texts and resumed.train_problems == trainer.train_problems
     assert (trainer.out / "rehearsal.pt").stat().st_mtime_ns == saved
     resumed.run()
+
+
+def test_dph_prepare_splits_a_verl_parquet_and_stores_pi0s_log_probs(tmp_path):
+    """`rlvr-explore dph-prepare` on a verl training file and a saved tiny policy, with a verl-style
+    reward function that masters a known set of prompts: rl.parquet is the file less those rows,
+    columns unchanged; rehearsal.pt holds every sample of the mastered prompts with pi_0's
+    log-probs at the temperature, recomputed here by a plain forward pass."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rlvr_explore.cli import main
+    from rlvr_explore.integrations.verl import load_rehearsal_set
+    from rlvr_explore.models import char_tokenizer, tiny_gpt2
+
+    tokenizer = char_tokenizer("0123456789+=: ")
+    tokenizer.chat_template = ("{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+                               "{% if add_generation_prompt %}={% endif %}")  # a BOS as in Llama's template
+    tiny_gpt2(len(tokenizer), n_layer=1, n_embd=16, n_head=2, seed=3).save_pretrained(tmp_path / "pi0")
+    tokenizer.save_pretrained(tmp_path / "pi0")
+    truths = ["always", "never", "always", "raise", "never"]
+    rows = [{"data_source": "toy", "prompt": [{"role": "user", "content": f"{i}+{i}"}],
+             "reward_model": {"style": "rule", "ground_truth": truth}, "extra_info": {"index": i}}
+            for i, truth in enumerate(truths)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "train.parquet")
+    (tmp_path / "reward.py").write_text(
+        "def score(data_source, solution_str, ground_truth, extra_info):\n"
+        "    if ground_truth == 'raise':\n        raise KeyError('no answer')\n"
+        "    return {'score': float(ground_truth == 'always'), 'acc': ground_truth == 'always'}\n")
+
+    code = main(["dph-prepare", "--train-file", str(tmp_path / "train.parquet"), "--model", str(tmp_path / "pi0"),
+                 "--out", str(tmp_path / "dph"), "--reward-function", f"{tmp_path / 'reward.py'}:score",
+                 "--presample", "2", "--samples", "3", "--temperature", "0.7", "--max-new-tokens", "4"])
+    assert code == 0
+    assert pq.read_table(tmp_path / "dph" / "rl.parquet").to_pylist() == [rows[1], rows[3], rows[4]]
+    summary = json.loads((tmp_path / "dph" / "dph_prepare.json").read_text())
+    assert (summary["dph_rehearsed_prompts"], summary["dph_rl_prompts"], summary["dph_rehearsal_responses"]) == (2, 3, 6)
+
+    rehearsal = load_rehearsal_set(str(tmp_path / "dph" / "rehearsal.pt"))
+    assert len(rehearsal["ref_logp"]) == 6
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "pi0")
+    prompts = []
+    for i in range(6):
+        prompt = rehearsal["prompt_ids"][i][rehearsal["prompt_mask"][i]]
+        response = rehearsal["response_ids"][i][rehearsal["response_mask"][i]]
+        prompts.append(tokenizer.decode(prompt))
+        with torch.no_grad():
+            logits = model(torch.cat([prompt, response])[None]).logits[0] / 0.7
+        expected = torch.log_softmax(logits, -1)[len(prompt) - 1 : -1].gather(1, response[:, None]).squeeze(1)
+        torch.testing.assert_close(rehearsal["ref_logp"][i][: len(response)], expected, atol=1e-4, rtol=1e-4)
+    assert sorted(prompts) == ["<bos>0+0="] * 3 + ["<bos>2+2="] * 3  # the chat template, one BOS
+
+
+def test_dph_prepare_says_what_is_wrong_with_its_input(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rlvr_explore.cli import main
+    from rlvr_explore.integrations.verl_rehearsal import chat_text, load_reward_function
+    from rlvr_explore.models import char_tokenizer
+
+    assert main(["dph-prepare", "--train-file", str(tmp_path / "none.parquet"), "--model", "m", "--out", "o"]) == 2
+    assert "--train-file: " in capsys.readouterr().err
+    pq.write_table(pa.Table.from_pylist([{"question": "1+1"}]), tmp_path / "q.parquet")
+    assert main(["dph-prepare", "--train-file", str(tmp_path / "q.parquet"), "--model", "m", "--out", "o"]) == 2
+    assert "no 'prompt' column" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="row 3 'prompt': chat messages, but the tokenizer has no chat template"):
+        chat_text([{"role": "user", "content": "1"}], char_tokenizer("1"), "row 3 'prompt'")
+    with pytest.raises(ValueError, match="expected a string or a list of"):
+        chat_text({"content": "1"}, char_tokenizer("1"), "row 0 'prompt'")
+    (tmp_path / "r.py").write_text("x = 1\n")
+    with pytest.raises(ValueError, match="defines no function 'score'"):
+        load_reward_function(f"{tmp_path / 'r.py'}:score")
+    with pytest.raises(ValueError, match="expected FILE:NAME"):
+        load_reward_function("reward.py")

@@ -211,6 +211,141 @@ def test_contract_a_verl_with_another_layout_still_imports(monkeypatch):
         plugin.apply_patch("verl.workers.engine.fsdp.transformer_impl", broken)
 
 
+# ---------------------------------------------------------------- DPH-RL's rehearsal: the driver's side
+
+
+def rehearsal_set(rows=7, prompt_len=3, response_len=4, seed=5, vocab=17):
+    """Left-padded prompts, right-padded responses of ragged lengths, and stored pi_0 log-probs."""
+    g = torch.Generator().manual_seed(seed)
+    prompt_lens = torch.randint(1, prompt_len + 1, (rows,), generator=g)
+    response_lens = torch.randint(1, response_len + 1, (rows,), generator=g)
+    prompt_mask = torch.arange(prompt_len)[None] >= prompt_len - prompt_lens[:, None]
+    response_mask = torch.arange(response_len)[None] < response_lens[:, None]
+    return {"prompt_ids": torch.randint(1, vocab, (rows, prompt_len), generator=g) * prompt_mask,
+            "prompt_mask": prompt_mask,
+            "response_ids": torch.randint(1, vocab, (rows, response_len), generator=g) * response_mask,
+            "response_mask": response_mask,
+            "ref_logp": -(0.2 + 3 * torch.rand(rows, response_len, generator=g)) * response_mask}
+
+
+class DriverBatch:
+    """What the _update_actor hook reads of verl's DataProto: its length and meta_info."""
+
+    def __init__(self, rows):
+        self.rows, self.meta_info = rows, {}
+
+    def __len__(self):
+        return self.rows
+
+
+def update_actor_stand_in(step, mini_batch_size=2, n=4, seed=1):
+    config = types.SimpleNamespace(actor_rollout_ref=types.SimpleNamespace(
+        actor=types.SimpleNamespace(ppo_mini_batch_size=mini_batch_size, data_loader_seed=seed),
+        rollout=types.SimpleNamespace(n=n)))
+    return types.SimpleNamespace(global_steps=step, config=config)
+
+
+def test_contract_update_actor_hook_sends_each_step_its_rehearsal_chunk(tmp_path, monkeypatch):
+    path = tmp_path / "rehearsal.pt"
+    stored = rehearsal_set(rows=9)
+    torch.save(stored, path)
+    monkeypatch.setenv("RLVR_EXPLORE_HP", json.dumps({"dph_rehearsal": str(path), "dph_chunk": 6, "dph_coef": 0.02,
+                                                      "dph_divergence": "js"}))
+    monkeypatch.setattr(plugin, "DRIVER", types.SimpleNamespace(step=None, answer_counts={}, rehearsal=None,
+                                                                rehearsal_path=None))
+    sent = []
+
+    def original(self, batch, reported=True):
+        sent.append(batch.meta_info[plugin.REHEARSAL_KEY])
+        return types.SimpleNamespace(meta_info={"metrics": {plugin.REHEARSAL_METRIC: 0.1} if reported else {}})
+
+    hooked = plugin.make_update_actor(original)
+    batch = DriverBatch(16)  # two mini-batches of 2 prompts x 4 responses
+    for step in (3, 3, 4):
+        hooked(update_actor_stand_in(step), batch)
+        assert plugin.REHEARSAL_KEY not in batch.meta_info  # not logged or dumped with the batch
+    first, again, later = sent
+    assert first.step == 3 and first.dph.coef == 0.02 and first.dph.divergence == "js"
+    assert [len(share["ref_logp"]) for share in first.shares] == [3, 3]
+    drawn = torch.cat([share["ref_logp"] for share in first.shares])
+    positions = [next(i for i in range(9) if torch.equal(stored["ref_logp"][i], row)) for row in drawn]
+    assert len(set(positions)) == 6  # without replacement, from the stored set
+    for key in plugin.REHEARSAL_FIELDS:
+        assert torch.equal(torch.cat([share[key] for share in first.shares]), stored[key][positions])
+    assert all(torch.equal(a["ref_logp"], b["ref_logp"]) for a, b in zip(first.shares, again.shares))  # resume draws alike
+    assert not torch.equal(torch.cat([s["ref_logp"] for s in later.shares]), drawn)
+    with pytest.raises(RuntimeError, match="ran without the rehearsal term.*FSDP engine"):
+        plugin.make_update_actor(lambda self, b: original(self, b, reported=False))(update_actor_stand_in(5), batch)
+    with pytest.raises(ValueError, match="dph_chunk=6 does not split into the step's 4 mini-batches"):
+        hooked(update_actor_stand_in(5, mini_batch_size=1), batch)
+
+
+def test_contract_a_rehearsal_set_smaller_than_the_chunk_is_drawn_whole_and_repeated():
+    from rlvr_explore.train.config import DPHConfig
+
+    stored = rehearsal_set(rows=4)
+    chunk = plugin.draw_rehearsal_chunk(stored, DPHConfig(enabled=True, chunk=10), mini_batches=2, seed=0, step=1)
+    drawn = torch.cat([share["ref_logp"] for share in chunk.shares])
+    counts = [sum(torch.equal(row, stored["ref_logp"][i]) for row in drawn) for i in range(4)]
+    assert sorted(counts) == [2, 2, 3, 3]  # twice through the set, then two more rows
+
+
+def test_contract_update_actor_hook_without_dph_or_with_an_empty_set(tmp_path, monkeypatch):
+    monkeypatch.setattr(plugin, "DRIVER", types.SimpleNamespace(step=None, answer_counts={}, rehearsal=None,
+                                                                rehearsal_path=None))
+    seen = []
+    hooked = plugin.make_update_actor(lambda self, batch: seen.append(dict(batch.meta_info)) or "verl's output")
+    monkeypatch.delenv("RLVR_EXPLORE_HP", raising=False)
+    assert hooked(update_actor_stand_in(1), DriverBatch(8)) == "verl's output"
+    empty = {key: value[:0] for key, value in rehearsal_set().items()}
+    torch.save(empty, tmp_path / "empty.pt")
+    monkeypatch.setenv("RLVR_EXPLORE_HP", json.dumps({"dph_rehearsal": str(tmp_path / "empty.pt")}))
+    with pytest.warns(UserWarning, match="holds no rehearsal response; training with RL alone"):
+        assert hooked(update_actor_stand_in(1), DriverBatch(8)) == "verl's output"
+    assert seen == [{}, {}]
+
+
+def test_contract_rehearsal_settings_and_files_are_checked(tmp_path, monkeypatch):
+    from rlvr_explore.rollout import Rollout
+
+    monkeypatch.setenv("RLVR_EXPLORE_HP", json.dumps({"dph_coef": 0.05}))
+    with pytest.raises(ValueError, match=r"\['dph_coef'\] need dph_rehearsal, the path of the rehearsal set"):
+        plugin.dph_settings()
+    monkeypatch.setenv("RLVR_EXPLORE_HP", json.dumps({"dph_rehearsal": "x.pt", "dph_presample": 8}))
+    with pytest.raises(ValueError, match=r"\['dph_presample'\] do not apply through verl"):
+        plugin.dph_settings()
+    monkeypatch.setenv("RLVR_EXPLORE_HP", json.dumps({"dph_rehearsal": "x.pt", "dph_coef": -1}))
+    with pytest.raises(ValueError, match="RLVR_EXPLORE_HP dph_coef must be >= 0"):
+        plugin.dph_settings()
+    monkeypatch.setenv("RLVR_EXPLORE_HP", json.dumps({"dph_rehearsal": "x.pt", "dph_coef": 0.05, "alpha": 0.3}))
+    assert plugin.dph_settings()[0] == "x.pt" and plugin.loss_hyperparameters("casp", None)["alpha"] == 0.3
+    assert plugin.advantage_settings() == ((), {})  # the dph_* keys are neither the loss's nor the estimator's
+
+    good = rehearsal_set()
+    cases = {"no key": ({k: v for k, v in good.items() if k != "ref_logp"}, r"no tensor \['ref_logp'\]"),
+             "shape": ({**good, "ref_logp": good["ref_logp"][:, :2]}, "ref_logp has shape .*expected"),
+             "right-padded prompt": ({**good, "prompt_mask": good["prompt_mask"].flip(1)}, "left-padded prompt"),
+             "left-padded response": ({**good, "response_mask": good["response_mask"].flip(1)}, "right-padded response"),
+             "probability above 1": ({**good, "ref_logp": -good["ref_logp"]}, r"log-probabilities \(<= 0\)")}
+    for name, (content, message) in cases.items():
+        torch.save(content, tmp_path / "bad.pt")
+        with pytest.raises(ValueError, match=f"{tmp_path / 'bad.pt'}: .*{message}"):
+            plugin.load_rehearsal_set(str(tmp_path / "bad.pt"))
+    with pytest.raises(FileNotFoundError, match="dph_rehearsal: .*missing.pt does not exist"):
+        plugin.load_rehearsal_set(str(tmp_path / "missing.pt"))
+
+    rows = len(good["ref_logp"])  # the built-in trainer's rehearsal.pt holds a Rollout whose old_logp is pi_0's
+    rollout = Rollout(prompts=[""] * rows, prompt_ids=good["prompt_ids"], prompt_mask=good["prompt_mask"],
+                      response_ids=good["response_ids"], response_mask=good["response_mask"], old_logp=good["ref_logp"],
+                      entropy=torch.zeros(rows, 4), topn_logp=torch.zeros(rows, 4, 1),
+                      topn_ids=torch.zeros(rows, 4, 1, dtype=torch.long), branching_factor=torch.zeros(rows, 4),
+                      texts=[""] * rows)
+    torch.save({"rl_prompts": [], "rehearsal": rollout, "stats": {}}, tmp_path / "builtin.pt")
+    loaded = plugin.load_rehearsal_set(str(tmp_path / "builtin.pt"))
+    torch.testing.assert_close(loaded["ref_logp"], good["ref_logp"].float())
+    assert torch.equal(loaded["response_ids"], good["response_ids"])
+
+
 # ---------------------------------------------------------------- with the real verl
 
 
@@ -258,7 +393,7 @@ def test_contract_environment_splits_advantage_and_loss_keys(monkeypatch):
     assert plugin.advantage_settings() == (("outcome_ucb",), {"pkpo_k": 2})
     assert plugin.loss_hyperparameters("casp", None)["alpha"] == 0.3  # the loss ignores the estimator's keys
     monkeypatch.setenv("RLVR_EXPLORE_HP", '{"pkpo_kk": 2}')
-    with pytest.raises(ValueError, match="pkpo_kk.*neither advantage nor loss"):
+    with pytest.raises(ValueError, match="pkpo_kk.*neither advantage, DPH-RL nor loss"):
         plugin.advantage_settings()
     monkeypatch.setenv("RLVR_EXPLORE_HP", '{"shaping": "outcome_ucb"}')
     with pytest.raises(ValueError, match="shaping must be a list"):
@@ -458,6 +593,9 @@ def cpu_engine(model):
         def get_data_parallel_size(self):
             return 1
 
+        def get_data_parallel_rank(self):
+            return 0
+
         def is_mp_src_rank_with_outputs(self):
             return True
 
@@ -541,6 +679,151 @@ def test_real_verl_fsdp_engine_with_the_hook_equals_the_core_loss_on_the_whole_b
     for ours, reference in zip(verl_grads, [p.grad for p in model.parameters()]):
         torch.testing.assert_close(ours, reference)
 
+
+
+def response_logp(model, share):
+    """(rows, R) log-probs of each share row's response tokens, one unpacked sequence at a time."""
+    out = torch.zeros(share["response_ids"].shape, dtype=torch.float64)
+    for i in range(len(out)):
+        prompt = share["prompt_ids"][i][share["prompt_mask"][i]]
+        response = share["response_ids"][i][share["response_mask"][i]]
+        logp = torch.log_softmax(model(torch.cat([prompt, response])), -1)
+        out[i, : len(response)] = logp[len(prompt) - 1 : -1].gather(1, response[:, None]).squeeze(1)
+    return out
+
+
+@pytest.mark.parametrize("method, hp, divergence, remove_padding", [
+    ("grpo", {}, "forward", True),
+    ("casp", {"quantile_scope": "batch", "q": 0.5}, "js", True),  # the batch gate's pass, then the rehearsal
+    ("grpo", {}, "alpha", False),                                 # verl's padded (no rmpad) branch
+])
+def test_real_verl_fsdp_engine_rehearses_each_share_with_the_core_gradient(method, hp, divergence, remove_padding,
+                                                                          monkeypatch):
+    """verl's own train_batch with the hook: each mini-batch's gradient is the policy loss's plus
+    DPH-RL's term on that mini-batch's share of the step's rehearsal rows (the core rehearsal_loss),
+    the shares taken in order and again in the next epoch; the term reaches verl's metrics."""
+    pytest.importorskip("verl", reason="verl not installed: the contract tests above stand in")
+    import torch.distributed as dist
+    import verl  # noqa: F401
+    import verl.workers.engine.fsdp.transformer_impl as impl
+    import verl.workers.utils.losses as verl_losses
+    from functools import partial
+    from omegaconf import OmegaConf
+    from verl.utils import tensordict_utils as tu
+
+    from rlvr_explore.losses.rehearsal import rehearsal_loss
+    from rlvr_explore.train.config import DPHConfig
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    monkeypatch.setattr(impl, "get_device_id", lambda: "cpu")
+    monkeypatch.setenv("RLVR_EXPLORE_HP", json.dumps(hp))
+    monkeypatch.setattr(plugin, "ACTOR", types.SimpleNamespace(step=None, updates=0))
+    vocab = 17
+    model = TinyPackedModel(vocab)
+    dph = DPHConfig(enabled=True, divergence=divergence, coef=0.05, chunk=6)
+    chunk = plugin.draw_rehearsal_chunk(rehearsal_set(rows=6, vocab=vocab), dph, mini_batches=2, seed=0, step=7)
+    config = OmegaConf.create({"clip_ratio": 0.2, "clip_ratio_low": 0.2, "clip_ratio_high": 0.28, "loss_agg_mode": "token-mean",
+                               "policy_loss": {"loss_mode": f"rlvr_{method}"}, "global_batch_info": {},
+                               "loss_scale_factor": None, "entropy_coeff": 0.0, "use_kl_loss": False})
+
+    data = verl_batch(model, vocab)
+    logits = padded_logits(model(data["input_ids"].values()), data)
+    stats = token_stats(logits, data["responses"], top_n=3)
+    policy, _ = losses.policy_loss(
+        method, logp=stats.logp, old_logp=data["old_log_probs"].double(), advantages=data["advantages"].double(),
+        response_mask=data["response_mask"].bool(), response_ids=data["responses"], topn_logp=stats.topn_logp,
+        topn_ids=stats.topn_ids, entropy=stats.entropy, loss_agg_mode="token-mean", **plugin.loss_hyperparameters(method, config))
+    policy_grads = torch.autograd.grad(policy, list(model.parameters()))
+
+    engine = cpu_engine(model)
+    for share in (chunk.shares[0], chunk.shares[1], chunk.shares[0]):  # mini-batches 1 and 2, then the next epoch's 1
+        data = verl_batch(model, vocab)
+        tu.assign_non_tensor(data, use_remove_padding=remove_padding, use_dynamic_bsz=False, micro_batch_size_per_gpu=2,
+                             calculate_entropy=False, global_batch_size=len(data), rlvr_rehearsal=chunk)
+        output = engine.train_batch(data, loss_function=partial(verl_losses.ppo_loss, config=config))
+        assert "forward_backward_batch" not in vars(engine)  # verl's own method again after the step
+        term = rehearsal_loss(response_logp(model, share), share["ref_logp"], share["response_mask"], dph.coef,
+                              dph.divergence, dph.alpha)
+        rehearsal_grads = torch.autograd.grad(term, list(model.parameters()))
+        assert len(share["ref_logp"]) == 3 and term.item() > 1e-4  # two micro-batches of rehearsal, a non-zero term
+        torch.testing.assert_close(output["metrics"][plugin.REHEARSAL_METRIC].aggregate(), term.item())
+        for ours, from_policy, from_rehearsal in zip(model.parameters(), policy_grads, rehearsal_grads):
+            torch.testing.assert_close(ours.grad, from_policy + from_rehearsal)
+
+
+def _rehearse_on_two_ranks(rank, store_path, chunk, results):
+    """One data-parallel rank of verl's train_batch with the hook: the same policy batch on both,
+    this rank's half of the rehearsal share; its gradients go back to the parent."""
+    import torch.distributed as dist
+    import verl  # noqa: F401
+    import verl.workers.engine.fsdp.transformer_impl as impl
+    import verl.workers.utils.losses as verl_losses
+    from functools import partial
+    from omegaconf import OmegaConf
+    from verl.utils import tensordict_utils as tu
+
+    dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=2)
+    impl.get_device_id = lambda: "cpu"
+    model = TinyPackedModel(17)
+    engine = cpu_engine(model)
+    engine.get_data_parallel_size, engine.get_data_parallel_rank = (lambda: 2), (lambda: rank)
+    data = verl_batch(model, 17)
+    tu.assign_non_tensor(data, use_remove_padding=True, use_dynamic_bsz=False, micro_batch_size_per_gpu=2,
+                         calculate_entropy=False, global_batch_size=len(data), rlvr_rehearsal=chunk)
+    config = OmegaConf.create({"clip_ratio": 0.2, "loss_agg_mode": "token-mean", "policy_loss": {"loss_mode": "rlvr_grpo"},
+                               "global_batch_info": {}, "loss_scale_factor": None, "entropy_coeff": 0.0, "use_kl_loss": False})
+    engine.train_batch(data, loss_function=partial(verl_losses.ppo_loss, config=config))
+    results[rank] = [p.grad.clone() for p in model.parameters()]
+    dist.destroy_process_group()
+
+
+def test_real_verl_rehearsal_over_two_data_parallel_ranks_averages_to_the_core_gradient(tmp_path):
+    """Two gloo ranks, each with half of the share's rows (of different lengths): the mean of their
+    gradients, which FSDP applies, is the policy gradient plus the core rehearsal_loss gradient on
+    the whole share, the token mean over both ranks' rehearsal tokens."""
+    pytest.importorskip("verl", reason="verl not installed: the contract tests above stand in")
+    import torch.multiprocessing as mp
+
+    from rlvr_explore.losses.rehearsal import rehearsal_loss
+    from rlvr_explore.train.config import DPHConfig
+
+    dph = DPHConfig(enabled=True, divergence="forward", coef=0.05, chunk=4)
+    chunk = plugin.draw_rehearsal_chunk(rehearsal_set(rows=4, vocab=17), dph, mini_batches=1, seed=0, step=1)
+    share = chunk.shares[0]
+    assert share["response_mask"][:2].sum() != share["response_mask"][2:].sum()  # the ranks hold unequal token counts
+    results = mp.Manager().dict()
+    mp.spawn(_rehearse_on_two_ranks, args=(str(tmp_path / "store"), chunk, results), nprocs=2)
+
+    model = TinyPackedModel(17)
+    data = verl_batch(model, 17)
+    logits = padded_logits(model(data["input_ids"].values()), data)
+    policy, _ = losses.policy_loss(
+        "grpo", logp=token_stats(logits, data["responses"]).logp, old_logp=data["old_log_probs"].double(),
+        advantages=data["advantages"].double(), response_mask=data["response_mask"].bool(), loss_agg_mode="token-mean",
+        **plugin.loss_hyperparameters("grpo", {"clip_ratio": 0.2}))
+    term = rehearsal_loss(response_logp(model, share), share["ref_logp"], share["response_mask"], dph.coef)
+    (policy + term).backward()
+    for rank0, rank1, reference in zip(results[0], results[1], model.parameters()):
+        torch.testing.assert_close((rank0 + rank1) / 2, reference.grad)
+
+
+def test_real_verl_rehearsal_rows_split_over_data_parallel_ranks():
+    pytest.importorskip("verl", reason="verl not installed: the contract tests above stand in")
+    from tensordict import TensorDict
+    from verl.utils import tensordict_utils as tu
+
+    share = rehearsal_set(rows=6)
+    mini_batch = TensorDict({"response_mask": torch.ones(2, 4)}, batch_size=[2])
+    tu.assign_non_tensor(mini_batch, temperature=0.7, micro_batch_size_per_gpu=2, calculate_entropy=True)
+    parts = [plugin.rehearsal_batch(share, mini_batch, rank, 2, tu) for rank in (0, 1)]
+    assert [len(part) for part in parts] == [3, 3]
+    assert torch.equal(torch.cat([part["responses"] for part in parts]), share["response_ids"])
+    assert tu.get_non_tensor_data(parts[1], "temperature", None) == 0.7  # the rollout temperature of pi_0's log-probs
+    assert tu.get_non_tensor_data(parts[1], "calculate_entropy", None) is False
+    assert tu.get_non_tensor_data(parts[1], "micro_batch_size_per_gpu", None) == 1  # divides the 3 rows
+    with pytest.raises(ValueError, match="6 rehearsal responses .* evenly over 4 data-parallel ranks; set RLVR_EXPLORE_HP dph_chunk"):
+        plugin.rehearsal_batch(share, mini_batch, 3, 4, tu)
 
 
 def test_documented_casp_command_composes_with_verls_config_and_reaches_the_loss():

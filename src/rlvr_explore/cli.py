@@ -27,6 +27,7 @@ def _methods(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from rlvr_explore import __version__, bench, compare
+    from rlvr_explore.integrations import verl_rehearsal
     from rlvr_explore.toys import cli as toys_cli
     from rlvr_explore.train import cli as train_cli
 
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     toys_cli.add_parser(sub)
     bench.add_parser(sub)
     compare.add_parser(sub)
+    verl_rehearsal.add_parser(sub)
     demo = sub.add_parser("demo", help="the main job: SFT a base policy, train GRPO and CaSP from it, evaluate, report")
     demo.add_argument("--config", default=None, metavar="FILE", help="a comparison file (default: the packaged configs/demo.yaml)")
     demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")

@@ -50,10 +50,12 @@ import contextvars
 import hashlib
 import importlib.machinery
 import json
+import math
 import os
 import sys
 import types
 import warnings
+from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
 
@@ -64,13 +66,19 @@ import torch.distributed as dist
 from rlvr_explore import advantages as adv_lib
 from rlvr_explore import losses
 from rlvr_explore.candidates import token_stats
+from rlvr_explore.losses.rehearsal import rehearsal_loss
 from rlvr_explore.metrics.diagnostics import rank_logprobs
+from rlvr_explore.train.config import DPHConfig
 
 PREFIX = "rlvr_"
 TESTED_VERL = "0.9.1"
 ESTIMATORS = tuple(sorted(adv_lib.ESTIMATORS))
 # RLVR_EXPLORE_HP keys that belong to the advantage estimator rather than the policy loss
 ADVANTAGE_KEYS = frozenset(adv_lib.ADVANTAGE_CONFIG_KEYS) | {"shaping"}
+# RLVR_EXPLORE_HP keys of DPH-RL's rehearsal: the set's path and the DPHConfig fields that apply to verl
+DPH_FIELDS = ("divergence", "coef", "alpha", "chunk")
+DPH_KEYS = frozenset({"dph_rehearsal"} | {f"dph_{name}" for name in DPH_FIELDS})
+NOT_LOSS_KEYS = ADVANTAGE_KEYS | DPH_KEYS
 ANSWER_KEY = "answer"  # the reward function's extra output holding the extracted final answer
 ENTROPY_KEY = "rlvr_entropys"  # the old policy's entropy, kept past verl's pop of "entropys"
 # methods whose loss reads entropy or the top-N candidates; the others need them only for a batch-wide gate
@@ -120,7 +128,7 @@ def loss_hyperparameters(method: str, config) -> dict:
         value = _get(policy_config, verl_key)
         if value is not None and key in accepted:
             hp[key] = value
-    environment = {k: v for k, v in environment_hyperparameters().items() if k not in ADVANTAGE_KEYS}
+    environment = {k: v for k, v in environment_hyperparameters().items() if k not in NOT_LOSS_KEYS}
     for source, extra in (("actor.policy_loss.rlvr", dict(_get(policy_config, "rlvr", {}))),
                           ("RLVR_EXPLORE_HP", environment)):
         unknown = sorted(set(extra) - accepted)
@@ -193,10 +201,10 @@ def advantage_settings() -> tuple[tuple[str, ...], dict]:
     the estimator's nor any loss's are an error."""
     settings = environment_hyperparameters()
     loss_keys = set().union(*(losses.get_method(m).accepted_keys for m in losses.available()))
-    unknown = sorted(set(settings) - ADVANTAGE_KEYS - loss_keys)
+    unknown = sorted(set(settings) - NOT_LOSS_KEYS - loss_keys)
     if unknown:
-        raise ValueError(f"RLVR_EXPLORE_HP: {unknown} are neither advantage nor loss hyper-parameters; "
-                         f"advantage keys: {sorted(ADVANTAGE_KEYS)}")
+        raise ValueError(f"RLVR_EXPLORE_HP: {unknown} are neither advantage, DPH-RL nor loss hyper-parameters; "
+                         f"advantage keys: {sorted(ADVANTAGE_KEYS)}; DPH-RL keys: {sorted(DPH_KEYS)}")
     shaping = settings.get("shaping", [])
     if isinstance(shaping, str) or not all(isinstance(step, str) for step in shaping):
         raise ValueError(f"RLVR_EXPLORE_HP: shaping must be a list of step names, got {shaping!r}")
@@ -205,8 +213,9 @@ def advantage_settings() -> tuple[tuple[str, ...], dict]:
 
 # what the estimator reads beyond rewards, set by the compute_advantage hook around verl's own
 _ADVANTAGE_INPUTS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("rlvr_advantage_inputs", default=None)
-# the driver's state across steps: the trainer's step and the outcome-exploration answer counts
-DRIVER = types.SimpleNamespace(step=None, answer_counts={})
+# the driver's state across steps: the trainer's step, the outcome-exploration answer counts, and
+# DPH-RL's rehearsal set, read once from its path
+DRIVER = types.SimpleNamespace(step=None, answer_counts={}, rehearsal=None, rehearsal_path=None)
 
 
 def make_advantage_estimator(name: str):
@@ -363,22 +372,48 @@ def gather_rows(tensors: dict[str, torch.Tensor], group=None) -> tuple[dict[str,
     return everyone, slice(start, start + tensors["response_mask"].shape[0])
 
 
-def make_train_batch(original, no_padding_2_padding):
+def batch_gate(engine, data, config, needed: StatisticsRequest, no_padding_2_padding) -> torch.Tensor:
+    """This rank's part of the selection ``token_gate`` makes over the whole mini-batch, from a
+    no-grad pass and the statistics of every data-parallel rank."""
+    method, hp, candidates, _ = needed
+    model_output = engine.infer_batch(data, loss_function=partial(_statistics_only, config=config))["model_output"]
+    padded = data.select("response_mask", "old_log_probs", "advantages").to_padded_tensor()
+    tensors = {"logp": no_padding_2_padding(model_output["log_probs"], data), "old_logp": padded["old_log_probs"],
+               "advantages": padded["advantages"], "response_mask": padded["response_mask"].bool(),
+               **padded_statistics(model_output, data, no_padding_2_padding, candidates)}
+    everyone, mine = gather_rows(tensors, engine.get_data_parallel_group())
+    gate = losses.token_gate(method, **everyone, **hp)[mine]
+    return gate[:, : tensors["response_mask"].shape[1]].to(tensors["response_mask"].device)
+
+
+def make_train_batch(original, no_padding_2_padding, tensordict_utils):
     def train_batch(self, data, loss_function):
         config = _loss_config(loss_function)
         needed = statistics_needed(config)
-        if needed is None or not needed.batch_gate:
+        if needed is not None and needed.batch_gate:
+            data[GATE_KEY] = batch_gate(self, data, config, needed, no_padding_2_padding)
+        chunk = tensordict_utils.get_non_tensor_data(data=data, key=REHEARSAL_KEY, default=None)
+        if chunk is None:
             return original(self, data, loss_function)
-        method, hp, candidates, _ = needed
-        model_output = self.infer_batch(data, loss_function=partial(_statistics_only, config=config))["model_output"]
-        padded = data.select("response_mask", "old_log_probs", "advantages").to_padded_tensor()
-        tensors = {"logp": no_padding_2_padding(model_output["log_probs"], data), "old_logp": padded["old_log_probs"],
-                   "advantages": padded["advantages"], "response_mask": padded["response_mask"].bool(),
-                   **padded_statistics(model_output, data, no_padding_2_padding, candidates)}
-        everyone, mine = gather_rows(tensors, self.get_data_parallel_group())
-        gate = losses.token_gate(method, **everyone, **hp)[mine]
-        data[GATE_KEY] = gate[:, : tensors["response_mask"].shape[1]].to(tensors["response_mask"].device)
-        return original(self, data, loss_function)
+        rehearsal = rehearsal_batch(chunk.next_share(), data, self.get_data_parallel_rank(),
+                                    self.get_data_parallel_size(), tensordict_utils)
+        loss = partial(verl_rehearsal_loss, dph=chunk.dph, no_padding_2_padding=no_padding_2_padding)
+        verl_forward_backward = self.forward_backward_batch
+
+        # verl's train_batch is zero_grad, forward_backward_batch, optimizer_step: the rehearsal
+        # backward joins the policy's between the last two, so verl's step, clipping and grad-norm apply to both
+        def forward_backward_and_rehearse(batch, loss_function, forward_only=False):
+            outputs = verl_forward_backward(batch, loss_function, forward_only)
+            rehearsed = verl_forward_backward(rehearsal, loss, forward_only)
+            if outputs is not None and rehearsed is not None:  # outputs exist on the ranks that report metrics
+                outputs["metrics"].update(rehearsed["metrics"])
+            return outputs
+
+        self.forward_backward_batch = forward_backward_and_rehearse
+        try:
+            return original(self, data, loss_function)
+        finally:
+            del self.forward_backward_batch
 
     train_batch.rlvr_explore_original = original
     return train_batch
@@ -401,7 +436,7 @@ def patch_fsdp_engine(module) -> None:
     engine = module.FSDPEngineWithLMHead
     if not hasattr(engine.prepare_model_outputs, "rlvr_explore_original"):
         engine.prepare_model_outputs = make_prepare_model_outputs(engine.prepare_model_outputs, tensordict_utils)
-        engine.train_batch = make_train_batch(engine.train_batch, no_padding_2_padding)
+        engine.train_batch = make_train_batch(engine.train_batch, no_padding_2_padding, tensordict_utils)
 
 
 # ---------------------------------------------------------------- the driver: advantage inputs and answer counts
@@ -496,6 +531,188 @@ def patch_ray_trainer(module) -> None:
     trainer._compute_old_log_prob = make_compute_old_log_prob(trainer._compute_old_log_prob)
     trainer._save_checkpoint = make_save_checkpoint(trainer._save_checkpoint)
     trainer._load_checkpoint = make_load_checkpoint(trainer._load_checkpoint)
+    trainer._update_actor = make_update_actor(trainer._update_actor)
+
+
+
+# ---------------------------------------------------------------- DPH-RL's rehearsal term
+
+REHEARSAL_KEY = "rlvr_rehearsal"  # the step's rehearsal rows, from the driver to the actor in the batch's metadata
+REF_KEY = "rlvr_ref_log_prob"  # pi_0's stored log-probs of the rehearsal tokens
+REHEARSAL_METRIC = "actor/dph_rehearsal_loss"
+# a rehearsal set: left-padded prompts, right-padded responses, pi_0's log-probs at the rollout temperature
+REHEARSAL_FIELDS = ("prompt_ids", "prompt_mask", "response_ids", "response_mask", "ref_logp")
+
+
+def rehearsal_tensors(rollout) -> dict[str, torch.Tensor]:
+    """A rehearsal set from the built-in trainer's Rollout of pi_0's correct responses (None: empty)."""
+    if rollout is None:
+        return {"prompt_ids": torch.zeros(0, 1, dtype=torch.long), "prompt_mask": torch.zeros(0, 1, dtype=torch.bool),
+                "response_ids": torch.zeros(0, 1, dtype=torch.long), "response_mask": torch.zeros(0, 1, dtype=torch.bool),
+                "ref_logp": torch.zeros(0, 1)}
+    return {"prompt_ids": rollout.prompt_ids, "prompt_mask": rollout.prompt_mask, "response_ids": rollout.response_ids,
+            "response_mask": rollout.response_mask, "ref_logp": rollout.old_logp}
+
+
+def dph_settings() -> tuple[str, DPHConfig] | None:
+    """The rehearsal set's path and DPH-RL's settings from RLVR_EXPLORE_HP's ``dph_*`` keys, or None."""
+    given = {key[len("dph_"):]: value for key, value in environment_hyperparameters().items() if key.startswith("dph_")}
+    if not given:
+        return None
+    unknown = sorted(f"dph_{key}" for key in given if f"dph_{key}" not in DPH_KEYS)
+    if unknown:
+        raise ValueError(f"RLVR_EXPLORE_HP: {unknown} do not apply through verl, which takes {sorted(DPH_KEYS)} "
+                         "(the rehearsal set is built before training: docs/integrations.md)")
+    path = given.pop("rehearsal", None)
+    if not isinstance(path, str):
+        raise ValueError(f"RLVR_EXPLORE_HP: {sorted('dph_' + k for k in given)} need dph_rehearsal, the path of the "
+                         f"rehearsal set (a torch file with {', '.join(REHEARSAL_FIELDS)}), got {path!r}")
+    dph = DPHConfig(enabled=True, **given)
+    dph.validate(prefix="RLVR_EXPLORE_HP dph_")
+    return path, dph
+
+
+def _left_aligned(mask: torch.Tensor) -> bool:
+    """Every row's True entries form a prefix."""
+    return bool((mask.long().cummin(1).values.bool() == mask).all())
+
+
+def load_rehearsal_set(path: str) -> dict[str, torch.Tensor]:
+    """A rehearsal set saved as a mapping of REHEARSAL_FIELDS, or the built-in trainer's
+    ``rehearsal.pt`` (its ``old_logp`` is pi_0's); ValueError naming the file and key otherwise."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"RLVR_EXPLORE_HP dph_rehearsal: {path} does not exist")
+    data = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(data, dict) and "rehearsal" in data and not isinstance(data.get("rehearsal"), torch.Tensor):
+        data = rehearsal_tensors(data["rehearsal"])  # the built-in trainer's file
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a rehearsal set is a mapping of {', '.join(REHEARSAL_FIELDS)}, got {type(data).__name__}")
+    missing = [key for key in REHEARSAL_FIELDS if not isinstance(data.get(key), torch.Tensor)]
+    if missing:
+        raise ValueError(f"{path}: no tensor {missing} (a rehearsal set holds {', '.join(REHEARSAL_FIELDS)})")
+    rows = data["prompt_ids"].shape[0]
+    for key, like in (("prompt_mask", "prompt_ids"), ("response_mask", "response_ids"), ("ref_logp", "response_ids")):
+        if data[key].shape != data[like].shape or data[like].ndim != 2 or data[like].shape[0] != rows:
+            raise ValueError(f"{path}: {key} has shape {tuple(data[key].shape)}, {like} {tuple(data[like].shape)}; "
+                             f"expected (rows, length) and equal, with {rows} rows as prompt_ids")
+    prompt_mask, response_mask = data["prompt_mask"].bool(), data["response_mask"].bool()
+    if not _left_aligned(prompt_mask.flip(1)) or not prompt_mask.any(1).all():
+        raise ValueError(f"{path}: prompt_mask must mark a non-empty, left-padded prompt in every row")
+    if not _left_aligned(response_mask) or not response_mask.any(1).all():
+        raise ValueError(f"{path}: response_mask must mark a non-empty, right-padded response in every row")
+    ref = data["ref_logp"].float()
+    if not torch.isfinite(ref[response_mask]).all() or (ref[response_mask] > 1e-4).any():
+        raise ValueError(f"{path}: ref_logp must be finite log-probabilities (<= 0) at every response token")
+    return {"prompt_ids": data["prompt_ids"].long() * prompt_mask, "prompt_mask": prompt_mask,
+            "response_ids": data["response_ids"].long() * response_mask, "response_mask": response_mask,
+            "ref_logp": ref * response_mask}
+
+
+@dataclass
+class RehearsalChunk:
+    """One training step's rehearsal rows, split into a share per mini-batch of an epoch (every
+    epoch rehearses the same shares, as the built-in trainer does)."""
+    step: int
+    dph: DPHConfig
+    shares: list[dict[str, torch.Tensor]]
+
+    def next_share(self) -> dict[str, torch.Tensor]:
+        """The share of the actor's next mini-batch: every data-parallel rank trains the step's
+        mini-batches in the same order, so a count of the calls within the step indexes them."""
+        if ACTOR.step != self.step:
+            ACTOR.step, ACTOR.updates = self.step, 0
+        share = self.shares[ACTOR.updates % len(self.shares)]
+        ACTOR.updates += 1
+        return share
+
+
+# the actor process's place in the step's mini-batches
+ACTOR = types.SimpleNamespace(step=None, updates=0)
+
+
+def draw_rehearsal_chunk(rehearsal: dict[str, torch.Tensor], dph: DPHConfig, mini_batches: int, seed: int,
+                         step: int) -> RehearsalChunk:
+    """``dph.chunk`` rows in ``mini_batches`` equal shares, drawn without replacement from the set,
+    repeated when it is smaller (as the official code concatenates it x3), from a generator seeded
+    by the step so that a resumed run draws as an uninterrupted one."""
+    if dph.chunk % mini_batches:
+        raise ValueError(f"RLVR_EXPLORE_HP dph_chunk={dph.chunk} does not split into the step's {mini_batches} "
+                         f"mini-batches: use a multiple of {mini_batches} times the data-parallel ranks")
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    size = len(rehearsal["ref_logp"])
+    rows = torch.cat([torch.randperm(size, generator=generator) for _ in range(-(-dph.chunk // size))])[: dph.chunk]
+    shares = [{key: value[part] for key, value in rehearsal.items()} for part in rows.chunk(mini_batches)]
+    return RehearsalChunk(step, dph, shares)
+
+
+def rehearsal_batch(share: dict[str, torch.Tensor], mini_batch, rank: int, dp_size: int, tensordict_utils):
+    """This data-parallel rank's part of a share in verl's no-padding layout, with the mini-batch's
+    settings (temperature, micro-batching, padding removal)."""
+    from tensordict import TensorDict
+    from verl.workers.utils.padding import left_right_2_no_padding
+
+    size = len(share["ref_logp"])
+    if size % dp_size:  # every rank must run as many micro-batches, or FSDP's collectives would wait forever
+        raise ValueError(f"DPH-RL: {size} rehearsal responses for this mini-batch do not split evenly over {dp_size} "
+                         f"data-parallel ranks; set RLVR_EXPLORE_HP dph_chunk to a multiple of {dp_size} times the "
+                         "number of mini-batches per step")
+    rows = torch.arange(size).view(dp_size, -1)[rank]
+    prompt_mask, response_mask = share["prompt_mask"][rows].long(), share["response_mask"][rows].long()
+    attention = torch.cat([prompt_mask, response_mask], 1)
+    prompts, responses = share["prompt_ids"][rows], share["response_ids"][rows]
+    data = TensorDict({"prompts": prompts, "responses": responses, "input_ids": torch.cat([prompts, responses], 1),
+                       "attention_mask": attention, "position_ids": (attention.cumsum(1) - 1).clamp(min=0),
+                       "response_mask": response_mask.float(), REF_KEY: share["ref_logp"][rows]}, batch_size=[len(rows)])
+    settings = {key: tensordict_utils.get_non_tensor_data(data=mini_batch, key=key, default=None)
+                for key, value in mini_batch.items() if not isinstance(value, torch.Tensor) and key != REHEARSAL_KEY}
+    settings["calculate_entropy"] = False
+    if settings.get("micro_batch_size_per_gpu"):  # verl's fixed micro-batches must divide the rows
+        settings["micro_batch_size_per_gpu"] = math.gcd(len(rows), settings["micro_batch_size_per_gpu"])
+    tensordict_utils.assign_non_tensor(data, **settings)
+    return left_right_2_no_padding(data).to(mini_batch["response_mask"].device)
+
+
+def verl_rehearsal_loss(model_output, data, dp_group=None, dph: DPHConfig = None, no_padding_2_padding=None):
+    """DPH-RL's term on a micro-batch of rehearsal rows, normalised as verl's token-mean losses: by
+    the rehearsal tokens of every rank (``batch_num_tokens``) times ``dp_size``, since FSDP
+    averages the ranks' gradients; the sum over ranks and micro-batches is ``rehearsal_loss``."""
+    from verl.utils.metric import AggregationType, Metric
+
+    logp = no_padding_2_padding(model_output["log_probs"], data)
+    padded = data.select("response_mask", REF_KEY).to_padded_tensor()
+    loss = rehearsal_loss(logp, padded[REF_KEY], padded["response_mask"], dph.coef, dph.divergence, dph.alpha,
+                          tokens=data["batch_num_tokens"]) * data["dp_size"]
+    return loss, {REHEARSAL_METRIC: Metric(value=loss.detach(), aggregation=AggregationType.SUM)}
+
+
+def make_update_actor(original):
+    def _update_actor(self, batch):
+        settings = dph_settings()
+        if settings is None:
+            return original(self, batch)
+        path, dph = settings
+        if DRIVER.rehearsal_path != path:
+            DRIVER.rehearsal, DRIVER.rehearsal_path = load_rehearsal_set(path), path
+            if not len(DRIVER.rehearsal["ref_logp"]):
+                warnings.warn(f"DPH-RL: {path} holds no rehearsal response; training with RL alone", stacklevel=2)
+        if not len(DRIVER.rehearsal["ref_logp"]):
+            return original(self, batch)
+        actor = self.config.actor_rollout_ref
+        mini_batches = max(1, len(batch) // (actor.actor.ppo_mini_batch_size * actor.rollout.n))
+        batch.meta_info[REHEARSAL_KEY] = draw_rehearsal_chunk(DRIVER.rehearsal, dph, mini_batches,
+                                                              actor.actor.data_loader_seed, self.global_steps)
+        try:
+            output = original(self, batch)
+        finally:
+            batch.meta_info.pop(REHEARSAL_KEY, None)
+        if REHEARSAL_METRIC not in output.meta_info["metrics"]:
+            raise RuntimeError("DPH-RL: the actor update ran without the rehearsal term; it runs on verl's FSDP engine "
+                               "workers (strategy fsdp/fsdp2, not use_legacy_worker_impl) with rlvr-explore installed "
+                               "in every worker's environment")
+        return output
+
+    _update_actor.rlvr_explore_original = original
+    return _update_actor
 
 
 PATCHES = {"verl.workers.utils.losses": patch_losses_module,

@@ -21,8 +21,9 @@ log = logging.getLogger(__name__)
 
 @torch.no_grad()
 def build_rehearsal(model, tokenizer, problems: list[dict], verifier, cfg: Config, generator) -> dict:
-    """{'rl_prompts': prompts left to RL, 'rehearsal': a Rollout of pi_0's correct responses to the
-    solved prompts (``old_logp`` holds pi_0's log-probs at the rollout temperature) or None, 'stats'}."""
+    """{'rl_prompts': prompts left to RL, 'rl_rows': their positions in ``problems``, 'rehearsal': a
+    Rollout of pi_0's correct responses to the solved prompts (``old_logp`` holds pi_0's log-probs at
+    the rollout temperature) or None, 'stats'}."""
     d = cfg.dph
     model.eval()
     _, _, rewards = sample_and_verify(model, tokenizer, problems, d.presample, verifier, cfg, generator,
@@ -30,6 +31,7 @@ def build_rehearsal(model, tokenizer, problems: list[dict], verifier, cfg: Confi
     solved = (torch.tensor(rewards) > 0.5).view(len(problems), d.presample).all(1).tolist()
     rehearsed = [p for p, s in zip(problems, solved) if s]
     rl = [p["prompt"] for p, s in zip(problems, solved) if not s]
+    rl_rows = [i for i, s in enumerate(solved) if not s]
     rehearsal = None
     if rehearsed:
         rollout, _, rewards = sample_and_verify(model, tokenizer, rehearsed, d.samples, verifier, cfg, generator,
@@ -42,7 +44,7 @@ def build_rehearsal(model, tokenizer, problems: list[dict], verifier, cfg: Confi
     if rehearsal is None:
         log.warning("DPH-RL: no rehearsal response (pi_0 solved %d prompts in all %d samples): pure RL",
                     len(rehearsed), d.presample)
-    return {"rl_prompts": rl, "rehearsal": rehearsal, "stats": stats}
+    return {"rl_prompts": rl, "rl_rows": rl_rows, "rehearsal": rehearsal, "stats": stats}
 
 
 def load_or_build(out: Path, resumed: bool, *args) -> dict:
