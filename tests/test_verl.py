@@ -824,6 +824,11 @@ def test_real_verl_rehearsal_rows_split_over_data_parallel_ranks():
     assert tu.get_non_tensor_data(parts[1], "micro_batch_size_per_gpu", None) == 1  # divides the 3 rows
     with pytest.raises(ValueError, match="6 rehearsal responses .* evenly over 4 data-parallel ranks; set RLVR_EXPLORE_HP dph_chunk"):
         plugin.rehearsal_batch(share, mini_batch, 3, 4, tu)
+    per_response = TensorDict({"response_mask": torch.ones(2, 4), "temperature": torch.tensor([0.6, 0.6])}, batch_size=[2])
+    assert tu.get_non_tensor_data(plugin.rehearsal_batch(share, per_response, 0, 2, tu), "temperature", None) == pytest.approx(0.6)
+    per_response["temperature"] = torch.tensor([0.6, 1.0])
+    with pytest.raises(ValueError, match=r"temperatures \[0.6.*, 1.0\].*a single rollout temperature"):
+        plugin.rehearsal_batch(share, per_response, 0, 2, tu)
 
 
 def test_documented_casp_command_composes_with_verls_config_and_reaches_the_loss():

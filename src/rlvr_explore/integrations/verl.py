@@ -665,7 +665,14 @@ def rehearsal_batch(share: dict[str, torch.Tensor], mini_batch, rank: int, dp_si
                        "response_mask": response_mask.float(), REF_KEY: share["ref_logp"][rows]}, batch_size=[len(rows)])
     settings = {key: tensordict_utils.get_non_tensor_data(data=mini_batch, key=key, default=None)
                 for key, value in mini_batch.items() if not isinstance(value, torch.Tensor) and key != REHEARSAL_KEY}
-    settings["calculate_entropy"] = False
+    if isinstance(mini_batch.get("temperature"), torch.Tensor):  # per-response temperatures: pi_0's log-probs have one
+        temperatures = mini_batch["temperature"].unique()
+        if len(temperatures) != 1:
+            raise ValueError(f"DPH-RL: the rollouts have temperatures {temperatures.tolist()}; the rehearsal set's "
+                             "log-probs were computed at one, so the rehearsal term needs a single rollout temperature")
+        settings["temperature"] = float(temperatures[0])
+    # no entropy, teacher or distillation for these rows: the term reads their log-probs only
+    settings.update(calculate_entropy=False, distillation_use_topk=False, distillation_only=False)
     if settings.get("micro_batch_size_per_gpu"):  # verl's fixed micro-batches must divide the rows
         settings["micro_batch_size_per_gpu"] = math.gcd(len(rows), settings["micro_batch_size_per_gpu"])
     tensordict_utils.assign_non_tensor(data, **settings)
