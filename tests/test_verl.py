@@ -808,6 +808,101 @@ def test_real_verl_rehearsal_over_two_data_parallel_ranks_averages_to_the_core_g
         torch.testing.assert_close((rank0 + rank1) / 2, reference.grad)
 
 
+def test_real_verl_driver_update_reaches_the_actor_with_each_mini_batchs_share(tmp_path, monkeypatch):
+    """verl's own RayPPOTrainer._update_actor (hooked) and TrainingWorker.train_mini_batch /
+    train_batch over the CPU engine: the step's rehearsal rows travel in the batch's metadata through
+    verl's conversion and mini-batch iterator, each mini-batch rehearses its share, and the term
+    comes back in verl's metrics, where the driver looks for it."""
+    pytest.importorskip("verl", reason="verl not installed: the contract tests above stand in")
+    import torch.distributed as dist
+    import verl.trainer.ppo.ray_trainer as ray_trainer
+    import verl.workers.engine.fsdp.transformer_impl as impl
+    import verl.workers.engine_workers as engine_workers
+    import verl.workers.utils.losses as verl_losses
+    from functools import partial
+    from omegaconf import OmegaConf
+    from verl import DataProto
+    from verl.utils.metric import reduce_metrics
+
+    from rlvr_explore.losses.rehearsal import rehearsal_loss
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    monkeypatch.setattr(impl, "get_device_id", lambda: "cpu")
+    monkeypatch.setattr(engine_workers, "get_torch_device", lambda: types.SimpleNamespace(
+        max_memory_allocated=lambda: 0, max_memory_reserved=lambda: 0))
+    monkeypatch.setattr(plugin, "DRIVER", types.SimpleNamespace(step=None, answer_counts={}, rehearsal=None,
+                                                                rehearsal_path=None))
+    monkeypatch.setattr(plugin, "ACTOR", types.SimpleNamespace(step=None, updates=0))
+    stored = rehearsal_set(rows=8, vocab=17)
+    torch.save(stored, tmp_path / "rehearsal.pt")
+    monkeypatch.setenv("RLVR_EXPLORE_HP", json.dumps({"dph_rehearsal": str(tmp_path / "rehearsal.pt"), "dph_chunk": 4,
+                                                      "dph_coef": 0.1}))
+    model = TinyPackedModel(17)
+    actor_config = OmegaConf.create({"clip_ratio": 0.2, "loss_agg_mode": "token-mean", "policy_loss": {"loss_mode": "rlvr_grpo"},
+                                     "global_batch_info": {}, "loss_scale_factor": None, "entropy_coeff": 0.0,
+                                     "use_kl_loss": False})
+    grads = []
+
+    class Engine(type(cpu_engine(model))):
+        @contextlib.contextmanager
+        def train_mode(self, **kwargs):
+            yield
+
+        def optimizer_step(self):
+            grads.append([p.grad.clone() for p in model.parameters()])
+            return 0.0
+
+        def lr_scheduler_step(self):
+            return 1e-6
+
+    worker = types.SimpleNamespace(
+        engine=Engine(), loss_fn=partial(verl_losses.ppo_loss, config=actor_config), device_name="cpu",
+        engine_config=types.SimpleNamespace(forward_only=False, use_dynamic_bsz=False, max_token_len_per_gpu=64,
+                                            micro_batch_size_per_gpu=1, use_fused_kernels=False),
+        model_config={"use_remove_padding": True}, flops_counter=types.SimpleNamespace(estimate_flops=lambda *a, **k: (1.0, 2.0)),
+        profiler=types.SimpleNamespace(step=lambda: None, rank=0, check_enable=lambda: False))
+    for name in ("train_mini_batch", "train_batch", "_postprocess_output"):
+        setattr(worker, name, partial(getattr(engine_workers.TrainingWorker, name), worker))
+    worker_group = types.SimpleNamespace(update_actor=worker.train_mini_batch)
+    config = OmegaConf.create({"actor_rollout_ref": {
+        "rollout": {"multi_turn": {"enable": False}, "temperature": 1.0, "n": 3},
+        "actor": {"calculate_entropy": False, "entropy_coeff": 0.0, "ppo_mini_batch_size": 1, "ppo_epochs": 1,
+                  "data_loader_seed": 5, "shuffle": False}}})
+    trainer = types.SimpleNamespace(config=config, actor_rollout_wg=worker_group, global_steps=2)
+
+    padded = verl_batch(model, 17)  # six responses: two mini-batches of one prompt x three
+    rows = {key: padded[key] for key in ("prompts", "responses", "response_mask", "old_log_probs", "advantages")}
+    prompt_mask = (torch.arange(3)[None] >= 3 - torch.tensor([3, 2, 3, 1, 2, 3])[:, None]).long()  # as verl_batch
+    attention = torch.cat([prompt_mask, rows["response_mask"].long()], 1)
+    batch = DataProto.from_dict(tensors={**rows, "input_ids": torch.cat([rows["prompts"], rows["responses"]], 1),
+                                         "attention_mask": attention,
+                                         "position_ids": (attention.cumsum(1) - 1).clamp(min=0)})
+    output = ray_trainer.RayPPOTrainer._update_actor(trainer, batch)
+    assert hasattr(ray_trainer.RayPPOTrainer._update_actor, "rlvr_explore_original")  # verl's method, hooked
+
+    chunk = plugin.draw_rehearsal_chunk(plugin.load_rehearsal_set(str(tmp_path / "rehearsal.pt")),
+                                        plugin.dph_settings()[1], mini_batches=2, seed=5, step=2)
+    assert len(grads) == 2 and plugin.REHEARSAL_KEY not in batch.meta_info
+    terms = []
+    for mini_batch, share, ours in zip((slice(0, 3), slice(3, 6)), chunk.shares, grads):
+        data = verl_batch(model, 17)
+        logits = padded_logits(model(data["input_ids"].values()), data)
+        keep = data["response_mask"][mini_batch].bool()
+        policy, _ = losses.policy_loss(
+            "grpo", logp=token_stats(logits, data["responses"]).logp[mini_batch],
+            old_logp=data["old_log_probs"][mini_batch].double(), advantages=data["advantages"][mini_batch].double(),
+            response_mask=keep, loss_agg_mode="token-mean", **plugin.loss_hyperparameters("grpo", actor_config))
+        term = rehearsal_loss(response_logp(model, share), share["ref_logp"], share["response_mask"], 0.1)
+        terms.append(term.item())
+        expected = torch.autograd.grad(policy + term, list(model.parameters()))
+        for got, want in zip(ours, expected):
+            torch.testing.assert_close(got, want)
+    logged = reduce_metrics(output.meta_info["metrics"])  # what fit logs
+    # summed over the step's mini-batches, as verl's own actor/pg_loss
+    torch.testing.assert_close(logged[plugin.REHEARSAL_METRIC], sum(terms))
+
+
 def test_real_verl_rehearsal_rows_split_over_data_parallel_ranks():
     pytest.importorskip("verl", reason="verl not installed: the contract tests above stand in")
     from tensordict import TensorDict

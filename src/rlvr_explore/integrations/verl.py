@@ -608,6 +608,10 @@ def load_rehearsal_set(path: str) -> dict[str, torch.Tensor]:
             "ref_logp": ref * response_mask}
 
 
+# the actor process's place in the step's mini-batches
+ACTOR = types.SimpleNamespace(step=None, updates=0)
+
+
 @dataclass
 class RehearsalChunk:
     """One training step's rehearsal rows, split into a share per mini-batch of an epoch (every
@@ -626,9 +630,6 @@ class RehearsalChunk:
         return share
 
 
-# the actor process's place in the step's mini-batches
-ACTOR = types.SimpleNamespace(step=None, updates=0)
-
 
 def draw_rehearsal_chunk(rehearsal: dict[str, torch.Tensor], dph: DPHConfig, mini_batches: int, seed: int,
                          step: int) -> RehearsalChunk:
@@ -641,14 +642,14 @@ def draw_rehearsal_chunk(rehearsal: dict[str, torch.Tensor], dph: DPHConfig, min
     generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
     size = len(rehearsal["ref_logp"])
     rows = torch.cat([torch.randperm(size, generator=generator) for _ in range(-(-dph.chunk // size))])[: dph.chunk]
-    shares = [{key: value[part] for key, value in rehearsal.items()} for part in rows.chunk(mini_batches)]
+    shares = [{key: value[part] for key, value in rehearsal.items()} for part in rows.view(mini_batches, -1)]
     return RehearsalChunk(step, dph, shares)
 
 
 def rehearsal_batch(share: dict[str, torch.Tensor], mini_batch, rank: int, dp_size: int, tensordict_utils):
     """This data-parallel rank's part of a share in verl's no-padding layout, with the mini-batch's
     settings (temperature, micro-batching, padding removal)."""
-    from tensordict import TensorDict
+    from tensordict import NonTensorData, TensorDict
     from verl.workers.utils.padding import left_right_2_no_padding
 
     size = len(share["ref_logp"])
@@ -663,8 +664,9 @@ def rehearsal_batch(share: dict[str, torch.Tensor], mini_batch, rank: int, dp_si
     data = TensorDict({"prompts": prompts, "responses": responses, "input_ids": torch.cat([prompts, responses], 1),
                        "attention_mask": attention, "position_ids": (attention.cumsum(1) - 1).clamp(min=0),
                        "response_mask": response_mask.float(), REF_KEY: share["ref_logp"][rows]}, batch_size=[len(rows)])
-    settings = {key: tensordict_utils.get_non_tensor_data(data=mini_batch, key=key, default=None)
-                for key, value in mini_batch.items() if not isinstance(value, torch.Tensor) and key != REHEARSAL_KEY}
+    # the mini-batch's scalar settings; not its per-row fields (uids, answers) or lists (token counts)
+    settings = {key: value.data for key, value in mini_batch.items()
+                if isinstance(value, NonTensorData) and not isinstance(value.data, list) and key != REHEARSAL_KEY}
     if isinstance(mini_batch.get("temperature"), torch.Tensor):  # per-response temperatures: pi_0's log-probs have one
         temperatures = mini_batch["temperature"].unique()
         if len(temperatures) != 1:
