@@ -954,3 +954,18 @@ def test_documented_casp_command_composes_with_verls_config_and_reaches_the_loss
     assert {k: hp[k] for k in ("alpha", "lam", "top_n", "q")} == {"alpha": 0.01, "lam": 1.1, "top_n": 3, "q": 0.8}
     with pytest.raises(ValueError, match=r"actor.policy_loss.rlvr: \['alpah'\] do not apply to loss 'casp'"):
         plugin.loss_hyperparameters("casp", {"policy_loss": omega_conf_to_dataclass(typo.actor_rollout_ref.actor.policy_loss)})
+
+
+def test_dph_prepare_scores_with_verls_default_reward_function_unless_told_otherwise():
+    from rlvr_explore.integrations.verl_rehearsal import load_reward_function, verl_verifier
+
+    try:
+        from verl.utils.reward_score import default_compute_score
+    except ImportError:
+        with pytest.raises(ValueError, match="--reward-function FILE:NAME is needed where verl is not installed"):
+            load_reward_function(None)
+        return
+    assert load_reward_function(None) is default_compute_score
+    rows = [{"data_source": "openai/gsm8k", "reward_model": {"ground_truth": "42"}, "extra_info": {}}]
+    verify = verl_verifier(rows, default_compute_score)
+    assert verify([{"row": 0}] * 2, ["so #### 42", "so #### 41"]) == [1.0, 0.0]
