@@ -32,7 +32,11 @@ in every process on ``import verl``. Importing this module:
    (which verl drops after logging it) and the step; ``compute_advantage`` hands the registered
    estimator the old log-probs, that entropy, the step, and for outcome exploration the final
    answers (the reward function's extra output ``answer``) keyed by the prompt's tokens, with
-   answer counts that ``_save_checkpoint`` / ``_load_checkpoint`` keep beside verl's checkpoint.
+   answer counts that ``_save_checkpoint`` / ``_load_checkpoint`` keep beside verl's checkpoint;
+4. for DPH-RL's rehearsal term (``dph_*`` keys of ``RLVR_EXPLORE_HP``, the set built before
+   training by ``rlvr-explore dph-prepare``): ``_update_actor`` sends each step's rehearsal rows in
+   the batch's metadata, and the FSDP engine's ``train_batch`` runs the term's forward and
+   backward on this rank's share before verl's optimizer step.
 
 Hyper-parameters verl's config already names are read from it (``clip_ratio_low/high``, ``clip_ratio_c``
 (the dual clip, for the methods whose verl counterpart has one),
