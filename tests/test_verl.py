@@ -692,13 +692,14 @@ def response_logp(model, share):
     return out
 
 
-@pytest.mark.parametrize("method, hp, divergence, remove_padding", [
-    ("grpo", {}, "forward", True),
-    ("casp", {"quantile_scope": "batch", "q": 0.5}, "js", True),  # the batch gate's pass, then the rehearsal
-    ("grpo", {}, "alpha", False),                                 # verl's padded (no rmpad) branch
+@pytest.mark.parametrize("method, hp, divergence, remove_padding, dynamic_bsz", [
+    ("grpo", {}, "forward", True, False),
+    ("casp", {"quantile_scope": "batch", "q": 0.5}, "js", True, False),  # the batch gate's pass, then the rehearsal
+    ("grpo", {}, "alpha", False, False),                                 # verl's padded (no rmpad) branch
+    ("grpo", {}, "forward", True, True),                                 # micro-batches by token count
 ])
 def test_real_verl_fsdp_engine_rehearses_each_share_with_the_core_gradient(method, hp, divergence, remove_padding,
-                                                                          monkeypatch):
+                                                                          dynamic_bsz, monkeypatch):
     """verl's own train_batch with the hook: each mini-batch's gradient is the policy loss's plus
     DPH-RL's term on that mini-batch's share of the step's rehearsal rows (the core rehearsal_loss),
     the shares taken in order and again in the next epoch; the term reaches verl's metrics."""
@@ -739,8 +740,9 @@ def test_real_verl_fsdp_engine_rehearses_each_share_with_the_core_gradient(metho
     engine = cpu_engine(model)
     for share in (chunk.shares[0], chunk.shares[1], chunk.shares[0]):  # mini-batches 1 and 2, then the next epoch's 1
         data = verl_batch(model, vocab)
-        tu.assign_non_tensor(data, use_remove_padding=remove_padding, use_dynamic_bsz=False, micro_batch_size_per_gpu=2,
-                             calculate_entropy=False, global_batch_size=len(data), rlvr_rehearsal=chunk)
+        tu.assign_non_tensor(data, use_remove_padding=remove_padding, use_dynamic_bsz=dynamic_bsz, micro_batch_size_per_gpu=2,
+                             max_token_len_per_gpu=12, calculate_entropy=False, global_batch_size=len(data),
+                             rlvr_rehearsal=chunk)
         output = engine.train_batch(data, loss_function=partial(verl_losses.ppo_loss, config=config))
         assert "forward_backward_batch" not in vars(engine)  # verl's own method again after the step
         term = rehearsal_loss(response_logp(model, share), share["ref_logp"], share["response_mask"], dph.coef,
