@@ -242,3 +242,16 @@ def test_the_trainer_runs_the_new_estimators(tiny_config, advantage, hp):
     RLTrainer(cfg).run()
     records = [r for r in read_metrics(cfg.run.out_dir) if r["kind"] == "train"]
     assert [r["step"] for r in records] == [1, 2] and all(np.isfinite(r["loss"]) for r in records)
+
+
+def test_rlvr_explore_methods_lists_the_next_wave(capsys):
+    from rlvr_explore.cli import main
+
+    assert main(["methods"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    listed = {line.split(":")[0]: line.split(":", 1)[1] for line in lines if not line.startswith("  ")}
+    estimators = set(listed["advantage estimators"].replace(",", " ").split())
+    shaping = set(listed["advantage shaping"].replace(",", " ").split())
+    assert {"maxrl", "pkpo", "unlikeliness", "gtpo", "grpo_s"} <= estimators
+    assert {"outcome_ucb", "outcome_batch"} <= shaping
+    assert "DPH-RL (arXiv 2509.07430), divergences forward, js, alpha" in listed["rehearsal term, added to any loss"]

@@ -10,6 +10,7 @@ from dataclasses import fields
 
 def _methods(args) -> int:
     from rlvr_explore import advantages, losses
+    from rlvr_explore.losses.rehearsal import DIVERGENCES
 
     print("policy losses (rlvr_explore.losses.policy_loss):")
     for name in sorted(losses.LOSSES):
@@ -22,6 +23,8 @@ def _methods(args) -> int:
     names = advantages.available()
     print("advantage estimators:", ", ".join(names["estimators"]))
     print("advantage shaping:", ", ".join(names["shaping"]))
+    print(f"rehearsal term, added to any loss: DPH-RL (arXiv 2509.07430), divergences {', '.join(DIVERGENCES)} "
+          "(dph.* in the built-in trainer, dph_* in TRL and verl)")
     return 0
 
 
