@@ -90,7 +90,7 @@ def test_the_trainer_splits_the_prompts_rehearses_and_resumes_alike(tiny_config,
     resumed.run()
 
 
-def test_dph_prepare_splits_a_verl_parquet_and_stores_pi0s_log_probs(tmp_path):
+def test_dph_prepare_splits_a_verl_parquet_and_stores_pi0s_log_probs(tmp_path, caplog):
     """`rlvr-explore dph-prepare` on a verl training file and a saved tiny policy, with a verl-style
     reward function that masters a known set of prompts: rl.parquet is the file less those rows,
     columns unchanged; rehearsal.pt holds every sample of the mastered prompts with pi_0's
@@ -121,6 +121,7 @@ def test_dph_prepare_splits_a_verl_parquet_and_stores_pi0s_log_probs(tmp_path):
                  "--out", str(tmp_path / "dph"), "--reward-function", f"{tmp_path / 'reward.py'}:score",
                  "--presample", "2", "--samples", "3", "--temperature", "0.7", "--max-new-tokens", "4"])
     assert code == 0
+    assert "the reward function raised 2 times (scored 0); first: KeyError('no answer')" in caplog.text  # 2 pre-samples
     assert pq.read_table(tmp_path / "dph" / "rl.parquet").to_pylist() == [rows[1], rows[3], rows[4]]
     summary = json.loads((tmp_path / "dph" / "dph_prepare.json").read_text())
     assert (summary["dph_rehearsed_prompts"], summary["dph_rl_prompts"], summary["dph_rehearsal_responses"]) == (2, 3, 6)

@@ -72,10 +72,8 @@ def load_reward_function(spec: str | None) -> Callable:
 def verl_verifier(rows: list[dict], compute_score: Callable) -> Callable:
     """A verifier over problems that carry their parquet row's index, scoring as verl's reward
     loop does; a reward function that raises scores 0, counted and logged, never stops the job."""
-    failures = []
-
     def verify(problems: list[dict], texts: list[str]) -> list[float]:
-        rewards = []
+        rewards, failures = [], []
         for problem, text in zip(problems, texts):
             row = rows[problem["row"]]
             try:
