@@ -538,7 +538,6 @@ def patch_ray_trainer(module) -> None:
     trainer._update_actor = make_update_actor(trainer._update_actor)
 
 
-
 # ---------------------------------------------------------------- DPH-RL's rehearsal term
 
 REHEARSAL_KEY = "rlvr_rehearsal"  # the step's rehearsal rows, from the driver to the actor in the batch's metadata

@@ -94,10 +94,9 @@ def prepare(train_file: str, model_dir: str, out: str, reward_function: str | No
             samples: int = 16, temperature: float = 1.0, max_new_tokens: int = 1024, batch_size: int = 64,
             seed: int = 0) -> dict:
     """Write rl.parquet, rehearsal.pt and dph_prepare.json into ``out``; returns the summary."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from rlvr_explore.integrations.verl import load_rehearsal_set, rehearsal_tensors
+    from rlvr_explore.integrations.verl import rehearsal_tensors
     from rlvr_explore.models import load_policy
     from rlvr_explore.train.config import Config
     from rlvr_explore.train.rehearsal import build_rehearsal
@@ -108,6 +107,7 @@ def prepare(train_file: str, model_dir: str, out: str, reward_function: str | No
     if "prompt" not in table.column_names:
         raise ValueError(f"{train_file}: no 'prompt' column (verl's RLHFDataset reads data.prompt_key, 'prompt')")
     rows = table.to_pylist()
+    compute_score = load_reward_function(reward_function)
     model, tokenizer = load_policy(model_dir)
     problems = [{"prompt": chat_text(row["prompt"], tokenizer, f"{train_file} row {i} 'prompt'"), "row": i}
                 for i, row in enumerate(rows)]
@@ -116,16 +116,13 @@ def prepare(train_file: str, model_dir: str, out: str, reward_function: str | No
     cfg.dph.validate(prefix="--")
     cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.top_n = temperature, 1.0, 1
     cfg.rollout.max_new_tokens, cfg.eval.batch_size = max_new_tokens, batch_size
-    data = build_rehearsal(model, tokenizer, problems, verl_verifier(rows, load_reward_function(reward_function)), cfg,
+    data = build_rehearsal(model, tokenizer, problems, verl_verifier(rows, compute_score), cfg,
                            torch.Generator().manual_seed(seed))
 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    rl_rows = set(data["rl_rows"])
-    keep = pa.array([i in rl_rows for i in range(len(rows))])
-    pq.write_table(table.filter(keep), folder / "rl.parquet")
+    pq.write_table(table.take(data["rl_rows"]), folder / "rl.parquet")
     torch.save(rehearsal_tensors(data["rehearsal"]), folder / "rehearsal.pt")
-    load_rehearsal_set(str(folder / "rehearsal.pt"))  # what the plugin will read back
     summary = {**data["stats"], "train_file": str(train_file), "model": str(model_dir), "presample": presample,
                "samples": samples, "temperature": temperature, "max_new_tokens": max_new_tokens, "seed": seed}
     (folder / "dph_prepare.json").write_text(json.dumps(summary, indent=2))

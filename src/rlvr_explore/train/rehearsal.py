@@ -30,8 +30,8 @@ def build_rehearsal(model, tokenizer, problems: list[dict], verifier, cfg: Confi
                                       "dph pre-sampling")
     solved = (torch.tensor(rewards) > 0.5).view(len(problems), d.presample).all(1).tolist()
     rehearsed = [p for p, s in zip(problems, solved) if s]
-    rl = [p["prompt"] for p, s in zip(problems, solved) if not s]
     rl_rows = [i for i, s in enumerate(solved) if not s]
+    rl = [problems[i]["prompt"] for i in rl_rows]
     rehearsal = None
     if rehearsed:
         rollout, _, rewards = sample_and_verify(model, tokenizer, rehearsed, d.samples, verifier, cfg, generator,
