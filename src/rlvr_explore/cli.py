@@ -60,11 +60,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What to do after Ctrl-C, for the commands that write something (``train`` says it itself).
+AFTER_INTERRUPT = {
+    "sft": "SFT writes no checkpoint: run the same command with --overwrite to start it again.",
+    "rft": "RFT writes no checkpoint: run the same command with --overwrite to start it again.",
+    "compare": "run the same command again: finished runs are reused, an interrupted RL run resumes.",
+    "demo": "run the same command again: finished runs are reused, an interrupted RL run resumes.",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"\nrlvr-explore {args.command}: interrupted. {AFTER_INTERRUPT.get(args.command, '')}".rstrip(),
+              file=sys.stderr)
+        return 130
     except (ValueError, OSError) as error:  # bad input, a missing file, no sandbox: say so, no traceback
         print(f"rlvr-explore {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -149,6 +149,7 @@ def _train_run(base, seed: int, out: Path, name: str, overrides: dict | None, ev
 def _end_with_parent() -> None:
     """A worker gets SIGTERM when the compare process dies (Linux), so a killed comparison leaves no
     training behind it; the run directories' locks would refuse a second comparison meanwhile."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which ends the workers
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
@@ -172,10 +173,15 @@ def _train_all(base, runs: dict, seeds: list[int], out: Path, jobs: int) -> None
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context,
                                                 initializer=_end_with_parent) as pool:
-        for future in [pool.submit(_train_base, base, seed, out) for seed in seeds]:
-            future.result()
-        for future in [pool.submit(_train_run, *task) for task in run_tasks]:
-            future.result()
+        try:
+            for future in [pool.submit(_train_base, base, seed, out) for seed in seeds]:
+                future.result()
+            for future in [pool.submit(_train_run, *task) for task in run_tasks]:
+                future.result()
+        except KeyboardInterrupt:  # the workers ignore Ctrl-C; end them rather than wait for them
+            for process in list(pool._processes.values()):
+                process.terminate()
+            raise
 
 
 CURVE_KEYS = ("lambda1", "lambda2", "lambda3", "lambda_sample", "rollout_entropy", "reward")
@@ -376,6 +382,10 @@ def compare(base, runs: dict, seeds: list[int], out: Path, baseline: str, jobs: 
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
     if baseline not in runs and baseline != "base":
         raise ValueError(f"--baseline {baseline!r} is not one of the runs ({', '.join(runs)}) or 'base'")
+    from rlvr_explore.train.checkpoints import claim_directory, write_owner
+
+    claim_directory(out, "compare")
+    write_owner(out, "compare")
     _train_all(base, runs, seeds, out, jobs)
     summary = summarise(out, list(runs), seeds, baseline)
     (out / "comparison.json").write_text(json.dumps(summary, indent=2))

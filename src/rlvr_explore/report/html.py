@@ -14,6 +14,7 @@ import numpy as np
 
 from rlvr_explore import metrics
 from rlvr_explore.compare import verdicts_html
+from rlvr_explore.train.checkpoints import claim_directory, write_owner
 from rlvr_explore.train.runtime import read_metrics
 
 from . import plots
@@ -104,9 +105,11 @@ def build_report(run_dirs: list[str | Path], out_html: str | Path, title: str = 
     seeds instead of its own over these runs' problems."""
     out_html = Path(out_html)
     out_dir = out_html.parent
-    figures = out_dir / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
     runs = [load_run(Path(d)) for d in run_dirs]
+    claim_directory(out_dir, "report")
+    write_owner(out_dir, "report")
+    figures = out_dir / "figures"
+    figures.mkdir(exist_ok=True)
     n = runs[0]["final"]["details"]["n_samples"]
     finals = {r["name"]: r["final"] for r in runs}
     if baseline:

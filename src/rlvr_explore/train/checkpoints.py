@@ -1,8 +1,12 @@
 """The run directory and its checkpoints (guarantees: docs/reliability.md).
 
-* **One owner.** A run holds an exclusive lock on ``<out_dir>/.lock`` while it lives. A fresh run
-  refuses a directory that holds another run unless told to overwrite it; ``--resume`` of a
-  finished run does nothing; a run killed before its first checkpoint restarts clean.
+* **One owner, and only its own files.** ``run.json`` records which command made a directory
+  (an RL, SFT or RFT run, a comparison, a report). A run holds an exclusive lock on
+  ``<out_dir>/.lock`` while it lives. A fresh run refuses a directory that holds another run
+  unless told to overwrite one of its own kind; ``--resume`` continues only a run of its own kind,
+  does nothing for a finished one and restarts one killed before its first checkpoint. Any other
+  directory that is not empty is refused before anything in it changes, and a restart or
+  ``--overwrite`` removes only the entries that kind of run writes (``OWNED``).
 * **Atomic, verified checkpoints.** A checkpoint is written into a temporary sibling and renamed;
   its ``manifest.json`` (size and SHA-256 of every file) is written last. ``--resume`` takes the
   newest checkpoint whose manifest holds and sets damaged ones aside, named in a warning.
@@ -28,7 +32,19 @@ from rlvr_explore.rollout import NonFiniteError
 
 log = logging.getLogger(__name__)
 
-RUN_ENTRIES = ("metrics.jsonl", "config.json", "checkpoints", "eval", "policy", "tensorboard", "report", "finished.json")
+MARKER = "run.json"
+LOCK = ".lock"
+# What each kind of run writes in its directory: the only entries a restart or --overwrite removes.
+OWNED = {
+    "rl": ("metrics.jsonl", "config.json", "config_history.jsonl", "checkpoints", "eval", "policy", "tensorboard",
+           "rehearsal.pt", "finished.json"),
+    "sft": ("metrics.jsonl", "config.json", "policy", "tensorboard", "finished.json"),
+    "rft": ("metrics.jsonl", "config.json", "eval", "policy", "tensorboard", "finished.json"),
+}
+KINDS = {"rl": "an RL run (rlvr-explore train)", "sft": "an SFT run (rlvr-explore sft)",
+         "rft": "an RFT run (rlvr-explore rft)", "compare": "a comparison (rlvr-explore compare or demo)",
+         "report": "a report (rlvr-explore report)"}
+COMMANDS = {"rl": "train", "sft": "sft", "rft": "rft"}
 STEP_DIR = re.compile(r"step_\d{6}")
 MANIFEST = "manifest.json"
 
@@ -142,8 +158,74 @@ def assert_savable(model, optimizer) -> None:
 # ------------------------------------------------------------------ the run directory
 
 
-def _entries(out: Path) -> list[str]:
-    return [name for name in RUN_ENTRIES if (out / name).exists()]
+def read_owner(out: Path) -> dict | None:
+    """The ``run.json`` record of ``out`` ({"kind": ..., and what the kind keeps}); for a run
+    directory written before ``run.json`` existed, the kind its files show; None for a directory
+    that no rlvr-explore command made."""
+    try:
+        record = json.loads((out / MARKER).read_text())
+    except FileNotFoundError:
+        return _legacy_owner(out)
+    except ValueError:
+        raise RunDirectoryError(f"{out / MARKER} is not readable JSON; it should name the kind of run that made "
+                                f"{out}. Move the directory aside or repair the file.") from None
+    if not isinstance(record, dict) or record.get("kind") not in KINDS:
+        raise RunDirectoryError(f"{out / MARKER}: 'kind' should be one of {', '.join(KINDS)}, got {record!r}")
+    return record
+
+
+def _legacy_owner(out: Path) -> dict | None:
+    if (out / "checkpoints").is_dir():
+        return {"kind": "rl"}
+    if (out / "comparison.json").is_file() or any(re.fullmatch(r"seed\d+", e.name) and e.is_dir() for e in out.iterdir()):
+        return {"kind": "compare"}
+    try:
+        saved = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or not {"run", "model", "task"} <= set(saved):  # not one of our configs
+        return None
+    from .runtime import read_records
+
+    logged = {record.get("kind") for record in read_records(out / "metrics.jsonl")} if (out / "metrics.jsonl").is_file() else set()
+    for kind, evidence in (("sft", "sft"), ("rft", "rft"), ("rl", "train")):
+        if evidence in logged:
+            return {"kind": kind}
+    if (out / "eval").is_dir():  # an RL or RFT run stopped after its first evaluation
+        return {"kind": "rl"}
+    return {"kind": "sft"} if (out / "policy").is_dir() else None
+
+
+def write_owner(out: Path, kind: str, **details) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text(json.dumps({"kind": kind, **details}, indent=1))
+
+
+def foreign_entries(out: Path) -> list[str]:
+    """The entries of ``out`` that no rlvr-explore command wrote there."""
+    if not out.is_dir():
+        return []
+    return sorted(entry.name for entry in out.iterdir() if entry.name not in (MARKER, LOCK))
+
+
+def _describe(names: list[str], most: int = 6) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def claim_directory(out: Path, kind: str) -> dict | None:
+    """Refuse, before anything changes, a directory that holds something other than a run of
+    ``kind`` (another kind of run, or files no rlvr-explore command made); return its record."""
+    owner = read_owner(out) if out.exists() else None
+    if owner is not None and owner["kind"] != kind:
+        hint = (f" To train from its policy: rlvr-explore train --init {out / 'policy'} --set run.out_dir=NEW_DIR."
+                if (out / "policy").is_dir() and kind == "rl" else "")
+        raise RunDirectoryError(f"{out} holds {KINDS[owner['kind']]}, not {KINDS[kind]}; nothing was changed. "
+                                f"Choose another directory for this one.{hint}")
+    if owner is None and foreign_entries(out):
+        raise RunDirectoryError(f"{out} is not empty and no rlvr-explore command made it (it holds "
+                                f"{_describe(foreign_entries(out))}); nothing was changed. Choose a new or empty "
+                                "directory.")
+    return owner
 
 
 def finished_step(out: Path) -> int | None:
@@ -158,11 +240,14 @@ class RunPlan:
     """What a starting run will do with its directory; ``apply`` does it, after every refusal."""
 
     out: Path
+    kind: str
+    owner: dict | None = None  # the directory's run.json record, if it holds a run of this kind
     resume_from: Path | None = None
     damaged: list[tuple[Path, str]] = field(default_factory=list)
     clear: list[str] = field(default_factory=list)  # entries removed before the run writes
 
-    def apply(self) -> None:
+    def apply(self, **record) -> None:
+        """Clear what the plan says, then record in ``run.json`` the kind of run and ``record``."""
         for path in clean_orphans(self.out):
             log.warning("removed %s, left by an interrupted write", path)
         for path, reason in self.damaged:
@@ -175,12 +260,15 @@ class RunPlan:
                 shutil.rmtree(target)
             else:
                 target.unlink()
+        write_owner(self.out, self.kind, **record)
 
 
-def lock_run_dir(out: Path):
-    """An exclusive lock held while the returned file stays open (until the process ends)."""
+def lock_run_dir(out: Path, kind: str):
+    """An exclusive lock held while the returned file stays open (until the process ends); a
+    directory that is not a run of ``kind`` is refused first, untouched."""
+    claim_directory(out, kind)
     out.mkdir(parents=True, exist_ok=True)
-    handle = (out / ".lock").open("a+")
+    handle = (out / LOCK).open("a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -194,24 +282,28 @@ def lock_run_dir(out: Path):
     return handle
 
 
-def plan_run(out: Path, steps: int, resume: bool, overwrite: bool) -> RunPlan:
-    """Decide, without writing anything, how a run starts in ``out``; raise when it may not."""
-    present = _entries(out)
+def plan_run(out: Path, kind: str, steps: int, resume: bool, overwrite: bool) -> RunPlan:
+    """Decide, without writing anything, how a run of ``kind`` starts in ``out``; raise when it may not."""
+    owner = claim_directory(out, kind)
+    present = [name for name in OWNED[kind] if (out / name).exists()]
     if not resume:
         if present and not overwrite:
             raise RunDirectoryError(
                 f"{out} already holds a run ({', '.join(present)}); use --resume to continue it, "
                 "--overwrite to replace it, or another run.out_dir")
-        return RunPlan(out, clear=present)
+        return RunPlan(out, kind, clear=present)
     finished = finished_step(out)
     if finished is not None and finished >= steps:
         raise RunAlreadyFinished(f"{out}: the run already finished at step {finished} (train.steps={steps}); "
-                                 "nothing to do. Raise train.steps to train further.")
+                                 f"nothing to do. To train it further, raise train.steps: rlvr-explore train "
+                                 f"--resume --set run.out_dir={out} train.steps={2 * finished} --accept-changes "
+                                 "(the learning-rate schedule is then sized to the new train.steps)")
     damaged = []
     for checkpoint in reversed(list_checkpoints(out)):
         problem = checkpoint_damage(checkpoint)
         if problem is None:
-            return RunPlan(out, resume_from=checkpoint, damaged=damaged, clear=[] if finished is None else ["finished.json"])
+            return RunPlan(out, kind, owner=owner, resume_from=checkpoint, damaged=damaged,
+                           clear=[] if finished is None else ["finished.json"])
         damaged.append((checkpoint, problem))
     if damaged:
         raise RunDirectoryError(f"--resume: no intact checkpoint in {out / 'checkpoints'}: "
@@ -219,9 +311,9 @@ def plan_run(out: Path, steps: int, resume: bool, overwrite: bool) -> RunPlan:
                                 + ". Use --overwrite to start the run again.")
     if not present:  # so a job script may always pass --resume, from its first launch on
         log.warning("%s: no run to resume there; starting a new one", out)
-        return RunPlan(out)
+        return RunPlan(out, kind, owner=owner)
     log.warning("%s: no checkpoint was written before the run stopped; starting it again from step 0", out)
-    return RunPlan(out, clear=present)
+    return RunPlan(out, kind, owner=owner, clear=present)
 
 
 def save_checkpoint(out: Path, step: int, write_files, keep: int) -> Path:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
+from .checkpoints import read_owner
 from .config import describe, load_config, resolve_config, to_dict
 
 
@@ -30,8 +32,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _load(args):
     """The resolved config, or None after printing it for --print-config. ``train --resume``
     without ``--config`` starts from the run's own config.json, then applies the overrides."""
-    saved = Path(resolve_config(args.config, args.set).run.out_dir) / "config.json"  # the defaults alone may not validate
-    if getattr(args, "resume", False) and args.config is None and saved.exists():
+    out = Path(resolve_config(args.config, args.set).run.out_dir)  # the defaults alone may not validate
+    saved = out / "config.json"
+    if getattr(args, "resume", False) and args.config is None and saved.exists() and (read_owner(out) or {}).get("kind") == "rl":
         cfg = load_config(None, args.set, base=json.loads(saved.read_text()), base_source=str(saved))
     else:
         cfg = load_config(args.config, args.set)
@@ -70,7 +73,11 @@ def _train(args) -> int:
     except RunAlreadyFinished as done:
         print(done)
         return 0
-    result = trainer.run()
+    try:
+        result = trainer.run()
+    except KeyboardInterrupt:
+        print(f"\nrlvr-explore train: {trainer.interrupted()}", file=sys.stderr)
+        return 130
     print(json.dumps(result["summary"], indent=2))
     print(f"run written to {cfg.run.out_dir} (policy in {Path(cfg.run.out_dir) / 'policy'})")
     return 0

@@ -45,15 +45,15 @@ def select(candidates: list[dict], how: str, size: int, rng: random.Random) -> l
 
 def run_rft(cfg: Config, init_policy: str | None = None, overwrite: bool = False) -> dict:
     out = Path(cfg.run.out_dir)
-    with lock_run_dir(out):
-        plan = plan_run(out, cfg.rft.iterations, resume=False, overwrite=overwrite)
+    with lock_run_dir(out, "rft"):
+        plan = plan_run(out, "rft", cfg.rft.iterations, resume=False, overwrite=overwrite)
         seed_everything(cfg.run.seed)
         device = resolve_device(cfg)
         model, tokenizer = build_policy(cfg, init_policy)
         model.to(device)
         train_problems, eval_problems = load_tasks(cfg, tokenizer, model)
         verifier = make_verifier(cfg)
-        plan.apply()
+        plan.apply(init=init_policy)
         (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
         logger = RunLogger(out)
         rng = random.Random(cfg.run.seed)

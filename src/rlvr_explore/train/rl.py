@@ -24,7 +24,7 @@ from . import rehearsal as rehearsal_data
 from .config import Config, describe_changes, saved_config_changes, to_dict
 from .evaluate import evaluate_and_record
 from .checkpoints import (
-    RunDirectoryError, assert_savable, lock_run_dir, mark_finished, nonfinite_tensors, plan_run,
+    RunDirectoryError, assert_savable, list_checkpoints, lock_run_dir, mark_finished, nonfinite_tensors, plan_run,
     save_checkpoint,
 )
 from .runtime import (
@@ -44,7 +44,7 @@ class RLTrainer:
         self.cfg = cfg
         self.evaluate_start = evaluate_start  # False where the initial policy's evaluation exists elsewhere
         self.out = Path(cfg.run.out_dir)
-        self._lock = lock_run_dir(self.out)
+        self._lock = lock_run_dir(self.out, "rl")
         try:
             self._start(resume, init_policy, overwrite, accept_changes)
         except BaseException:
@@ -53,7 +53,7 @@ class RLTrainer:
 
     def _start(self, resume, init_policy, overwrite, accept_changes) -> None:
         cfg = self.cfg
-        plan = plan_run(self.out, cfg.train.steps, resume, overwrite)
+        plan = plan_run(self.out, "rl", cfg.train.steps, resume, overwrite)
         changes = self._changes_from_saved_config() if plan.resume_from else {}
         if changes and not accept_changes:
             raise RunDirectoryError(f"--resume: the settings differ from the run's own ({self.out / 'config.json'}): "
@@ -62,6 +62,8 @@ class RLTrainer:
                                     "continue with these (they are recorded in config_history.jsonl)")
         seed_everything(cfg.run.seed)
         self.device = resolve_device(cfg)
+        if init_policy is None and plan.owner is not None:  # a restart from step 0 starts where the run started
+            init_policy = plan.owner.get("init")
         start_from = str(plan.resume_from) if plan.resume_from else init_policy
         self.model, self.tokenizer = build_policy(cfg, start_from)
         self.model.to(self.device)
@@ -80,7 +82,10 @@ class RLTrainer:
                 self._restore(torch.load(state_path, weights_only=False))
             except Exception as error:  # the manifest held, so this is a version mismatch, not damage
                 raise RunDirectoryError(f"{state_path}: cannot be restored ({type(error).__name__}: {error})") from None
-        plan.apply()
+        plan.apply(init=init_policy)
+        if plan.resume_from:
+            print(f"resumed {self.out} from its checkpoint at step {self.step} of {cfg.train.steps} "
+                  f"({plan.resume_from})", flush=True)
         self.logger = RunLogger(self.out, resume_step=self.step if plan.resume_from else None)
         if changes:
             with (self.out / "config_history.jsonl").open("a") as history:
@@ -388,6 +393,17 @@ class RLTrainer:
             (directory / "run_config.json").write_text(json.dumps(to_dict(self.cfg), indent=2))
 
         save_checkpoint(self.out, self.step, write, self.cfg.train.keep_checkpoints)
+
+    def interrupted(self) -> str:
+        """Close what the run holds after Ctrl-C; what to tell the user."""
+        self.logger.close()
+        self.verifier.close()
+        self._lock.close()
+        saved = list_checkpoints(self.out)
+        last = (f"last checkpoint: step {int(saved[-1].name[5:])} ({saved[-1]})" if saved else
+                "no checkpoint yet, so --resume starts it again from step 0")
+        return (f"interrupted at step {self.step} of {self.cfg.train.steps}; {last}. Resume with: "
+                f"rlvr-explore train --resume --set run.out_dir={self.out}")
 
     def run(self) -> dict:
         t = self.cfg.train

@@ -95,8 +95,8 @@ def train_sft(model, tokenizer, pairs: list[tuple[str, str]], steps: int, batch_
 def run_sft(cfg: Config, overwrite: bool = False) -> Path:
     """`rlvr-explore sft`: fine-tune the policy on the task's solutions; writes out_dir/policy."""
     out = Path(cfg.run.out_dir)
-    with lock_run_dir(out):
-        plan = plan_run(out, cfg.sft.steps, resume=False, overwrite=overwrite)
+    with lock_run_dir(out, "sft"):
+        plan = plan_run(out, "sft", cfg.sft.steps, resume=False, overwrite=overwrite)
         seed_everything(cfg.run.seed)
         device = resolve_device(cfg)
         model, tokenizer = build_policy(cfg)
