@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import TINY
-from rlvr_explore.train.config import ConfigError, config_diff, load_config
+from rlvr_explore.train.config import ConfigError, config_diff, load_config, resolve_config
 
 
 def test_dotted_and_mapping_overrides_change_only_what_they_name():
@@ -95,3 +95,49 @@ def test_evaluation_builds_no_training_set(monkeypatch, tmp_path):
     data.write_text("".join(json.dumps({"prompt": f"q{i}", "answer": str(i)}) + "\n" for i in range(8)))
     cfg = load_config(None, [f"task.dataset={data}", "task.eval_size=3", "task.verifier=exact"])
     assert [p["prompt"] for p in runtime.load_tasks(cfg, with_train=False)[1]] == ["q5", "q6", "q7"]
+
+
+# ------------------------------------------------------------------ errors name the key and where it was set
+
+
+@pytest.mark.parametrize("yaml_text,override,message", [
+    ("algorithm:\n  method: casp\n  loss:\n    alpha: lots\n", None,
+     r"c.yaml, line 4: 'algorithm.loss.alpha' expects float, got 'lots'"),
+    ("algorithm:\n  method: casp\n", "algorithm.loss.alpha=lots",
+     r"override 'algorithm.loss.alpha=lots': 'algorithm.loss.alpha' expects float, got 'lots'"),
+    ("algorithm:\n  advantage_hp:\n    passk_k: four\n", None,
+     r"c.yaml, line 3: 'algorithm.advantage_hp.passk_k' expects int, got 'four'"),
+    ("algorithm:\n  method: casp\n  loss:\n    alpha: 7\n", None,
+     r"config: algorithm.loss: alpha must be in \[0, 1\], got 7.0 \(algorithm.loss.alpha set in .*c.yaml, line 4\)"),
+    ("rollout:\n  top_n: 3\n", "rollout.top_n=0",
+     r"config: rollout.top_n must be >= 1, got 0 \(rollout.top_n set in override 'rollout.top_n=0'\)"),
+])
+def test_every_config_error_names_its_key_and_source(tmp_path, yaml_text, override, message):
+    (tmp_path / "c.yaml").write_text(yaml_text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path / "c.yaml", [override] if override else [])
+
+
+def test_a_quoted_number_is_read_as_the_number_its_field_takes(tmp_path):
+    (tmp_path / "c.yaml").write_text('algorithm:\n  method: casp\n  loss:\n    alpha: "0.3"\n    lam: 1e-1\n')
+    cfg = load_config(tmp_path / "c.yaml", ["algorithm.loss.lam=1.2"])
+    assert cfg.algorithm.loss == {"alpha": 0.3, "lam": 1.2}
+
+
+def test_help_config_prints_what_set_accepts_and_none_means_null():
+    """Each default that --help-config prints, pasted into --set, gives that default back."""
+    from rlvr_explore.train.config import Config, describe
+
+    pasted = 0
+    for line in describe().splitlines():
+        if not line.startswith(" "):
+            section = line.rstrip(":")
+            continue
+        key, printed = line.strip().split("  # ")[0].split(": ", 1)
+        default = getattr(getattr(Config(), section), key)
+        value = getattr(getattr(resolve_config(None, [f"{section}.{key}={printed}"]), section), key)
+        assert value == default or (isinstance(default, tuple) and tuple(value) == default), (section, key, printed)
+        pasted += 1
+    assert pasted > 60 and "  path: null  #" in describe()
+    assert load_config(None, ["model.path=None"]).model.path is None
+    assert load_config(None, ["model.path=null"]).model.path is None

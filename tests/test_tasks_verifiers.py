@@ -79,7 +79,9 @@ def test_load_problems_formats_and_errors(tmp_path):
     with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid JSON"):
         load_problems(tmp_path / "bad.jsonl")
     (tmp_path / "missing.jsonl").write_text('{"question": "x", "answer": "1"}\n')
-    with pytest.raises(ValueError, match=r"missing.jsonl: record 1: field 'prompt' must be a string or a chat .*, got nothing"):
+    with pytest.raises(ValueError, match=r"missing.jsonl: record 1: no 'prompt' column \(a string or a chat .* expected\); "
+                                         r"the record has \['answer', 'question'\]\. If one of them holds it, map it with "
+                                         r"task.fields: --set task.fields.prompt=COLUMN"):
         load_problems(tmp_path / "missing.jsonl")
     with pytest.raises(FileNotFoundError, match="dataset not found"):
         load_problems(tmp_path / "nope.jsonl")
@@ -89,7 +91,7 @@ def test_load_problems_formats_and_errors(tmp_path):
     ({"prompt": 123, "answer": "1"}, "field 'prompt' must be a string or a chat (a list of {role, content} messages), got 123"),
     ({"prompt": "x", "answer": None}, "field 'answer' must be a string or a number, got None"),
     ({"prompt": "x", "answer": True}, "field 'answer' must be a string or a number, got True"),
-    ({"prompt": "x"}, "field 'answer' must be a string or a number, got nothing"),
+    ({"prompt": "x"}, "no 'answer' column (a string or a number expected); the record has ['prompt']"),
     ({"prompt": "x", "tests": 5}, "field 'tests' must be Python source"),
     ({"prompt": "x", "test": "", "entry_point": "not a name"}, "field 'entry_point' must be the name"),
     ({"prompt": "x", "inputs": ["1"], "outputs": "1"}, "field 'outputs' must be a non-empty list of strings"),

@@ -54,7 +54,7 @@ class LossConfig:
         None, "Constant divisor of 'seq-mean-token-sum-norm' (Dr.GRPO); defaults to the padded length T."
     )
     clip_ratio_c: float | None = documented(
-        None, "Dual-clip PPO (Ye et al. 2020, arXiv 1912.09729): for A < 0 the token loss is at most -c A. None is off; "
+        None, "Dual-clip PPO (Ye et al. 2020, arXiv 1912.09729): for A < 0 the token loss is at most -c A. null is off; "
         "verl's default is 3 and the official Clip-Cov recipes use 10.")
     kl_coef: float = documented(
         0.0, "beta of the k3 KL to the reference policy; needs ref_logp. CaSP Eq. 1 has the term without a value; "

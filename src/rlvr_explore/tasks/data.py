@@ -74,8 +74,10 @@ def _is_chat(value) -> bool:
 
 def _problem(record: dict, where: str, verifier: str | None) -> dict:
     def fail(field: str, expected: str):
-        shown = repr(record[field])[:80] if field in record else "nothing"
-        raise ValueError(f"{where}: field '{field}' must be {expected}, got {shown}")
+        if field not in record:
+            raise ValueError(f"{where}: no '{field}' column ({expected} expected); the record has {sorted(record)}. "
+                             f"If one of them holds it, map it with task.fields: --set task.fields.{field}=COLUMN")
+        raise ValueError(f"{where}: field '{field}' must be {expected}, got {repr(record[field])[:80]}")
 
     if not (isinstance(record.get("prompt"), str) or _is_chat(record.get("prompt"))):
         fail("prompt", "a string or a chat (a list of {role, content} messages)")

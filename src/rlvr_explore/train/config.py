@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ class RunConfig:
 
 @dataclass
 class ModelConfig:
-    path: str | None = documented(None, "local directory of a transformers causal LM (nothing is downloaded); None builds a tiny GPT-2")
+    path: str | None = documented(None, "local directory of a transformers causal LM (nothing is downloaded); null builds a tiny GPT-2")
     n_layer: int = documented(2, "tiny GPT-2: layers")
     n_head: int = documented(4, "tiny GPT-2: attention heads")
     n_embd: int = documented(64, "tiny GPT-2: width")
@@ -206,7 +207,33 @@ def _type_ok(value, annotation) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if annotation is int:
         return isinstance(value, int) and not isinstance(value, bool)
+    if typing.get_origin(annotation) is tuple:  # YAML has no tuples: a list of the same length will do
+        return isinstance(value, (list, tuple)) and len(value) == len(typing.get_args(annotation))
     return isinstance(value, annotation)
+
+
+def _mapping_schema(dotted: str):
+    """The dataclass whose fields type the keys of a mapping setting (the losses' and the
+    estimators' hyper-parameters), so a wrong type is named where it was written."""
+    from rlvr_explore.advantages import AdvantageConfig
+    from rlvr_explore.losses.core import LossConfig
+
+    return {"algorithm.loss": LossConfig, "algorithm.advantage_hp": AdvantageConfig}.get(dotted)
+
+
+def _checked(value, annotation, dotted: str, line: str):
+    """``value`` as the field typed ``annotation`` takes it, or a ConfigError naming ``dotted``."""
+    if isinstance(value, str) and _type_ok(1.0, annotation):
+        try:  # YAML 1.1 reads 1e-6 (no dot) as a string
+            value = float(value)
+        except ValueError:
+            pass
+    if not _type_ok(value, annotation):
+        expected = getattr(annotation, "__name__", str(annotation))
+        raise ConfigError(f"{{source}}{line}: '{dotted}' expects {expected}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{{source}}{line}: '{dotted}' expects a finite number, got {value!r}")
+    return float(value) if annotation is float and value is not None else value
 
 
 def _merge(target, values: dict, where: str, lines: dict) -> None:
@@ -225,20 +252,16 @@ def _merge(target, values: dict, where: str, lines: dict) -> None:
             continue
         if isinstance(current, dict) and isinstance(value, dict):
             # mappings merge key by key, so an override changes what it names and nothing else; null removes a key
+            schema = _mapping_schema(dotted)
+            if schema is not None:
+                types_ = typing.get_type_hints(schema)
+                value = {k: v if v is None or k not in types_ else
+                         _checked(v, types_[k], f"{dotted}.{k}", f", line {lines[f'{dotted}.{k}']}" if f"{dotted}.{k}" in lines else line)
+                         for k, v in value.items()}
             merged = {**current, **value}
             setattr(target, key, {k: v for k, v in merged.items() if v is not None})
             continue
-        if isinstance(value, str) and _type_ok(1.0, hints[key]):
-            try:  # YAML 1.1 reads 1e-6 (no dot) as a string
-                value = float(value)
-            except ValueError:
-                pass
-        if not _type_ok(value, hints[key]):
-            expected = getattr(hints[key], "__name__", str(hints[key]))
-            raise ConfigError(f"{{source}}{line}: '{dotted}' expects {expected}, got {value!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{{source}}{line}: '{dotted}' expects a finite number, got {value!r}")
-        setattr(target, key, float(value) if hints[key] is float and value is not None else value)
+        setattr(target, key, _checked(value, hints[key], dotted, line))
 
 
 def _key_lines(text: str) -> dict[str, int]:
@@ -260,6 +283,8 @@ def parse_override(text: str) -> tuple[str, object]:
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. algorithm.method=casp")
+    if raw.strip() in ("None", "none"):  # Python's spelling of null, as --help-config once printed it
+        return key.strip(), None
     return key.strip(), yaml.safe_load(raw) if raw.strip() else None
 
 
@@ -302,11 +327,24 @@ def read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
     return data, _key_lines(text)
 
 
+def _record_sources(cfg: Config, data: dict, source: str, lines: dict[str, int], prefix: str = "") -> None:
+    """Remember where each dotted key was last set, so that a check made later (``validate``)
+    names the file and line or the override as well as the key."""
+    sources = cfg.__dict__.setdefault("sources", {})
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            _record_sources(cfg, value, source, lines, dotted)
+        else:
+            sources[dotted] = f"{source}, line {lines[dotted]}" if dotted in lines else source
+
+
 def apply_mapping(cfg: Config, data: dict, source: str, lines: dict[str, int] | None = None) -> Config:
     try:
         _merge(cfg, data, "", lines or {})
     except ConfigError as error:
         raise ConfigError(str(error).replace("{source}", source)) from None
+    _record_sources(cfg, data, source, lines or {})
     return cfg
 
 
@@ -329,10 +367,7 @@ def resolve_config(path: str | Path | None = None, overrides: list[str] = (), ba
         apply_mapping(cfg, data, str(path), lines)
     for text in overrides:
         key, value = parse_override(text)
-        try:
-            _merge(cfg, nest(key, value), "", {})
-        except ConfigError as error:
-            raise ConfigError(str(error).replace("{source}", f"override {text!r}")) from None
+        apply_mapping(cfg, nest(key, value), f"override {text!r}")
     return cfg
 
 
@@ -359,13 +394,24 @@ def describe_changes(changes: dict[str, tuple]) -> str:
     return "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())
 
 
+def _where_set(cfg: Config, message: str) -> str:
+    """Where the keys a message names were set: "(algorithm.loss.alpha: override 'algorithm.loss.alpha=7')"."""
+    sections = {f.name for f in dataclasses.fields(Config)}
+    named = [k for k in re.findall(r"\b([a-z_]+(?:\.[a-z_0-9]+)+)", message) if k.split(".")[0] in sections]
+    sources = cfg.__dict__.get("sources", {})
+    found = {key: where for key, where in sources.items() for name in named if key == name or key.startswith(name + ".")}
+    if not found:
+        return " (the default)" if named else ""
+    return " (" + "; ".join(f"{key} set in {where}" for key, where in found.items()) + ")"
+
+
 def validate(cfg: Config) -> None:
     from rlvr_explore import advantages, losses
     from rlvr_explore.tasks.synthetic import TASKS
 
     def need(ok: bool, message: str):
         if not ok:
-            raise ConfigError(f"config: {message}")
+            raise ConfigError(f"config: {message}{_where_set(cfg, message)}")
 
     a, r, t = cfg.algorithm, cfg.rollout, cfg.train
     methods = [m for m in (a.method, a.warmup_method) if m]
@@ -444,6 +490,11 @@ def validate(cfg: Config) -> None:
     need(cfg.sandbox.cpu_s >= 0, f"sandbox.cpu_s must be >= 0 (0: from the timeout), got {cfg.sandbox.cpu_s}")
 
 
+def _yaml_value(value) -> str:
+    """``value`` as it is written in YAML and in ``--set`` (null, true, [a, b])."""
+    return yaml.safe_dump(value, default_flow_style=True, width=1 << 16).removesuffix("\n...\n").strip()
+
+
 def describe() -> str:
     """Every field with its default and help, section by section."""
     lines = []
@@ -451,7 +502,7 @@ def describe() -> str:
         lines.append(f"{section.name}:")
         for f in dataclasses.fields(section.default_factory()):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            lines.append(f"  {f.name}: {default!r}  # {f.metadata['help']}")
+            lines.append(f"  {f.name}: {_yaml_value(default)}  # {f.metadata['help']}")
     return "\n".join(lines)
 
 
