@@ -85,3 +85,52 @@ def test_spraying_answers_earns_nothing(verifier):
     sprays = ["\\boxed{1}, \\boxed{2}, \\boxed{3}", "\\boxed{5} \\boxed{2}", "\\boxed{\\{1,2,3,4\\}}", "\\boxed{1,2,3}",
               "\\boxed{2 \\text{ or } 3}", "\\boxed{\\pm 2}", "\\boxed{x \\in [1, 3]}", "x = 2 and \\boxed{7}"]
     assert verifier([{"answer": "2"}] * len(sprays), sprays) == [0.0] * len(sprays)
+
+
+ANSWERS = {  # response: (graded text, extraction) in the formats boxed, last_number, full
+    "xq 5 zz": [(None, "none"), ("5", "last_number"), ("xq 5 zz", "full")],
+    "so 3 then \\boxed{5}": [("5", "boxed")] * 3,
+    "\\boxed{5} or \\boxed{2}": [(None, "ambiguous")] * 3,
+    "\\boxed{5}, that is \\boxed{5}": [("5", "boxed")] * 3,
+    "7 apples, then -12.5 left": [(None, "none"), ("-12.5", "last_number"), ("7 apples, then -12.5 left", "full")],
+    "no number here": [(None, "none"), (None, "none"), ("no number here", "full")],
+}
+
+
+@pytest.mark.parametrize("response", sorted(ANSWERS))
+def test_each_answer_format_extracts_what_it_says(response):
+    from rlvr_explore.verifiers import ANSWER_FORMATS, graded_answer
+
+    assert [graded_answer(response, f) for f in ANSWER_FORMATS] == ANSWERS[response]
+
+
+@pytest.mark.parametrize("kind", ["math", "exact"])
+def test_a_bare_number_is_not_an_answer_unless_the_format_is_lenient_and_extractions_are_counted(kind):
+    responses = ["xq 5 zz", "\\boxed{5}", "\\boxed{4}", "zz", "5 is it \\boxed{5} or \\boxed{6}"]
+    expected = {"boxed": [0.0, 1.0, 0.0, 0.0, 0.0], "last_number": [1.0, 1.0, 0.0, 0.0, 0.0],
+                "full": [1.0, 1.0, 0.0, 0.0, 0.0]}
+    counted = {"boxed": {"answers_boxed": 2, "answers_none": 2, "answers_ambiguous": 1},
+               "last_number": {"answers_boxed": 2, "answers_last_number": 1, "answers_none": 1, "answers_ambiguous": 1},
+               "full": {"answers_boxed": 2, "answers_full": 2, "answers_ambiguous": 1}}
+    for answer_format, rewards in expected.items():
+        verifier = Verifier(kind, timeout_s=5, workers=1, answer_format=answer_format)
+        try:
+            if kind == "exact" and answer_format == "full":
+                rewards = [0.0, 1.0, 0.0, 0.0, 0.0]  # exact compares the whole text, which is not '5'
+            assert verifier([{"answer": "5"}] * len(responses), responses) == rewards, answer_format
+            found = {k: v for k, v in verifier.stats.items() if k.startswith("answers_") and v}
+            assert found == counted[answer_format], answer_format
+        finally:
+            verifier.close()
+
+
+def test_sft_targets_are_boxed_when_the_verifier_grades_boxed_answers():
+    import random
+
+    from rlvr_explore.train.config import load_config
+    from rlvr_explore.train.sft import sft_examples
+
+    problems = [{"task": "math", "prompt": "1+1=", "answer": "2"}]
+    for answer_format, target in (("boxed", "\\boxed{2}"), ("last_number", "2")):
+        cfg = load_config(None, ["task.verifier=math", f"task.answer_format={answer_format}", "sft.incorrect_fraction=0"])
+        assert sft_examples(problems, cfg, random.Random(0)) == [("1+1=", target)]

@@ -14,17 +14,24 @@ BOXED = re.compile(r"\\boxed\{")
 CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 
 
-def extract_boxed(text: str) -> str | None:
-    r"""The content of the last \boxed{...}, braces balanced; None if there is none."""
-    starts = [m.end() for m in BOXED.finditer(text)]
-    if not starts:
-        return None
-    depth, start = 1, starts[-1]
+def _closed_at(text: str, start: int) -> str | None:
+    depth = 1
     for i in range(start, len(text)):
         depth += {"{": 1, "}": -1}.get(text[i], 0)
         if depth == 0:
             return text[start:i].strip()
     return None
+
+
+def extract_boxed(text: str) -> str | None:
+    r"""The content of the last \boxed{...}, braces balanced; None if there is none."""
+    starts = [m.end() for m in BOXED.finditer(text)]
+    return _closed_at(text, starts[-1]) if starts else None
+
+
+def boxed_answers(text: str) -> list[str]:
+    r"""The content of every closed \boxed{...}, in order."""
+    return [a for a in (_closed_at(text, m.end()) for m in BOXED.finditer(text)) if a is not None]
 
 
 CODE_BLOCK = re.compile(r"```(?:python|py)?\n(.*?)```", re.DOTALL)

@@ -54,6 +54,10 @@ class TaskConfig:
     fields: dict = documented({}, "dataset column for each of our fields, e.g. {prompt: question} for GSM8K (prompt, answer, tests, entry_point, inputs, outputs, canonical_solution)")
     truncate_prompts: bool = documented(False, "keep the end of prompts longer than the model's context allows (default: refuse them at load time)")
     verifier: str = documented("builtin", "builtin, exact, math (math-verify) or code (sandbox)")
+    answer_format: str = documented(
+        "boxed", "what the exact and math verifiers grade: 'boxed', the last \\boxed{} (the papers' prompts ask for "
+        "one; none scores 0, and SFT targets are boxed), 'last_number' (lenient: a box, else the last number) or "
+        "'full' (math-verify's search of the whole response, which credits a bare number anywhere)")
     verifier_timeout_s: float = documented(5.0, "per-answer timeout of the math verifier; per-program (per stdin input) wall clock of the code sandbox")
     verifier_workers: int = documented(0, "answers or programs checked in parallel (0: CPUs, at most 8)")
 
@@ -436,6 +440,8 @@ def validate(cfg: Config) -> None:
         need(step in advantages.SHAPINGS, f"algorithm.shaping step {step!r} unknown; available: {', '.join(sorted(advantages.SHAPINGS))}")
     need(cfg.task.dataset is not None or cfg.task.name in TASKS, f"task.name {cfg.task.name!r} unknown; built-in: {', '.join(TASKS)}")
     need(cfg.task.verifier in ("builtin", "exact", "math", "code"), f"task.verifier must be builtin, exact, math or code, got {cfg.task.verifier!r}")
+    need(cfg.task.answer_format in ("boxed", "last_number", "full"),
+         f"task.answer_format must be boxed, last_number or full, got {cfg.task.answer_format!r}")
     need(cfg.task.dataset is None or cfg.task.verifier != "builtin", "task.verifier 'builtin' only checks built-in tasks; use exact, math or code with task.dataset")
     need(cfg.task.train_size >= 1 and cfg.task.eval_size >= 1, "task.train_size and task.eval_size must be >= 1")
     need(r.group_size >= 2, f"rollout.group_size must be >= 2 for group baselines, got {r.group_size}")

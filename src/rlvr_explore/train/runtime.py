@@ -127,7 +127,8 @@ def load_tasks(cfg: Config, tokenizer=None, model=None, with_train: bool = True)
 
 def make_verifier(cfg: Config) -> Verifier:
     t = cfg.task
-    return Verifier(t.verifier, timeout_s=t.verifier_timeout_s, workers=t.verifier_workers, sandbox=cfg.sandbox)
+    return Verifier(t.verifier, timeout_s=t.verifier_timeout_s, workers=t.verifier_workers, sandbox=cfg.sandbox,
+                    answer_format=t.answer_format)
 
 
 def extract_answer(problem: dict, response: str):

@@ -55,8 +55,9 @@ def sft_examples(problems: list[dict], cfg: Config, rng: random.Random) -> list[
     """(prompt, response) pairs: several distinct correct answers per prompt, mixed with corrupted
     attempts (``sft.incorrect_fraction``) so the base policy is diverse and imperfect."""
     pairs = []
+    boxed = cfg.task.verifier in ("exact", "math") and cfg.task.answer_format == "boxed"
     for problem in problems:
-        solutions = problem.get("solutions") or [problem["answer"]]
+        solutions = problem.get("solutions") or [f"\\boxed{{{problem['answer']}}}" if boxed else problem["answer"]]
         chosen = rng.sample(solutions, min(cfg.sft.solutions_per_prompt, len(solutions)))
         pairs += [(problem["prompt"], s) for s in chosen]
     n_wrong = int(len(pairs) * cfg.sft.incorrect_fraction / max(1e-9, 1 - cfg.sft.incorrect_fraction))

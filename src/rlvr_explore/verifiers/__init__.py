@@ -3,7 +3,12 @@ raises on a response: an error, a timeout or a refused program is reward 0 and i
 
 * ``builtin``: the checker of a built-in synthetic task (``rlvr_explore.tasks``);
 * ``exact``: string match after normalising spaces, or numeric equality within 1e-6;
-* ``math``: `math-verify` in a warm pool of worker processes (``math_pool``), a timeout per answer;
+* ``math``: `math-verify` in a warm pool of worker processes (``math_pool``), a timeout per answer.
+
+  Both grade the answer that ``answer_format`` extracts (:func:`graded_answer`): the last
+  ``\boxed{}`` as the papers' prompts ask (the default: a response without one scores 0), the last
+  number (lenient), or the whole response (math-verify's own search, which credits a bare number
+  anywhere). ``stats`` counts the answers each extraction gave;
 * ``code``: the response's program against the problem's tests in a bubblewrap sandbox
   (``sandbox``, ``code``).
 
@@ -16,10 +21,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from rlvr_explore.metrics.answers import extract_boxed
+from rlvr_explore.metrics.answers import boxed_answers, extract_boxed
 from rlvr_explore.tasks.synthetic import TASKS
 
 from .code import judge
@@ -28,7 +34,25 @@ from .math_worker import math_verify_reward
 from .sandbox import SandboxConfig, SandboxUnavailable, check_available
 
 KINDS = ("builtin", "exact", "math", "code")
+ANSWER_FORMATS = ("boxed", "last_number", "full")
+NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 log = logging.getLogger(__name__)
+
+
+def graded_answer(response: str, answer_format: str) -> tuple[str | None, str]:
+    """(the text graded, the extraction that found it: "boxed", "last_number", "full", "none" or
+    "ambiguous"). A boxed answer is taken in every format, unless the response boxes different
+    answers (a spray, graded 0); ``boxed`` takes nothing else, ``last_number`` the last number of
+    the response, ``full`` the whole response."""
+    boxed = extract_boxed(response)
+    if boxed is not None:
+        return (boxed, "boxed") if len(set(boxed_answers(response))) == 1 else (None, "ambiguous")
+    if answer_format == "last_number":
+        numbers = NUMBER.findall(response)
+        return (numbers[-1], "last_number") if numbers else (None, "none")
+    if answer_format == "full":
+        return response, "full"
+    return None, "none"
 
 
 def _number(text: str) -> float | None:
@@ -38,9 +62,11 @@ def _number(text: str) -> float | None:
         return None
 
 
-def exact_match(response: str, reference: str) -> float:
-    """1 if the (boxed, when present) answer equals the reference as text or as a number."""
-    answer = extract_boxed(response) or response
+def exact_match(response: str, reference: str, answer_format: str = "full") -> float:
+    """1 if the graded answer (:func:`graded_answer`) equals the reference as text or as a number."""
+    answer, _ = graded_answer(response, answer_format)
+    if answer is None:
+        return 0.0
     a, b = " ".join(answer.split()), " ".join(str(reference).split())
     if a == b:
         return 1.0
@@ -58,18 +84,26 @@ class Verifier:
 
     ``stats`` counts since creation: ``calls`` (responses judged), ``errors`` (a checker raised,
     a worker died), ``timeouts``, ``refusals`` (a program stopped by a sandbox limit: output cap
-    or timeout) and ``worker_restarts`` (math workers replaced after a timeout or a crash).
+    or timeout), ``worker_restarts`` (math workers replaced after a timeout or a crash) and, for
+    ``exact`` and ``math``, ``answers_<extraction>``: how many graded answers each extraction of
+    :func:`graded_answer` gave (``answers_none``: no answer found; ``answers_ambiguous``: several
+    different boxed answers; both reward 0).
     """
 
     kind: str = "builtin"
     timeout_s: float = 5.0
     workers: int = 0
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
-    stats: dict = field(default_factory=lambda: {"calls": 0, "errors": 0, "timeouts": 0, "refusals": 0, "worker_restarts": 0})
+    answer_format: str = "boxed"
+    stats: dict = field(default_factory=lambda: {"calls": 0, "errors": 0, "timeouts": 0, "refusals": 0, "worker_restarts": 0,
+                                                 "answers_boxed": 0, "answers_last_number": 0, "answers_full": 0,
+                                                 "answers_none": 0, "answers_ambiguous": 0})
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown verifier {self.kind!r}; use {', '.join(KINDS)}")
+        if self.answer_format not in ANSWER_FORMATS:
+            raise ValueError(f"unknown answer format {self.answer_format!r}; use {', '.join(ANSWER_FORMATS)}")
         if self.timeout_s <= 0:
             raise ValueError(f"verifier timeout_s must be > 0, got {self.timeout_s}")
         self.workers = self.workers or default_workers()
@@ -88,11 +122,22 @@ class Verifier:
         if len(problems) != len(responses):
             raise ValueError(f"{len(problems)} problems for {len(responses)} responses")
         self.stats["calls"] += len(responses)
+        if self.kind in ("math", "exact"):
+            graded = [graded_answer(response, self.answer_format) for response in responses]
+            for _, extraction in graded:
+                self.stats[f"answers_{extraction}"] += 1
         if self.kind == "math":
+            # math-verify parses a boxed expression alone; the whole response only in the "full" format
+            found = [i for i, (answer, _) in enumerate(graded) if answer is not None]
+            pairs = [(responses[i] if graded[i][1] == "full" else f"\\boxed{{{graded[i][0]}}}", str(problems[i]["answer"]))
+                     for i in found]
             before = dict(self._math.stats)
-            rewards = self._math([(r, str(p["answer"])) for p, r in zip(problems, responses)])
+            scores = self._math(pairs)
             for key, value in self._math.stats.items():
                 self.stats[key] += value - before[key]
+            rewards = [0.0] * len(responses)
+            for i, score in zip(found, scores):
+                rewards[i] = score
             return rewards
         if self.kind == "code":
             with ThreadPoolExecutor(self.workers) as pool:
@@ -123,10 +168,10 @@ class Verifier:
         try:
             if self.kind == "builtin":
                 return float(TASKS[problem["task"]][1](problem["prompt"], response))
-            return exact_match(response, problem["answer"])
+            return exact_match(response, problem["answer"], self.answer_format)
         except Exception:  # noqa: BLE001 - a checker's failure is reward 0, never a crash
             self.stats["errors"] += 1
             return 0.0
 
 
-__all__ = ["KINDS", "SandboxConfig", "SandboxUnavailable", "Verifier", "exact_match", "math_verify_reward"]
+__all__ = ["ANSWER_FORMATS", "KINDS", "graded_answer", "SandboxConfig", "SandboxUnavailable", "Verifier", "exact_match", "math_verify_reward"]
