@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from rlvr_explore import metrics
+from rlvr_explore.report import page
 from rlvr_explore.train.config import (
     Config, ConfigError, apply_mapping, describe_changes, read_yaml, resolve_config_path, saved_config_changes, validate,
 )
@@ -324,8 +325,8 @@ def _cell(entry: dict) -> str:
     return f"{entry['mean']:.3g} [{entry['min']:.3g}, {entry['max']:.3g}]"
 
 
-def write_html(summary: dict, path: Path) -> None:
-    """The comparison page, its figures in ``figures/`` beside it."""
+def write_html(summary: dict, path: Path, report_page: str | None = None) -> None:
+    """The comparison page, its figures in ``figures/`` beside it, linking to ``report_page``."""
     n, runs = summary["n_samples"], summary["runs"]
     shown = [f"pass@{k}" for k in (1, 4, 16, 64, n) if f"pass@{k}" in next(iter(runs.values()))]
     diagnostics = [key for key in EVAL_KEYS if all(key in row for row in runs.values())]
@@ -340,23 +341,22 @@ def write_html(summary: dict, path: Path) -> None:
     overlap = "".join(f"<tr><th>{html.escape(name)}</th><td>{u['both']}</td><td>{u['run_only']}</td>"
                       f"<td>{u['baseline_only']}</td></tr>"
                       for name, row in runs.items() for u in [row["unsolvable_vs_baseline"]])
-    figures = "".join(f"<figure class='{'wide' if file == 'lambda.png' else ''}'><a href='figures/{file}'>"
-                      f"<img src='figures/{file}' alt='{html.escape(caption)}'></a>"
-                      f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    figures = "".join(page.figure(f"figures/{file}", caption, wide=file == "lambda.png")
                       for file, caption in _figures(summary, path.parent / "figures"))
+    nav = (f"<nav>The first seed's runs in detail: <a href='{html.escape(report_page)}'>{html.escape(report_page)}</a>"
+           "</nav>" if report_page else "")
+    warnings = page.collapse_warnings({name: (c["step"], c["reward"]) for name, c in summary["curves"].items()
+                                       if "reward" in c}, {name: row["pass@1"]["mean"] for name, row in runs.items()},
+                                      "figures/reward.png")
     path.write_text(
-        "<!doctype html><meta charset='utf-8'><title>rlvr-explore compare</title>"
-        "<style>body{font-family:sans-serif;max-width:75em;margin:2em auto}"
-        "td,th{padding:.2em .6em;text-align:right;white-space:nowrap}"
-        "figure{display:inline-block;margin:8px;vertical-align:top}img{max-width:560px}"
-        "figcaption{font-size:.85em;color:#444;max-width:560px}figure.wide{display:block}"
-        "figure.wide img{max-width:100%}</style>"
-        + verdicts_html(summary)
-        + f"<h2>pass@k, mean over problems and seeds [95% interval]</h2>{table(shown)}"
-        f"<h2>Final evaluation, mean over seeds [min, max]</h2>{table(diagnostics)}"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>rlvr-explore compare</title>{page.STYLE}</head><body>"
+        f"<h1>rlvr-explore compare</h1>{nav}"
+        + verdicts_html(summary) + warnings
+        + f"<h2>pass@k, mean over problems and seeds [95% interval]</h2><div class='scroll'>{table(shown)}</div>"
+        f"<h2>Final evaluation, mean over seeds [min, max]</h2><div class='scroll'>{table(diagnostics)}</div>"
         f"<h2>{n}-rollout unsolvable problems against {baseline}, summed over seeds</h2>"
-        f"<table><tr><th>run</th><th>unsolved by both</th><th>by the run only</th><th>by {baseline} only</th></tr>"
-        f"{overlap}</table>{figures}")
+        f"<div class='scroll'><table><tr><th>run</th><th>unsolved by both</th><th>by the run only</th>"
+        f"<th>by {baseline} only</th></tr>{overlap}</table></div>{figures}</body></html>")
 
 
 def write_markdown(summary: dict, path: Path) -> None:

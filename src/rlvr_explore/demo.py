@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from rlvr_explore.compare import compare, load_comparison, select_runs
+from rlvr_explore.compare import compare, load_comparison, select_runs, write_html
 from rlvr_explore.report.html import build_report
 
 
@@ -27,6 +27,7 @@ def run(args) -> int:
     summary = compare(base, runs, args.seeds, out, baseline, args.jobs)
     run_dirs = [out / f"seed{args.seeds[0]}" / name for name in runs]
     report = build_report(run_dirs, out / "report" / "index.html", comparison=summary,
-                          title="rlvr-explore demo: does exploration survive RL?")
+                          title="rlvr-explore demo: does exploration survive RL?", comparison_page="../comparison.html")
+    write_html(summary, out / "comparison.html", report_page="report/index.html")  # now that the report exists
     print(f"[demo] done in {time.time() - started:.0f} s. Open the report: {report.resolve()}")
     return 0

@@ -16,16 +16,28 @@ import numpy as np  # noqa: E402
 
 RUN_STYLES: dict[str, dict] = {}  # name -> colour and line style, so one run looks the same in every figure
 LINE_STYLES = ("-", "--", ":", "-.")
-CROWDED = 6  # more lines than this: the legend goes beside the axes and the interval bands fade
+# The runs' colours: tab10 without its grey, which is the policy before RL's alone.
+RUN_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
+               "tab:cyan")
+BASE_STYLE = {"color": "tab:gray", "linestyle": "-"}
+RANK_STYLES = ("-", "--", ":")  # Lambda^(1..3) inside one run's panel: its colour, one line style per rank
+CROWDED = 6  # more lines than this: the interval bands fade
+
+
+def is_base(name: str) -> bool:
+    return name == "base" or name.startswith("base ")
 
 
 def set_run_colours(names: Sequence[str]) -> None:
-    """Fix each run's colour for the figures that follow (the report calls this once); past the
-    ten colours of the cycle, runs differ by line style too, so no two lines look alike."""
-    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    """Fix each run's colour for the figures that follow: the policy before RL in grey, the others
+    in the order given (every page passes its runs in the comparison's order, so a method keeps
+    its colour across pages); past nine runs, line styles tell them apart too."""
     RUN_STYLES.clear()
-    RUN_STYLES.update({name: {"color": cycle[i % len(cycle)], "linestyle": LINE_STYLES[i // len(cycle) % len(LINE_STYLES)]}
-                       for i, name in enumerate(names)})
+    runs = [name for name in names if not is_base(name)]
+    RUN_STYLES.update({name: {"color": RUN_COLOURS[i % len(RUN_COLOURS)],
+                              "linestyle": LINE_STYLES[i // len(RUN_COLOURS) % len(LINE_STYLES)]}
+                       for i, name in enumerate(runs)})
+    RUN_STYLES.update({name: dict(BASE_STYLE) for name in names if is_base(name)})
 
 
 def _colour(name: str) -> str | None:
@@ -41,11 +53,8 @@ def _band_alpha(lines: int) -> float:
 
 
 def _legend(ax, **kwargs) -> None:
-    """Inside the axes for a few entries; beside them when many would cover the lines."""
-    if len(ax.get_legend_handles_labels()[1]) > CROWDED:
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    else:
-        ax.legend(**kwargs)
+    """Beside the axes, never on the data."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=9, **kwargs)
 
 
 def smooth(values: Sequence[float], window: int | None = None) -> np.ndarray:
@@ -100,72 +109,84 @@ def difference_curves(curves: Mapping[str, Mapping[int, Mapping[str, float]]], p
     ax.set_ylabel(f"pass@k - pass@k of {baseline}")
     ax.set_title(f"paired difference to {baseline}")
     ax.grid(alpha=0.3)
-    _legend(ax, fontsize=8)
+    _legend(ax)
     return _save(fig, path)
 
 
 def rank_logprob_dynamics(series: Mapping[str, Mapping[str, Sequence[float]]], path: str) -> str:
-    """Lambda^(n) and Lambda^sample over training steps, one panel per run (CaSP Fig. 3, 7).
+    """Lambda^(n) and Lambda^sample over training steps, one panel per run (CaSP Fig. 3, 7): the
+    run's colour, ranks told apart by line style (solid rank 1, dashed 2, dotted 3), the sampled
+    token's in black; one legend for the figure, below it.
 
     ``series[run]`` has 'step', 'rank1', 'rank2', ... and optionally 'sample'.
     """
     runs = list(series)
-    cols = min(3, len(runs))
+    cols = min(2, len(runs))  # two panels a row stay readable on an 800-pixel page
     rows = math.ceil(len(runs) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.2 * rows), squeeze=False, sharey=True)
     for ax in axes.flat[len(runs):]:
         ax.axis("off")
     for ax, name in zip(axes.flat, runs):
         data = series[name]
+        colour = _colour(name) or "tab:blue"
         for key in sorted(k for k in data if k.startswith("rank")):
-            line, = ax.plot(data["step"], smooth(data[key]), label=f"Lambda^({key[4:]})")
-            ax.plot(data["step"], data[key], color=line.get_color(), alpha=0.2, lw=0.8)
+            rank = int(key[4:])
+            ax.plot(data["step"], smooth(data[key]), color=colour, linestyle=RANK_STYLES[(rank - 1) % len(RANK_STYLES)],
+                    label=f"Λ⁽{rank}⁾ (rank {rank})")
+            ax.plot(data["step"], data[key], color=colour, alpha=0.15, lw=0.8)
         if "sample" in data:
-            ax.plot(data["step"], smooth(data["sample"]), "k--", label="Lambda^sample")
-        ax.set_title(name)
+            ax.plot(data["step"], smooth(data["sample"]), color="black", linestyle="-.", label="Λ^sample (sampled token)")
+        ax.set_title(name, color=colour)
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
     for row in axes:
         row[0].set_ylabel("mean log-prob")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    handles = [plt.Line2D([], [], color="dimgray" if "rank" in label else "black", linestyle=h.get_linestyle())
+               for h, label in zip(handles, labels)]
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(labels), fontsize=9)
     fig.suptitle("rank-n candidate log-probs (CaSP Eq. 2)", y=1.0, va="bottom")  # above the first row's titles
     return _save(fig, path)
 
 
-def entropy_histograms(entropies: Mapping[str, Sequence[float]], path: str, bins: int = 40) -> str:
-    """Token-level entropy distributions, one per run (CaSP Fig. 8)."""
+def entropy_histograms(entropies: Mapping[str, Sequence[float]], path: str, bins: int = 40,
+                       means: Mapping[str, float] | None = None) -> str:
+    """Token-level entropy distributions, one per run (CaSP Fig. 8). ``means`` (the mean over every
+    token, as the tables give it) label the runs; without them, the drawn sample's mean does."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     values = [np.asarray(v, float) for v in entropies.values()]
     top = max((v.max() for v in values if len(v)), default=1.0)
     edges = np.linspace(0, max(top, 1e-3), bins + 1)
     for name, v in zip(entropies, values):
-        ax.hist(v, bins=edges, alpha=0.45, density=True, label=f"{name} (mean {v.mean():.3f})", color=_colour(name))
+        mean = (means or {}).get(name, v.mean())
+        ax.hist(v, bins=edges, alpha=0.45, density=True, label=f"{name} (mean {mean:.3f})", color=_colour(name))
     ax.set_yscale("log")
     ax.set_xlabel("token entropy (nats)")
     ax.set_ylabel("density (log scale)")
     ax.set_title("token entropy")
-    ax.legend()
+    _legend(ax)
     return _save(fig, path)
 
 
 def probability_bins(bins_by_run: Mapping[str, dict], path: str) -> str:
-    """Fraction of tokens per probability bin for ranks 1..3 (CaSP Fig. 9)."""
+    """Fraction of tokens per probability bin for ranks 1..3 (CaSP Fig. 9), one panel a rank,
+    stacked, with one legend beside them."""
     runs = list(bins_by_run)
     first = bins_by_run[runs[0]]
     edges = first["edges"]
     labels = [f"{lo:.2g}-{hi:.2g}" for lo, hi in zip(edges[:-1], edges[1:])]
     ranks = list(first["fractions"])
-    fig, axes = plt.subplots(1, len(ranks), figsize=(5 * len(ranks), 4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(len(ranks), 1, figsize=(6.4, 2.6 * len(ranks)), squeeze=False, sharey=True)
     width = 0.8 / len(runs)
-    for ax, rank in zip(axes[0], ranks):
+    for ax, rank in zip(axes[:, 0], ranks):
         for i, name in enumerate(runs):
             ax.bar(np.arange(len(labels)) + i * width, bins_by_run[name]["fractions"][rank], width, label=name,
                    color=_colour(name))
-        ax.set_xticks(np.arange(len(labels)) + width * (len(runs) - 1) / 2, labels, rotation=30)
-        ax.set_xlabel(f"probability of the {rank.replace('rank', 'rank-')} candidate")
-        ax.set_title(rank.replace("rank", "rank-"))
-        ax.legend(fontsize=8)
-    axes[0][0].set_ylabel("fraction of tokens")
+        ax.set_xticks(np.arange(len(labels)) + width * (len(runs) - 1) / 2, labels)
+        ax.set_title(f"{rank.replace('rank', 'rank-')} candidate", fontsize=10)
+        ax.set_ylabel("fraction of tokens")
+    axes[-1][0].set_xlabel("probability of the candidate")
+    _legend(axes[0][0])
     return _save(fig, path)
 
 
@@ -179,7 +200,7 @@ def grouped_candidate_matrix(columns, path: str, decode=str, title: str = "group
     for t, column in enumerate(columns):
         for row, (token, prob, sampled) in enumerate(column):
             grid[row, t] = prob
-            ax.text(t, row, decode(token), ha="center", va="center", fontsize=7, color="white" if prob > 0.5 else "black")
+            ax.text(t, row, decode(token), ha="center", va="center", fontsize=9, color="white" if prob > 0.5 else "black")
             if sampled:
                 path_y.append(row)
                 ax.add_patch(plt.Rectangle((t - 0.5, row - 0.5), 1, 1, fill=False, ec="red", lw=2))
@@ -204,8 +225,8 @@ def unsolvable_overlap(sets: Mapping[str, set], path: str, title: str = "k-rollo
     regions = set_overlaps(sets)
     centres = [(-0.6, 0.35), (0.6, 0.35), (0.0, -0.65)][: len(names)]
     fig, ax = plt.subplots(figsize=(6, 5.4))
-    for (x, y), name, colour in zip(centres, names, ["tab:blue", "tab:orange", "tab:green"]):
-        ax.add_patch(plt.Circle((x, y), 1.1, alpha=0.25, color=colour))
+    for (x, y), name, fallback in zip(centres, names, RUN_COLOURS):
+        ax.add_patch(plt.Circle((x, y), 1.1, alpha=0.25, color=_colour(name) or fallback))
         ax.text(x * 1.9, y * 1.9 + (0.25 if y > 0 else -0.25), f"{name} ({len(sets[name])})", ha="center", fontsize=10)
     for key, count in regions.items():
         members = key.split("&")
@@ -235,11 +256,11 @@ def unsolvable_matrix(sets: Mapping[str, set], path: str, title: str = "k-rollou
     """The overlap of any number of sets as a matrix: unsolvable by both runs (a Venn for many)."""
     names = list(sets)
     counts = overlap_counts(sets)
-    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 3, 0.9 * len(names) + 2))
+    fig, ax = plt.subplots(figsize=(min(9.0, 0.6 * len(names) + 3), min(8.0, 0.5 * len(names) + 2)))
     image = ax.imshow(counts, cmap="Oranges")
     for i in range(len(names)):
         for j in range(len(names)):
-            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=10,
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=11 if len(names) <= 8 else 8,
                     color="white" if counts[i, j] > counts.max() / 2 else "black")
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_yticks(range(len(names)), names)
@@ -260,7 +281,7 @@ def accuracy_buckets(buckets_by_run: Mapping[str, dict], path: str) -> str:
     ax.set_xlabel("per-problem accuracy")
     ax.set_ylabel("number of problems")
     ax.set_title("accuracy buckets (SPS Fig. 2)")
-    ax.legend()
+    _legend(ax)
     return _save(fig, path)
 
 

@@ -97,7 +97,8 @@ def plot(summary: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     histories = summary["_histories"]
-    fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
+    fig, grid = plt.subplots(2, 2, figsize=(12, 8.4))
+    axes = grid.flat
     base = histories["base"]
     for a in range(base.shape[1]):
         axes[0].plot(base[:, a], label=f"pi(a{a + 1}), r={summary['config']['rewards'][a]}")
@@ -105,8 +106,8 @@ def plot(summary: dict, path: str) -> None:
     axes[0].axvline(st["a1_peak_step"], color="grey", ls="--", lw=1, label="pi(a1) peak")
     if st["a2_rise_step"] is not None:
         axes[0].axvline(st["a2_rise_step"], color="black", ls=":", lw=1, label="pi(a2) rise")
-    axes[0].set_title("two-stage dynamic (two-stage paper (arXiv 2510.04028) Fig. 1)")
-    for ax, kind, title in ((axes[1], "group_size", "G (two-stage paper (arXiv 2510.04028) Fig. 5)"), (axes[2], "temperature", "temperature (two-stage paper (arXiv 2510.04028) Fig. 6)")):
+    axes[0].set_title("the two-stage dynamic (Fig. 1)")
+    for ax, kind, title in ((axes[1], "group_size", "group size G (Fig. 5)"), (axes[2], "temperature", "temperature (Fig. 6)")):
         for key, history in histories.items():
             if key.startswith(kind + "="):
                 line, = ax.plot(history[:, 0], label=f"{key} pi(a1)")
@@ -115,11 +116,12 @@ def plot(summary: dict, path: str) -> None:
     four = histories["four_actions"]
     for a in range(four.shape[1]):
         axes[3].plot(four[:, a], label=f"pi(a{a + 1}), r={summary['config']['four_action_case']['rewards'][a]}")
-    axes[3].set_title("four actions (two-stage paper (arXiv 2510.04028) Fig. 7)")
+    axes[3].set_title("four actions (Fig. 7)")
     for ax in axes:
         ax.set_xlabel("step")
         ax.set_ylabel("probability")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.suptitle("Two-stage paper (arXiv 2510.04028), Alg. 1 on a bandit")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)

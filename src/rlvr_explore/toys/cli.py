@@ -48,7 +48,18 @@ def _tree_mdp(args) -> int:
     lines = [f"tree MDP, {cfg.method}: mean accuracy {summary['mean_accuracy']:.3f}, mean modes {summary['mean_modes']:.1f} of 6"]
     lines += [f"  seed {s['seed']}: accuracy {s['accuracy']:.3f}, modes {s['modes']}, root {s['state_probs']['root']}"
               for s in summary["seeds"]]
+    paper = FIG5.get((cfg.method, cfg.entropy_coeff)) if not cfg.loss_hp else None
+    if paper is not None:
+        modes, accuracy = paper
+        agrees = abs(summary["mean_modes"] - modes) < 0.5 and abs(summary["mean_accuracy"] - accuracy) <= 0.02
+        lines.append(f"CaSP Fig. 5 reports {modes} mode{'s' if modes > 1 else ''} at accuracy {accuracy:.2f} for this "
+                     f"setting; this run {'agrees' if agrees else 'differs'} ({summary['mean_modes']:.1f} modes, "
+                     f"accuracy {summary['mean_accuracy']:.3f}; docs/reproductions.md has every setting)")
     return _emit(summary, args, tree_mdp, "\n".join(lines))
+
+
+# (method, entropy coefficient) -> (modes, accuracy) that CaSP Fig. 5 (arXiv 2510.14807) reports
+FIG5 = {("grpo", 0.0): (1, 1.00), ("grpo", 1.0): (6, 0.48), ("casp", 0.0): (6, 1.00)}
 
 
 def _bandit(args) -> int:

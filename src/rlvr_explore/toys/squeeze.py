@@ -67,14 +67,18 @@ def plot(summary: dict, path: str) -> None:
         axes[0].bar(x + (i + 1) * width, row["probs_after"], width, label=f"after penalising rank {row['penalised_rank']}")
     axes[0].set_xticks(x + n * width / 2, [f"token {i}" for i in range(n)])
     axes[0].set_ylabel("probability")
-    axes[0].set_title(f"{summary['config']['steps']} negative steps (lr {summary['config']['lr']})")
+    steps = summary["config"]["steps"]
+    axes[0].set_title(f"{steps} negative step{'s' if steps != 1 else ''} (lr {summary['config']['lr']})")
     axes[0].legend(fontsize=7)
-    axes[1].plot([r["penalised_rank"] for r in rows], [r["max_prob_after"] for r in rows], "o-", label="max prob after")
+    ranks = [r["penalised_rank"] for r in rows]
+    axes[1].plot(ranks, [r["max_prob_after"] for r in rows], "o-", label="max prob after")
     axes[1].axhline(rows[0]["max_prob_before"], color="grey", ls="--", label="max prob before")
+    axes[1].set_xticks(ranks)  # ranks are whole numbers
     axes[1].set_xlabel("rank of the penalised token")
     axes[1].set_ylabel("maximum probability")
-    axes[1].set_title("squeeze: penalising a low-rank token sharpens the peak (CaSP Lemma 2)")
+    axes[1].set_title("penalising a low-rank token sharpens the peak")
     axes[1].legend(fontsize=8)
+    fig.suptitle("The squeeze effect (CaSP Lemma 2)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)

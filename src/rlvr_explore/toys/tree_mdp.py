@@ -157,5 +157,5 @@ def plot(summary: dict, path: str) -> None:
     axes[2].set_title("training reward per seed")
     fig.suptitle(f"Tree MDP (CaSP Fig. 5): {summary['config']['method']}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
