@@ -16,3 +16,24 @@ def tiny_config(tmp_path):
         return load_config(None, [*TINY, f"run.out_dir={tmp_path / 'run'}", *overrides])
 
     return make
+
+
+def sideways_overflow(page: "Path", window: int) -> int | None:
+    """How many pixels ``page`` scrolls sideways in headless Chromium at ``window`` pixels wide
+    (0: none); None where Chromium is not installed."""
+    import re
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        return None
+    probe = page.with_name(f"_probe_{page.name}")
+    probe.write_text(page.read_text().replace("</body>", "<script>document.body.dataset.width = "
+                     "document.documentElement.scrollWidth - document.documentElement.clientWidth</script></body>"))
+    try:
+        dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--window-size={window},1000",
+                              "--dump-dom", probe.resolve().as_uri()], capture_output=True, text=True, timeout=120).stdout
+    finally:
+        probe.unlink()
+    return int(re.search(r'data-width="(-?\d+)"', dom).group(1))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import sideways_overflow
 from rlvr_explore.cli import main
 from rlvr_explore.metrics import bootstrap_ci, pass_at_k, rerun_interval, seed_interval, student_t_quantile
 from rlvr_explore.metrics import paired_pass_at_k_difference as paired_difference
@@ -182,6 +183,11 @@ def test_compare_trains_every_seed_then_reuses_the_runs(tmp_path, capsys):
     first = demo_summary["verdicts"]["casp"]["pass@1"]
     assert page.index("Verdicts") < page.index("<table")
     assert f"casp vs grpo: pass@1 {first['difference']:+.3f} [{first['ci_low']:+.3f}, {first['ci_high']:+.3f}]" in page
+    assert 'href="../comparison.html"' in page and "href='report/index.html'" in (demo / "comparison.html").read_text()
+    assert "from one seed (0)" in page
+    for shown in (demo / "comparison.html", demo / "report" / "index.html"):  # where Chromium is installed
+        for window in (800, 1280):
+            assert sideways_overflow(shown, window) in (0, None), (shown, window)
 
 
 def _children(pid: int) -> list[int]:

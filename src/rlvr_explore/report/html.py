@@ -42,6 +42,7 @@ def run_label(run_dir: Path) -> str:
         defaults = {}
     settings = {**algorithm.get("loss", {}), **algorithm.get("advantage_hp", {})}
     changed = [f"{key}={value}" for key, value in settings.items() if defaults.get(key) != value]
+    changed += [f"{key}={algorithm[key]}" for key in ("advantage", "entropy_coeff", "kl_coef") if algorithm.get(key)]
     changed += [f"+{step}" for step in algorithm.get("shaping", [])]
     shown = ([method] if method and method != run_dir.name else []) + changed
     return f"{run_dir.name} ({', '.join(shown)})" if shown else run_dir.name
@@ -90,11 +91,11 @@ def _paired(final: dict, reference: dict, k: int) -> tuple[float, float, float] 
     return (float(diff.mean()), *metrics.seed_interval(diff))
 
 
-def _verdicts(finals: dict, reference: str, n: int, listed: set[frozenset]) -> str:
+def _verdicts(finals: dict, reference: str, n: int, listed: set[frozenset] | None = None) -> str:
     """The page's answer: each run against ``reference`` at pass@1 and pass@n, as a paired
     difference with its interval, and the verdict the interval allows; a pair in ``listed`` is
     not repeated (and the pairs shown are added to it)."""
-    items = []
+    items, listed = [], set() if listed is None else listed
     for name, final in finals.items():
         if name == reference or frozenset((name, reference)) in listed:
             continue

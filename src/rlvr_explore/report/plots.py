@@ -176,7 +176,8 @@ def probability_bins(bins_by_run: Mapping[str, dict], path: str) -> str:
     edges = first["edges"]
     labels = [f"{lo:.2g}-{hi:.2g}" for lo, hi in zip(edges[:-1], edges[1:])]
     ranks = list(first["fractions"])
-    fig, axes = plt.subplots(len(ranks), 1, figsize=(6.4, 2.6 * len(ranks)), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(len(ranks), 1, figsize=(7.2, 2.4 * len(ranks) + 0.4 * len(runs)), squeeze=False,
+                             sharey=True)
     width = 0.8 / len(runs)
     for ax, rank in zip(axes[:, 0], ranks):
         for i, name in enumerate(runs):
@@ -186,7 +187,8 @@ def probability_bins(bins_by_run: Mapping[str, dict], path: str) -> str:
         ax.set_title(f"{rank.replace('rank', 'rank-')} candidate", fontsize=10)
         ax.set_ylabel("fraction of tokens")
     axes[-1][0].set_xlabel("probability of the candidate")
-    _legend(axes[0][0])
+    # below the panels, so they keep the figure's width for their bin labels
+    axes[-1][0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, fontsize=9)
     return _save(fig, path)
 
 
