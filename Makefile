@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install sandbox demo test test-slow test-verl bench clean
+.PHONY: install sandbox demo test test-slow test-gpu test-verl bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ test: $(STAMP) sandbox
 # exit 5 is pytest's "no test collected": none is marked slow at the moment
 test-slow: $(STAMP) sandbox
 	$(PY) -m pytest -m slow || [ $$? -eq 5 ]
+
+# On a machine with CUDA and its own torch (not the pinned CPU wheel): the tests marked gpu.
+test-gpu:
+	PYTHONPATH=src $(PYTHON) -m pytest -m gpu -p no:cacheprovider
 
 # The verl plugin against the real verl (CPU is enough); a separate venv, since verl pulls ~2 GB.
 VERL_VENV := .venv-verl

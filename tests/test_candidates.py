@@ -13,7 +13,7 @@ from rlvr_explore.candidates import (
 def blocks(request, monkeypatch):
     """Run a test with the default block size and with blocks of two rows of the 19-wide logits."""
     if request.param:
-        monkeypatch.setattr(candidates, "BLOCK_ELEMENTS", request.param)
+        monkeypatch.setattr(candidates, "CPU_BLOCK_ELEMENTS", request.param)
 
 
 def reference(logits, ids, top_n, temperature):

@@ -1,0 +1,103 @@
+"""The GPU's cost model, shown on the CPU (CI has no GPU): with the GPU block policy forced on CPU
+tensors, one ``token_stats`` call launches the same operators at 64 and at 1,024 tokens and never
+synchronises with the host; tests marked ``gpu`` run the same code on CUDA (``make test-gpu``)."""
+
+import pytest
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from rlvr_explore import candidates
+from rlvr_explore.candidates import token_stats, token_stats_from_hidden
+from rlvr_explore.losses import batch_normalizers, policy_loss
+
+VOCAB = 8192
+HOST_SYNCS = ("aten::item", "aten::_local_scalar_dense")
+# operators that only make views or read metadata: no kernel is launched for them
+VIEWS = {"aten::" + name for name in ("as_strided", "slice", "narrow", "view", "reshape", "unsqueeze", "squeeze",
+                                      "select", "expand", "detach", "t", "transpose", "permute", "alias", "split",
+                                      "unflatten", "flatten", "promote_types", "result_type", "lift_fresh",
+                                      "_unsafe_view", "unbind", "tensor_split", "chunk", "expand_as", "view_as")}
+
+
+def operators_of_a_call(tokens: int, top_n: int = 3, entropy: bool = True) -> list[str]:
+    """The aten operators that launch work in token_stats + CaSP's loss, forward and backward, in
+    order (the trainer passes the batch's token counts, computed on the CPU, as here)."""
+    g = torch.Generator().manual_seed(tokens)
+    logits = torch.randn(1, tokens, VOCAB, generator=g, requires_grad=True)
+    ids = torch.randint(VOCAB, (1, tokens), generator=g)
+    mask = torch.ones(1, tokens)
+    normalizers = batch_normalizers(mask)
+    with profile(activities=[ProfilerActivity.CPU]) as trace:
+        stats = token_stats(logits, ids, top_n=top_n, entropy=entropy)
+        if top_n:
+            loss, _ = policy_loss("casp", logp=stats.logp, old_logp=stats.logp.detach(), advantages=torch.ones(1, tokens),
+                                  response_mask=mask, response_ids=ids, topn_logp=stats.topn_logp,
+                                  topn_ids=stats.topn_ids, entropy=stats.entropy, rewards=torch.ones(1), **normalizers)
+        else:
+            loss = -(stats.logp * mask).sum()
+        loss.backward()
+    return [event.name for event in trace.events() if event.name.startswith("aten::") and event.name not in VIEWS]
+
+
+@pytest.fixture
+def gpu_policy(monkeypatch):
+    monkeypatch.setattr(candidates, "CPU_BLOCK_ELEMENTS", candidates.GPU_BLOCK_ELEMENTS)
+
+
+@pytest.mark.parametrize("top_n,entropy", [(3, True), (0, False)], ids=["casp", "logp-only"])
+def test_operators_per_call_do_not_grow_with_tokens_under_the_gpu_policy(gpu_policy, top_n, entropy):
+    short, long = operators_of_a_call(64, top_n, entropy), operators_of_a_call(1024, top_n, entropy)
+    assert len(long) == len(short), (len(short), len(long))
+    # the loss checks its inputs' values on the CPU only (free there; on CUDA each is a host sync)
+    syncs = [name for name in long if name in HOST_SYNCS]
+    assert len(syncs) == (4 if top_n else 0), syncs
+
+
+def test_the_cpu_policy_blocks_by_cache_size_so_its_operators_grow_with_tokens():
+    """The contrast that makes the policy matter: 4 MB blocks at V = 8,192 are 128 rows, so 1,024
+    tokens are 8 blocks, each with its own operators (about 50 for CaSP's statistics)."""
+    assert len(operators_of_a_call(1024)) > len(operators_of_a_call(64)) + 7 * 20
+
+
+def test_block_rows_follow_the_device():
+    assert candidates.block_rows(151936, torch.device("cpu")) == 6
+    assert candidates.block_rows(151936, torch.device("cuda")) == 1766  # 1 GiB of float32 per block
+
+
+def test_the_gpu_policy_gives_the_values_of_the_cpu_policy(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(2, 300, 32, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(VOCAB, 32, generator=g, dtype=torch.float64, requires_grad=True)
+    ids = torch.randint(VOCAB, (2, 300), generator=g)
+
+    def run():
+        stats = token_stats_from_hidden(hidden, weight, ids, top_n=3, chunk_tokens=128)
+        (stats.logp.sum() + stats.entropy.sum() + stats.topn_logp.sum()).backward()
+        grads = hidden.grad.clone(), weight.grad.clone()
+        hidden.grad = weight.grad = None
+        return stats, grads
+
+    cpu_stats, cpu_grads = run()
+    monkeypatch.setattr(candidates, "CPU_BLOCK_ELEMENTS", candidates.GPU_BLOCK_ELEMENTS)
+    gpu_stats, gpu_grads = run()
+    for name in ("logp", "entropy", "topn_logp"):
+        torch.testing.assert_close(getattr(gpu_stats, name), getattr(cpu_stats, name))
+    assert torch.equal(gpu_stats.topn_ids, cpu_stats.topn_ids)
+    for a, b in zip(gpu_grads, cpu_grads):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_statistics_equal_the_cpu_ones_within_dtype_tolerance(dtype):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 512, 151936, generator=g).to(dtype)
+    ids = torch.randint(151936, (2, 512), generator=g)
+    on_cpu = token_stats(logits.float().requires_grad_(), ids, top_n=3)
+    cuda_logits = logits.cuda().requires_grad_()
+    on_gpu = token_stats(cuda_logits, ids.cuda(), top_n=3)
+    (on_gpu.logp.sum() + on_gpu.entropy.sum()).backward()
+    for name in ("logp", "entropy", "topn_logp"):
+        torch.testing.assert_close(getattr(on_gpu, name).cpu(), getattr(on_cpu, name), atol=1e-4, rtol=1e-4)
+    assert torch.isfinite(cuda_logits.grad).all()
