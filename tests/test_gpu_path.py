@@ -101,3 +101,58 @@ def test_cuda_statistics_equal_the_cpu_ones_within_dtype_tolerance(dtype):
     for name in ("logp", "entropy", "topn_logp"):
         torch.testing.assert_close(getattr(on_gpu, name).cpu(), getattr(on_cpu, name), atol=1e-4, rtol=1e-4)
     assert torch.isfinite(cuda_logits.grad).all()
+
+
+# ------------------------------------------------------------------ mixed precision, dtype, checkpointing
+
+
+def test_statistics_use_float32_logits_under_autocast():
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(2, 16, 32, generator=g)
+    weight = torch.randn(VOCAB, 32, generator=g)
+    ids = torch.randint(VOCAB, (2, 16), generator=g)
+    plain = token_stats_from_hidden(hidden, weight, ids)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = token_stats_from_hidden(hidden, weight, ids)
+    assert under.logp.dtype == torch.float32
+    torch.testing.assert_close(under.logp, plain.logp, rtol=0, atol=0)
+    torch.testing.assert_close(under.entropy, plain.entropy, rtol=0, atol=0)
+
+
+def test_bf16_mixed_precision_trains_float32_master_weights(tiny_config):
+    from rlvr_explore.train.rl import RLTrainer
+
+    trainer = RLTrainer(tiny_config("train.mixed_precision=bf16", "train.steps=2", "algorithm.entropy_coeff=0.01"))
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.run()
+    params = list(trainer.model.parameters())
+    assert all(p.dtype == torch.float32 for p in params)
+    assert any(not torch.equal(a, b) for a, b in zip(before, params)) and all(torch.isfinite(p).all() for p in params)
+
+
+def test_gradient_checkpointing_changes_memory_not_the_update(tiny_config, tmp_path):
+    from rlvr_explore.train.rl import RLTrainer
+
+    weights = []
+    for name, setting in (("plain", "false"), ("checkpointed", "true")):
+        trainer = RLTrainer(tiny_config(f"train.gradient_checkpointing={setting}", f"run.out_dir={tmp_path / name}",
+                                        "algorithm.entropy_coeff=0.01"))  # a gradient even where every reward is 0
+        assert trainer.model.is_gradient_checkpointing == (setting == "true")
+        initial = [p.detach().clone() for p in trainer.model.parameters()]
+        trainer.train_step()
+        weights.append([p.detach().clone() for p in trainer.model.parameters()])
+        assert any(not torch.equal(a, b) for a, b in zip(initial, weights[-1]))
+    for a, b in zip(*weights):
+        torch.testing.assert_close(a, b)
+
+
+def test_model_dtype_loads_the_weights_in_that_dtype(tiny_config, tmp_path):
+    from rlvr_explore.models import char_tokenizer, tiny_gpt2
+    from rlvr_explore.tasks import characters
+    from rlvr_explore.train.runtime import build_policy
+
+    tokenizer = char_tokenizer(characters())
+    tiny_gpt2(len(tokenizer), n_layer=1, n_embd=32, n_head=2).save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    model, _ = build_policy(tiny_config("model.dtype=bfloat16"), str(tmp_path / "m"))
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}

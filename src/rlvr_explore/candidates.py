@@ -176,6 +176,13 @@ def _forward_blocks(x, weight, bias, ids, top_n, with_entropy, temperature, chun
     ids, branching); the ones not asked for are empty. ``x`` is logits (``weight`` None) or hidden
     states, whose logits are made ``chunk_tokens`` rows at a time. ``probs_out`` (rows, V), when
     given, receives the probabilities; otherwise one block-sized buffer is reused."""
+    with torch.autocast(x.device.type, enabled=False):  # under mixed precision too: float32 matmuls and sums
+        return _forward_blocks_fp32(x, weight, bias, ids, top_n, with_entropy, temperature, chunk_tokens,
+                                    branching_mass, probs_out)
+
+
+def _forward_blocks_fp32(x, weight, bias, ids, top_n, with_entropy, temperature, chunk_tokens, branching_mass,
+                         probs_out):
     rows = x.shape[0]
     vocab = x.shape[1] if weight is None else weight.shape[0]
     dtype = torch.promote_types(x.dtype if weight is None else torch.promote_types(x.dtype, weight.dtype),

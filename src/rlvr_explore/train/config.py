@@ -41,6 +41,9 @@ class ModelConfig:
     n_head: int = documented(4, "tiny GPT-2: attention heads")
     n_embd: int = documented(64, "tiny GPT-2: width")
     n_positions: int = documented(96, "tiny GPT-2: context length")
+    dtype: str = documented("float32", "weights as loaded and updated: float32 (mixed precision then computes in "
+                                       "bf16 from these float32 master weights, as TRL does), bfloat16 or float16 "
+                                       "(half the memory, no float32 master copy)")
 
 
 @dataclass
@@ -111,6 +114,11 @@ class TrainConfig:
     save_every: int = documented(20, "steps between checkpoints (0: only at the end)")
     keep_checkpoints: int = documented(2, "checkpoints kept on disk")
     max_nonfinite_updates: int = documented(3, "updates in a row with a NaN/inf loss or gradient (each skipped) before the run stops")
+    mixed_precision: str = documented("auto", "bf16 autocast of the forward passes (sampling, scoring, evaluation): "
+                                              "'auto' on CUDA (TRL's default), off on a CPU; 'bf16' everywhere; 'off'. "
+                                              "The candidate statistics always use float32 logits")
+    gradient_checkpointing: bool = documented(False, "recompute the model's activations in backward (less memory, "
+                                                     "about a third more compute)")
 
 
 @dataclass
@@ -488,6 +496,9 @@ def validate(cfg: Config) -> None:
     need(s.every >= 1 and s.irl_steps >= 0 and s.lr_scale > 0 and 0 < s.quantile <= 1,
          "sps.every >= 1, sps.irl_steps >= 0, sps.lr_scale > 0, sps.quantile in (0, 1]")
     need(not s.enabled or 1 <= s.keep_per_prompt <= r.group_size, "sps.keep_per_prompt must be in [1, rollout.group_size]")
+    need(cfg.model.dtype in ("float32", "bfloat16", "float16"),
+         f"model.dtype must be float32, bfloat16 or float16, got {cfg.model.dtype!r}")
+    need(t.mixed_precision in ("auto", "bf16", "off"), f"train.mixed_precision must be auto, bf16 or off, got {t.mixed_precision!r}")
     need(cfg.run.device in ("auto", "cpu", "cuda"), f"run.device must be auto, cpu or cuda, got {cfg.run.device!r}")
     need(cfg.run.threads >= 0, "run.threads must be >= 0")
     need(cfg.task.verifier_timeout_s > 0, f"task.verifier_timeout_s must be > 0, got {cfg.task.verifier_timeout_s}")

@@ -28,8 +28,8 @@ from .checkpoints import (
     save_checkpoint,
 )
 from .runtime import (
-    Progress, RunLogger, build_policy, extract_answer, load_tasks, make_schedule, make_verifier, resolve_device,
-    restore_rng, rng_state, save_policy, seed_everything,
+    Progress, RunLogger, build_policy, extract_answer, load_tasks, make_schedule, make_verifier, mixed_precision,
+    resolve_device, restore_rng, rng_state, save_policy, seed_everything,
 )
 from .sft import nll_loss
 
@@ -162,8 +162,9 @@ class RLTrainer:
         problems = random.sample(self.train_problems, min(n_prompts, len(self.train_problems)))
         repeated = [p for p in problems for _ in range(r.group_size)]
         self.model.eval()
-        rollout = sample(self.model, self.tokenizer, [p["prompt"] for p in repeated], r.max_new_tokens,
-                         temperature=r.temperature, top_p=r.top_p, top_n=r.top_n, generator=self.generator)
+        with mixed_precision(self.cfg, self.device):
+            rollout = sample(self.model, self.tokenizer, [p["prompt"] for p in repeated], r.max_new_tokens,
+                             temperature=r.temperature, top_p=r.top_p, top_n=r.top_n, generator=self.generator)
         rewards = torch.tensor(self.verifier(repeated, rollout.texts), dtype=torch.float32)
         group_ids = torch.arange(len(problems)).repeat_interleave(r.group_size)
         return rollout, repeated, rewards, group_ids
@@ -196,9 +197,10 @@ class RLTrainer:
     def _score(self, model, rollout: Rollout, rows: torch.Tensor, reads=frozenset()):
         """Log-probs of the rows under ``model``, and the statistics in ``reads`` (entropy, topn)."""
         r = self.cfg.rollout
-        return score(model, rollout.prompt_ids[rows], rollout.prompt_mask[rows], rollout.response_ids[rows],
-                     rollout.response_mask[rows], top_n=r.top_n if "topn" in reads else 0, temperature=r.temperature,
-                     entropy="entropy" in reads)
+        with mixed_precision(self.cfg, self.device):  # the forward pass only: backward follows its dtypes
+            return score(model, rollout.prompt_ids[rows], rollout.prompt_mask[rows], rollout.response_ids[rows],
+                         rollout.response_mask[rows], top_n=r.top_n if "topn" in reads else 0,
+                         temperature=r.temperature, entropy="entropy" in reads)
 
     def update(self, rollout: Rollout, rewards: torch.Tensor, advantages: torch.Tensor) -> dict:
         a = self.cfg.algorithm
@@ -379,8 +381,9 @@ class RLTrainer:
     # ---------------------------------------------------------------- the loop
 
     def evaluate(self) -> dict:
-        return evaluate_and_record(self.model, self.tokenizer, self.eval_problems, self.verifier, self.cfg, self.out,
-                                   self.step, self.logger)
+        with mixed_precision(self.cfg, self.device):
+            return evaluate_and_record(self.model, self.tokenizer, self.eval_problems, self.verifier, self.cfg,
+                                       self.out, self.step, self.logger)
 
     def save(self) -> None:
         assert_savable(self.model, self.optimizer)

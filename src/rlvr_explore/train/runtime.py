@@ -26,6 +26,12 @@ from .config import Config
 log = logging.getLogger(__name__)
 
 
+def mixed_precision(cfg: Config, device: torch.device):
+    """The bf16 autocast context of ``train.mixed_precision`` on ``device`` (a no-op when off)."""
+    on = cfg.train.mixed_precision == "bf16" or (cfg.train.mixed_precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)
+
+
 def resolve_device(cfg: Config) -> torch.device:
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
@@ -48,13 +54,16 @@ SMALL_MODEL_PARAMETERS = 5_000_000  # below this, run.threads=0 means one CPU th
 def build_policy(cfg: Config, path: str | None = None):
     """(model, tokenizer): from ``path`` / ``model.path`` when given, else a tiny GPT-2 + char tokenizer."""
     path = path or cfg.model.path
+    dtype = getattr(torch, cfg.model.dtype)
     if path:
-        model, tokenizer = load_policy(path)
+        model, tokenizer = load_policy(path, dtype)
     else:
         tokenizer = char_tokenizer(characters())
         model = tiny_gpt2(len(tokenizer), n_layer=cfg.model.n_layer, n_head=cfg.model.n_head, n_embd=cfg.model.n_embd,
                           n_positions=cfg.model.n_positions, seed=cfg.run.seed, pad_token_id=tokenizer.pad_token_id,
-                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id).to(dtype)
+    if cfg.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
     if not cfg.run.threads and sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMETERS:
         torch.set_num_threads(1)  # a tiny model's operations are too small to share: 2 threads cost 2x the CPU for no time
     rows = model.get_input_embeddings().num_embeddings
