@@ -156,3 +156,32 @@ def test_model_dtype_loads_the_weights_in_that_dtype(tiny_config, tmp_path):
     tokenizer.save_pretrained(tmp_path / "m")
     model, _ = build_policy(tiny_config("model.dtype=bfloat16"), str(tmp_path / "m"))
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
+# ------------------------------------------------------------------ the GPU benchmarks' parts, on the CPU
+
+
+def test_a_shape_builds_that_architecture_with_random_weights():
+    from rlvr_explore.bench import SHAPES, shaped_policy
+
+    model, tokenizer = shaped_policy("qwen2.5-0.5b", layers=1)
+    config = model.config
+    assert config.model_type == "qwen2" and config.num_hidden_layers == 1
+    assert (config.hidden_size, config.num_key_value_heads, config.vocab_size) == (896, 2, SHAPES["qwen2.5-0.5b"]["vocab_size"])
+    assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()  # tied
+    assert len(tokenizer) == config.vocab_size
+
+
+def test_bench_loss_from_hidden_states_prints_ratios(capsys):
+    import json
+
+    from rlvr_explore.cli import main
+
+    assert main(["bench", "loss", "--tokens", "8", "--vocab", "300", "--repeats", "1", "--shape", "qwen2.5-0.5b"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    hidden = report["results"]["T=8, from hidden states of qwen2.5-0.5b"]
+    assert set(hidden["cpu_ratio_to_floor"]) == {"hidden_floor", "hidden_logp", "hidden_casp_statistics"}
+    assert hidden["cpu_ratio_to_floor"]["hidden_floor"] == 1.0
+    if not torch.cuda.is_available():
+        assert main(["bench", "loss", "--device", "cuda"]) == 2
+        assert "--device cuda: no CUDA device is available" in capsys.readouterr().err
