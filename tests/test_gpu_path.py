@@ -185,3 +185,35 @@ def test_bench_loss_from_hidden_states_prints_ratios(capsys):
     if not torch.cuda.is_available():
         assert main(["bench", "loss", "--device", "cuda"]) == 2
         assert "--device cuda: no CUDA device is available" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the sampler's host synchronisations
+
+
+def host_reads_of_sampling(prompts: int, new_tokens: int) -> int:
+    """How many times sampling reads a tensor's value on the host (each a synchronisation on a GPU)."""
+    from rlvr_explore.bench import _tiny_policy
+    from rlvr_explore.rollout import sample
+
+    model, tokenizer = _tiny_policy(151936)  # Qwen2.5's vocabulary: statistics step by step, flat distributions
+    reads = []
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("__bool__", "__int__", "__float__", "item", "tolist"):
+            original = getattr(torch.Tensor, name)
+
+            def counted(self, *args, _original=original, **kwargs):
+                reads.append(1)
+                return _original(self, *args, **kwargs)
+
+            patch.setattr(torch.Tensor, name, counted)
+        rollout = sample(model, tokenizer, ["1 2 3>6:"] * prompts, new_tokens, generator=torch.Generator().manual_seed(0))
+    assert rollout.response_mask.all()  # no row ended early, so every position decoded every row
+    return len(reads)
+
+
+def test_sampling_reads_the_host_a_few_times_per_token_whatever_the_batch(gpu_policy):
+    # 16 and 24 tokens: both past the size up to which small batches defer their statistics to the end
+    per_token = {prompts: (host_reads_of_sampling(prompts, 24) - host_reads_of_sampling(prompts, 16)) / 8
+                 for prompts in (4, 16)}
+    # one status read, two for the branching factor of flat rows, one in transformers' attention mask
+    assert per_token[4] == per_token[16] <= 4, per_token

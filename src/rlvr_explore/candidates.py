@@ -128,16 +128,19 @@ def _bucketed_branching(p: torch.Tensor, mass: float) -> torch.Tensor:
     cumulative = masses.cumsum(-1)
     crossing = (cumulative < mass).sum(-1).clamp(max=_BUCKETS - 1)  # in descending bucket order
     previous = (crossing - 1).clamp(min=0)[:, None]
-    mass_before = torch.where(crossing > 0, cumulative.gather(1, previous).squeeze(1), 0.0).tolist()
+    mass_before = torch.where(crossing > 0, cumulative.gather(1, previous).squeeze(1), 0.0)
     crossing_bucket = (_BUCKETS - 1 - crossing).to(torch.int32)[:, None]
-    count_before = (bucket > crossing_bucket).count_nonzero(-1).tolist()
+    count_before = (bucket > crossing_bucket).count_nonzero(-1)
     inside = bucket == crossing_bucket
-    members = p[inside].double().split(inside.count_nonzero(-1).tolist())
-    result = []
-    for before, count, values in zip(mass_before, count_before, members):
-        needed = int((values.sort(descending=True).values.cumsum(0) + before < mass).sum()) + 1
-        result.append(count + min(needed, values.numel()))
-    return torch.tensor(result, device=p.device)
+    count_inside = inside.count_nonzero(-1)
+    # the crossing bucket's members of every row at once, in descending order: one host
+    # synchronisation for the call (the widest bucket's size), none per row
+    width = max(1, int(count_inside.max()))
+    members = torch.where(inside, p, -1.0).topk(width, dim=-1).values.double()
+    valid = torch.arange(width, device=p.device) < count_inside[:, None]
+    reached = torch.where(valid, members, 0.0).cumsum(-1) + mass_before[:, None]
+    needed = ((reached < mass) & valid).sum(-1) + 1
+    return count_before + torch.minimum(needed, count_inside)
 
 
 def _softmax_into(z: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

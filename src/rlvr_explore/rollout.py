@@ -147,7 +147,8 @@ def _first_reaching(cumulative: torch.Tensor, target: torch.Tensor) -> torch.Ten
     """(B, 1) index of the first entry whose cumulative mass reaches ``target``, held inside
     (0, total] so that rounding never picks an entry without mass."""
     target = torch.minimum(target.clamp(min=torch.finfo(torch.float64).tiny), cumulative[:, -1:])
-    return torch.searchsorted(cumulative, target)
+    # the clamp only acts on NaN masses, so a non-finite distribution yields an index, not a fault
+    return torch.searchsorted(cumulative, target).clamp(max=cumulative.shape[-1] - 1)
 
 
 @torch.no_grad()
@@ -190,17 +191,20 @@ def sample(model, tokenizer, prompts: list[str], max_new_tokens: int, temperatur
         else:
             step = next_token_distribution(logits, temperature, top_n, branching_mass)
             probs, finite = step.probs, torch.isfinite(step.log_normalizer).all()
+        token = probs.argmax(-1) if greedy else draw(_nucleus(probs, top_p) if top_p < 1 else probs, generator)
+        next_live = live & (token != eos)
+        # one host synchronisation per token, for all three (on a GPU each would wait for the queue);
+        # a token drawn from non-finite probabilities is a valid index (see _first_reaching) and is dropped
+        finite, everyone, still_live = torch.stack([finite.long(), live.all().long(), next_live.sum()]).tolist()
         if not finite:
             raise NonFiniteError("sampling: the policy's next-token probabilities are NaN or inf "
                                  "(its logits or weights are not finite)")
-        token = probs.argmax(-1) if greedy else draw(_nucleus(probs, top_p) if top_p < 1 else probs, generator)
         columns = (rows, token, logits) if deferred else (
             rows, token, step.logp(logits, token, temperature).float(), step.entropy.float(), step.topn_logp.float(),
             step.topn_ids, step.branching_factor)
-        everyone = bool(live.all())
         steps.append([column if everyone else column[live] for column in columns])
-        live = live & (token != eos)
-        finished = len(rows) - int(live.sum())
+        live = next_live
+        finished = len(rows) - still_live
         if finished == len(rows) or position == max_new_tokens - 1:
             break
         if can_drop_rows and finished >= max(1, len(rows) // 4):
