@@ -190,25 +190,35 @@ def test_bench_loss_from_hidden_states_prints_ratios(capsys):
 # ------------------------------------------------------------------ the sampler's host synchronisations
 
 
-def host_reads_of_sampling(prompts: int, new_tokens: int) -> int:
-    """How many times sampling reads a tensor's value on the host (each a synchronisation on a GPU)."""
-    from rlvr_explore.bench import _tiny_policy
-    from rlvr_explore.rollout import sample
+def host_reads(fn, caller: str = "") -> tuple[int, object]:
+    """(how many times ``fn()`` reads a tensor's value on the host, each a synchronisation on a
+    GPU, counting only reads made by a file whose path ends with ``caller``; what it returned)."""
+    import sys
 
-    model, tokenizer = _tiny_policy(151936)  # Qwen2.5's vocabulary: statistics step by step, flat distributions
     reads = []
     with pytest.MonkeyPatch.context() as patch:
         for name in ("__bool__", "__int__", "__float__", "item", "tolist"):
             original = getattr(torch.Tensor, name)
 
             def counted(self, *args, _original=original, **kwargs):
-                reads.append(1)
+                if sys._getframe(1).f_code.co_filename.endswith(caller):
+                    reads.append(1)
                 return _original(self, *args, **kwargs)
 
             patch.setattr(torch.Tensor, name, counted)
-        rollout = sample(model, tokenizer, ["1 2 3>6:"] * prompts, new_tokens, generator=torch.Generator().manual_seed(0))
+        result = fn()
+    return len(reads), result
+
+
+def host_reads_of_sampling(prompts: int, new_tokens: int) -> int:
+    from rlvr_explore.bench import _tiny_policy
+    from rlvr_explore.rollout import sample
+
+    model, tokenizer = _tiny_policy(151936)  # Qwen2.5's vocabulary: statistics step by step, flat distributions
+    reads, rollout = host_reads(lambda: sample(model, tokenizer, ["1 2 3>6:"] * prompts, new_tokens,
+                                               generator=torch.Generator().manual_seed(0)))
     assert rollout.response_mask.all()  # no row ended early, so every position decoded every row
-    return len(reads)
+    return reads
 
 
 def test_sampling_reads_the_host_a_few_times_per_token_whatever_the_batch(gpu_policy):
@@ -217,3 +227,20 @@ def test_sampling_reads_the_host_a_few_times_per_token_whatever_the_batch(gpu_po
                  for prompts in (4, 16)}
     # one status read, two for the branching factor of flat rows, one in transformers' attention mask
     assert per_token[4] == per_token[16] <= 4, per_token
+
+
+def test_an_update_reads_the_host_once_per_optimizer_step_not_per_micro_batch(tiny_config, tmp_path):
+    from rlvr_explore.advantages import compute_advantages
+    from rlvr_explore.train.rl import RLTrainer
+
+    counts = {}
+    for micro in (16, 2):  # one mini-batch of 16 responses: 1 or 8 micro-batches
+        trainer = RLTrainer(tiny_config(f"algorithm.micro_batch_size={micro}", "algorithm.entropy_coeff=0.01",
+                                        f"run.out_dir={tmp_path / str(micro)}"))
+        rollout, _, rewards, groups, _ = trainer.collect()
+        advantages = compute_advantages("grpo", rewards, groups, rollout.response_mask)
+        # the trainer's own reads (transformers' attention mask and the loss's CPU-only input checks
+        # read per forward pass as well; on CUDA the loss's checks do not run)
+        counts[micro], metrics = host_reads(lambda: trainer.update(rollout, rewards, advantages), "train/rl.py")
+        assert metrics["nonfinite_skipped"] == 0 and "grad_norm" in metrics
+    assert counts[2] == counts[16] <= 3, counts

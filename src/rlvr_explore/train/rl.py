@@ -12,7 +12,6 @@ import random
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from rlvr_explore import advantages as adv_lib
@@ -214,8 +213,10 @@ class RLTrainer:
             with torch.no_grad():
                 ref_logp = torch.cat([self._score(self.reference, rollout, rows).logp.cpu()
                                       for rows in torch.arange(len(mask)).split(a.micro_batch_size)])
-        collected: dict[str, list[float]] = {}
-        finite, skipped = True, 0
+        # metrics and finiteness stay tensors until the optimizer step: a value read on the host per
+        # micro-batch would make a GPU wait for its queue each time
+        collected: dict[str, list[torch.Tensor]] = {}
+        finite, skipped = torch.ones((), dtype=torch.bool, device=dev), 0
         rehearsed = None if self.rehearsal is None else torch.randperm(
             len(self.rehearsal.texts), generator=self.generator)[: self.cfg.dph.chunk]
         self.model.train()
@@ -239,17 +240,17 @@ class RLTrainer:
                         token_gate=None if gate is None else gate[start : start + len(rows)].to(dev),
                         kl_coef=a.kl_coef, entropy_coeff=a.entropy_coeff, **norm, **hp)
                     loss.backward()
-                    finite = finite and bool(torch.isfinite(loss))
+                    finite = finite & torch.isfinite(loss.detach())
                     for key, value in m.items():
-                        collected.setdefault(key, []).append(float(value))
+                        collected.setdefault(key, []).append(torch.as_tensor(value, device=dev).detach().double())
                 if share is not None and len(share):
                     rehearsal_value = self._rehearse(share)
-                    finite = finite and math.isfinite(rehearsal_value)
-                    collected.setdefault("dph_rehearsal_loss", []).append(rehearsal_value)
+                    finite = finite & math.isfinite(rehearsal_value)
+                    collected.setdefault("dph_rehearsal_loss", []).append(torch.tensor(rehearsal_value, device=dev).double())
                 # max_norm=inf measures without clipping, so the finiteness check always has a norm
                 norm_value = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip or math.inf)
-                if finite and math.isfinite(norm_value):
-                    collected.setdefault("grad_norm", []).append(float(norm_value))
+                if bool(finite & torch.isfinite(norm_value)):  # the one host read of the mini-batch
+                    collected.setdefault("grad_norm", []).append(norm_value.detach().double())
                     self.optimizer.step()
                     self.scheduler.step()
                     self.nonfinite_streak = 0
@@ -257,12 +258,13 @@ class RLTrainer:
                     self._skip_nonfinite_update()
                     skipped += 1
                 self.optimizer.zero_grad(set_to_none=True)
-                finite = True
+                finite = torch.ones((), dtype=torch.bool, device=dev)
         bad = nonfinite_tensors(dict(self.model.named_parameters()))
         if bad:
             raise NonFiniteError(f"step {self.step + 1}: the optimizer step made {len(bad)} weight tensors non-finite "
                                  f"({bad[0]}, ...); {self.likely_causes()}")
-        return {**{k: float(np.mean(v)) for k, v in collected.items()}, "nonfinite_skipped": skipped}
+        means = torch.stack([torch.stack(values).mean() for values in collected.values()]).tolist() if collected else []
+        return {**dict(zip(collected, means)), "nonfinite_skipped": skipped}
 
     def _rehearse(self, rows: torch.Tensor) -> float:
         """Backward of DPH-RL's term on these rehearsal rows: coef x their token mean of f(u), u the
