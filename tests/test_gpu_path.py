@@ -94,13 +94,16 @@ def test_cuda_statistics_equal_the_cpu_ones_within_dtype_tolerance(dtype):
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 512, 151936, generator=g).to(dtype)
     ids = torch.randint(151936, (2, 512), generator=g)
-    on_cpu = token_stats(logits.float().requires_grad_(), ids, top_n=3)
+    cpu_logits = logits.float().requires_grad_()
+    on_cpu = token_stats(cpu_logits, ids, top_n=3)
+    (on_cpu.logp.sum() + on_cpu.entropy.sum() + on_cpu.topn_logp.sum()).backward()
     cuda_logits = logits.cuda().requires_grad_()
-    on_gpu = token_stats(cuda_logits, ids.cuda(), top_n=3)
-    (on_gpu.logp.sum() + on_gpu.entropy.sum()).backward()
+    on_gpu = token_stats(cuda_logits, ids.cuda(), top_n=3)  # the fused kernels where Triton is installed
+    (on_gpu.logp.sum() + on_gpu.entropy.sum() + on_gpu.topn_logp.sum()).backward()
     for name in ("logp", "entropy", "topn_logp"):
         torch.testing.assert_close(getattr(on_gpu, name).cpu(), getattr(on_cpu, name), atol=1e-4, rtol=1e-4)
-    assert torch.isfinite(cuda_logits.grad).all()
+    assert torch.equal(on_gpu.topn_ids.cpu(), on_cpu.topn_ids)
+    torch.testing.assert_close(cuda_logits.grad.float().cpu(), cpu_logits.grad.to(dtype).float(), atol=1e-3, rtol=2e-2)
 
 
 # ------------------------------------------------------------------ mixed precision, dtype, checkpointing

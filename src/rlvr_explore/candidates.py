@@ -33,6 +33,10 @@ DEFAULT_CHUNK_TOKENS = 1024  # hidden-state path: logits are built for this many
 CPU_BLOCK_ELEMENTS = 1 << 20  # rows per block = this // V: one block of float32 is 4 MB, in cache
 GPU_BLOCK_ELEMENTS = 1 << 28  # one block of float32 is 1 GiB: few launches, a fraction of the logits' size
 TOP_GROUP = 128  # logits per group when ranking the top-N by group maxima
+# The Triton kernels of ``rlvr_explore.fused``: "auto" uses them for CUDA tensors when Triton is
+# installed, "never" keeps the blocks everywhere, "always" uses them on any device (the tests run
+# them on the CPU under TRITON_INTERPRET=1). Not for float64, nor with the branching factor.
+FUSED = "auto"
 
 
 @dataclass
@@ -163,6 +167,17 @@ def _block_forward(z, ids, top_n, with_entropy, branching_mass, scratch):
     return lse.squeeze(-1), logp, entropy, top_logp, top[1], branching
 
 
+def _fused_kernels(x: torch.Tensor, dtype: torch.dtype, branching_mass: float | None):
+    """The ``fused`` module when it serves this call (see ``FUSED``), else None."""
+    if FUSED == "never" or dtype != torch.float32 or branching_mass is not None or (FUSED == "auto" and not x.is_cuda):
+        return None
+    try:
+        from rlvr_explore import fused
+    except ImportError:  # Triton is not installed: the blocks serve
+        return None
+    return fused if fused.works_on(x.device) else None
+
+
 def block_rows(vocab: int, device: torch.device) -> int:
     """Rows per block at this vocabulary on this device (see the module's docstring)."""
     return max(1, (CPU_BLOCK_ELEMENTS if device.type == "cpu" else GPU_BLOCK_ELEMENTS) // vocab)
@@ -196,10 +211,22 @@ def _forward_blocks_fp32(x, weight, bias, ids, top_n, with_entropy, temperature,
     entropy = new(rows if with_entropy else 0)
     top_logp, top_ids = new(rows, top_n), new(rows, top_n, kind=torch.long)
     branching = new(rows if branching_mass is not None else 0, kind=torch.long)
-    scratch = new(min(rows, block_rows(vocab, x.device)), vocab) if probs_out is None else None
+    kernels = _fused_kernels(x, dtype, branching_mass) if probs_out is None else None
+    scratch = new(min(rows, block_rows(vocab, x.device)), vocab) if probs_out is None and kernels is None else None
     chunk = max(rows, 1) if weight is None else chunk_tokens
     for start in range(0, rows, chunk):
         logits = _chunk_logits(x[start : start + chunk], weight, bias)
+        if kernels is not None:
+            part = slice(start, start + logits.shape[0])
+            found = kernels.forward(logits, None if ids is None else ids[part], top_n, with_entropy, temperature)
+            lse[part] = found[0]
+            if ids is not None:
+                logp[part] = found[1]
+            if with_entropy:
+                entropy[part] = found[2]
+            if top_n:
+                top_logp[part], top_ids[part] = found[3], found[4]
+            continue
         for block in _blocks(logits.shape[0], vocab, x.device):
             part = slice(start + block.start, start + block.stop)
             z = _scaled(logits[block], temperature)
@@ -216,6 +243,28 @@ def _forward_blocks_fp32(x, weight, bias, ids, top_n, with_entropy, temperature,
             if branching_mass is not None:
                 branching[part] = block_branching
     return lse, logp, entropy, top_logp, top_ids, branching
+
+
+def _backward_blocks(logits, grad_z, start, ids, lse, entropy, coefficient, g_logp, g_entropy, g_top, top_ids,
+                     temperature, scratch):
+    """The closed-form gradient of the rows ``start...`` of ``logits`` into ``grad_z``, block by
+    block, recomputing each block's softmax from the saved log-normaliser."""
+    for block in _blocks(logits.shape[0], logits.shape[1], logits.device):
+        part = slice(start + block.start, start + block.stop)
+        z, g = _scaled(logits[block], temperature), grad_z[block]
+        log_probs = torch.sub(z, lse[part, None], out=scratch[: z.shape[0]])
+        probs = torch.exp(log_probs, out=g)
+        if g_entropy is None:
+            probs.mul_(-coefficient[part, None])
+        else:
+            # grad_z = -pi (c + g_H (log pi + H)), with c the log-prob and top-N weights
+            shift = coefficient[part, None] + g_entropy[part, None] * entropy[part, None]
+            probs.mul_(torch.addcmul(shift, log_probs, g_entropy[part, None], out=log_probs)).neg_()
+        g.scatter_add_(-1, ids[part, None], g_logp[part, None])
+        if g_top is not None:
+            g.scatter_add_(-1, top_ids[part], g_top[part])
+        if temperature != 1.0:
+            g.div_(temperature)
 
 
 class _CandidateStats(torch.autograd.Function):
@@ -244,29 +293,25 @@ class _CandidateStats(torch.autograd.Function):
         grad_x = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         grad_w = torch.zeros_like(weight, dtype=dtype) if weight is not None and ctx.needs_input_grad[1] else None
         grad_b = torch.zeros_like(bias, dtype=dtype) if bias is not None and ctx.needs_input_grad[2] else None
-        scratch = torch.empty(min(rows, block_rows(vocab, x.device)), vocab, dtype=dtype, device=x.device)
-        direct = weight is None and grad_x is not None and x.dtype == dtype  # write straight into grad_x
+        kernels = _fused_kernels(x, dtype, None)
+        scratch = torch.empty(min(rows, block_rows(vocab, x.device)), vocab, dtype=dtype, device=x.device) if (
+            kernels is None) else None
+        # write straight into grad_x (the kernels cast to its dtype)
+        direct = weight is None and grad_x is not None and (x.dtype == dtype or kernels is not None)
         chunk = max(rows, 1) if weight is None else ctx.chunk_tokens
         for start in range(0, rows, chunk):
             x_chunk = x[start : start + chunk]
             logits = _chunk_logits(x_chunk, weight, bias)
             grad_z = grad_x[start : start + chunk] if direct else torch.empty(logits.shape, dtype=dtype, device=x.device)
-            for block in _blocks(logits.shape[0], vocab, x.device):
-                part = slice(start + block.start, start + block.stop)
-                z, g = _scaled(logits[block], ctx.temperature), grad_z[block]
-                log_probs = torch.sub(z, lse[part, None], out=scratch[: z.shape[0]])
-                probs = torch.exp(log_probs, out=g)
-                if g_entropy is None:
-                    probs.mul_(-coefficient[part, None])
-                else:
-                    # grad_z = -pi (c + g_H (log pi + H)), with c the log-prob and top-N weights
-                    shift = coefficient[part, None] + g_entropy[part, None] * entropy[part, None]
-                    probs.mul_(torch.addcmul(shift, log_probs, g_entropy[part, None], out=log_probs)).neg_()
-                g.scatter_add_(-1, ids[part, None], g_logp[part, None])
-                if g_top is not None:
-                    g.scatter_add_(-1, top_ids[part], g_top[part])
-                if ctx.temperature != 1.0:
-                    g.div_(ctx.temperature)
+            if kernels is not None:
+                part = slice(start, start + logits.shape[0])
+                kernels.backward(logits, grad_z, ids[part], lse[part], entropy[part] if g_entropy is not None else None,
+                                 g_logp[part], None if g_entropy is None else g_entropy[part],
+                                 None if g_top is None else g_top[part], None if g_top is None else top_ids[part],
+                                 ctx.temperature)
+            else:
+                _backward_blocks(logits, grad_z, start, ids, lse, entropy, coefficient, g_logp, g_entropy, g_top,
+                                 top_ids, ctx.temperature, scratch)
             if weight is None:
                 if grad_x is not None and not direct:
                     grad_x[start : start + chunk] = grad_z.to(x.dtype)
