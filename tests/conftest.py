@@ -1,6 +1,14 @@
-import pytest
+import os
 
-from rlvr_explore.train.config import load_config
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    # Triton's kernels (rlvr_explore.fused) run in its interpreter on a CPU. This must be set before
+    # anything imports triton.language (transformers does), whose own helpers are then interpreted too.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from rlvr_explore.train.config import load_config  # noqa: E402
 
 TINY = [
     "run.threads=1", "model.n_layer=1", "model.n_embd=32", "model.n_head=2", "task.train_size=40", "task.eval_size=4",

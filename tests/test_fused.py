@@ -7,11 +7,11 @@ import os
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"  # before Triton compiles anything: the kernels run in Python
+# conftest.py sets TRITON_INTERPRET=1 on a machine without CUDA, before anything imports Triton
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA the kernels run compiled, in the tests "
                                                                    "marked gpu")
 pytest.importorskip("triton")
+assert os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available()
 
 from rlvr_explore import candidates  # noqa: E402
 from rlvr_explore.candidates import token_stats, token_stats_from_hidden  # noqa: E402

@@ -147,3 +147,22 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     resumed.communicate(timeout=120)
     assert line.startswith(f"resumed {out} from its checkpoint at step {checkpoint} of 200")
     assert os.path.exists(out / "run.json")
+
+
+def test_a_report_written_before_run_json_is_rewritten_and_a_page_of_the_users_is_not(tiny_config, tmp_path, capsys):
+    from rlvr_explore.report.html import build_report
+
+    cfg = tiny_config()
+    RLTrainer(cfg).run()
+    old = tmp_path / "old_report"
+    (old / "figures").mkdir(parents=True)
+    (old / "figures" / "pass_at_k.png").write_bytes(b"an old figure")
+    (old / "index.html").write_text("an old report")
+    build_report([cfg.run.out_dir], old / "index.html")
+    assert read_owner(old)["kind"] == "report" and "an old report" not in (old / "index.html").read_text()
+    mine = tmp_path / "site"
+    mine.mkdir()
+    (mine / "index.html").write_text("my home page")
+    assert main(["report", cfg.run.out_dir, "--out", str(mine / "index.html")]) == 2
+    assert "no rlvr-explore command made it" in capsys.readouterr().err
+    assert (mine / "index.html").read_text() == "my home page" and sorted(p.name for p in mine.iterdir()) == ["index.html"]

@@ -190,6 +190,8 @@ def _legacy_owner(out: Path) -> dict | None:
         return {"kind": "rl"}
     if (out / "comparison.json").is_file() or any(re.fullmatch(r"seed\d+", e.name) and e.is_dir() for e in out.iterdir()):
         return {"kind": "compare"}
+    if (out / "index.html").is_file() and (out / "figures" / "pass_at_k.png").is_file():
+        return {"kind": "report"}
     try:
         saved = json.loads((out / "config.json").read_text())
     except (OSError, ValueError):
