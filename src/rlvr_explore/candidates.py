@@ -8,7 +8,8 @@ computed over blocks of rows, with one exponential pass per block. The block siz
 device: on a CPU a few rows (about 4 MB, so every pass over a block stays in cache); on a GPU up
 to 1 GiB of float32, so a call is a handful of blocks and the kernels, not their launches, take
 the time (at Qwen2.5's vocabulary, 4 MB blocks are 6 rows: 1,400 blocks of small kernels for
-8,192 tokens).
+8,192 tokens). On CUDA with Triton installed, ``rlvr_explore.fused`` computes the same in one
+streaming pass per row instead (``FUSED``).
 
     m        = max(z / tau),   e = exp(z / tau - m),   s = sum e,   lse = m + log s
     logp     = z_y / tau - lse
