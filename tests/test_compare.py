@@ -108,6 +108,8 @@ def test_compare_trains_every_seed_then_reuses_the_runs(tmp_path, capsys):
     assert "casp vs grpo: pass@1" in first_output
     html = (out / "comparison.html").read_text()
     assert html.index("Verdicts") < html.index("pass@k, mean")
+    assert {v["verdict"] for by_k in summary["verdicts"].values() for v in by_k.values()} == {"2 seeds: no verdict"}
+    assert "<b>no verdict</b>: with 2 seeds" in html and "--seeds 0 1 2" in html
     final_counts = {run: np.array([json.loads(sorted((out / f"seed{s}" / run / "eval").glob("step_*.json"))[-1]
                                           .read_text())["details"]["correct_counts"] for s in (0, 1)])
                     for run in ("grpo", "casp", "rft")}
@@ -224,3 +226,13 @@ def test_killing_compare_ends_its_training_processes(tmp_path):
     while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.time() < deadline:
         time.sleep(0.2)
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def test_no_verdict_from_fewer_seeds_than_needed():
+    from rlvr_explore.metrics import MIN_VERDICT_SEEDS, verdict
+
+    assert MIN_VERDICT_SEEDS == 3
+    assert verdict(0.1, 0.2) == "higher" and verdict(-0.2, -0.1, seeds=3) == "lower"
+    assert verdict(0.1, 0.2, seeds=1) == "one seed: no verdict"
+    assert verdict(-0.2, -0.1, seeds=2) == "2 seeds: no verdict"
+    assert verdict(0.1, 0.2, seeds=2, min_seeds=2) == "higher"

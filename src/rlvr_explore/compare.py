@@ -11,7 +11,8 @@ The verdict of a method against the baseline at pass@k is the mean paired differ
 d = pass@k(method) - pass@k(baseline) over problems and seeds, with a 95% Student-t interval over
 the per-seed means (each seed trains its own runs and draws its own problems, so its mean carries
 both sources of variation; with one seed, a bootstrap over problems). A verdict says "higher" or
-"lower" only when its interval excludes 0. ``rerun_interval`` in the JSON is where a rerun with as
+"lower" only when its interval excludes 0, and there is none from fewer than ``--min-seeds`` (3)
+seeds: the intervals are shown with "no verdict". ``rerun_interval`` in the JSON is where a rerun with as
 many other seeds should land 95% of the time; the verdict's interval covers the true difference,
 and a rerun's estimate only about 85% of the time.
 """
@@ -218,7 +219,8 @@ def _within(interval: tuple[float, float], lowest: float) -> list[float]:
     return [min(max(float(end), lowest), 1.0) for end in interval]
 
 
-def summarise(out: Path, runs: list[str], seeds: list[int], baseline: str) -> dict:
+def summarise(out: Path, runs: list[str], seeds: list[int], baseline: str,
+              min_seeds: int = metrics.MIN_VERDICT_SEEDS) -> dict:
     """Per run: pass@k over problems and seeds, the final evaluation's diagnostics, its unsolvable
     problems against ``baseline``'s and its training curves; per method: its paired differences to
     ``baseline``. The base policy (step 0 of the first run) is the row ``base``."""
@@ -252,11 +254,12 @@ def summarise(out: Path, runs: list[str], seeds: list[int], baseline: str) -> di
             low, high = _within(metrics.seed_interval(diff), -1.0)
             rerun = metrics.rerun_interval(diff)
             differences[name][f"pass@{k}"] = {"difference": float(diff.mean()), "ci_low": low, "ci_high": high,
-                                              "verdict": metrics.verdict(low, high),
+                                              "verdict": metrics.verdict(low, high, len(seeds), min_seeds),
                                               "rerun_interval": None if rerun is None else _within(rerun, -1.0)}
     verdicts = {name: {key: by_k[key] for key in ("pass@1", f"pass@{n}")} for name, by_k in differences.items()}
     curves = {name: _training_curves([out / f"seed{s}" / name for s in seeds]) for name in runs}
-    return {"seeds": seeds, "n_samples": n, "problems_per_seed": int(counts[first].shape[1]), "baseline": baseline,
+    return {"seeds": seeds, "min_seeds": min_seeds, "n_samples": n, "problems_per_seed": int(counts[first].shape[1]),
+            "baseline": baseline,
             "verdicts": verdicts, "differences": differences, "runs": table, "unsolvable_ids": unsolvable_ids,
             "curves": curves}
 
@@ -279,9 +282,14 @@ def verdicts_html(summary: dict) -> str:
     items = "".join(f"<li>{html.escape(line)}</li>" for line in verdict_lines(summary))
     interval = ("Student-t interval over the per-seed means" if len(seeds) > 1 else
                 "bootstrap interval over problems (one seed: the variation between seeds is not in it)")
+    needed = summary.get("min_seeds", metrics.MIN_VERDICT_SEEDS)
+    rule = (f"a verdict names a direction only when its interval excludes 0." if len(seeds) >= needed else
+            f"<b>no verdict</b>: with {'one seed' if len(seeds) == 1 else f'{len(seeds)} seeds'} the intervals say "
+            f"what these runs found, not what another training run would find ({needed} seeds are needed, e.g. "
+            f"--seeds {' '.join(map(str, range(needed)))}).")
     return (f"<h2>Verdicts</h2><p>Mean paired difference over {summary['problems_per_seed']} problems × {len(seeds)} "
-            f"seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}), 95% {interval}; a verdict names a "
-            f"direction only when its interval excludes 0.</p><ul>{items}</ul>")
+            f"seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}), 95% {interval}; {rule}</p>"
+            f"<ul>{items}</ul>")
 
 
 def _figures(summary: dict, directory: Path) -> list[tuple[str, str]]:
@@ -376,7 +384,8 @@ def write_markdown(summary: dict, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def compare(base, runs: dict, seeds: list[int], out: Path, baseline: str, jobs: int = 1) -> dict:
+def compare(base, runs: dict, seeds: list[int], out: Path, baseline: str, jobs: int = 1,
+            min_seeds: int = metrics.MIN_VERDICT_SEEDS) -> dict:
     """Train what is not finished, then write ``comparison.json``, ``.html`` and ``.md`` in ``out``."""
     if jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
@@ -387,7 +396,7 @@ def compare(base, runs: dict, seeds: list[int], out: Path, baseline: str, jobs: 
     claim_directory(out, "compare")
     write_owner(out, "compare")
     _train_all(base, runs, seeds, out, jobs)
-    summary = summarise(out, list(runs), seeds, baseline)
+    summary = summarise(out, list(runs), seeds, baseline, min_seeds)
     (out / "comparison.json").write_text(json.dumps(summary, indent=2))
     write_html(summary, out / "comparison.html")
     write_markdown(summary, out / "comparison.md")
@@ -408,7 +417,7 @@ def select_runs(runs: dict, methods: list[str] | None, source: str) -> dict:
 def run(args) -> int:
     base, runs = load_comparison(args.config)
     runs = select_runs(runs, args.methods, args.config)
-    compare(base, runs, args.seeds, Path(args.out), args.baseline or next(iter(runs)), args.jobs)
+    compare(base, runs, args.seeds, Path(args.out), args.baseline or next(iter(runs)), args.jobs, args.min_seeds)
     return 0
 
 
@@ -425,6 +434,9 @@ def add_parser(sub) -> None:
     parser.add_argument("--methods", nargs="+", default=None, help="the runs to compare (default: all of the file)")
     parser.add_argument("--baseline", default=None, help="the run the others are compared with (default: the first)")
     parser.add_argument("--out", default="runs/compare", help="seed<N>/<run>/ per run; comparison.json, .html, .md")
+    parser.add_argument("--min-seeds", type=int, default=metrics.MIN_VERDICT_SEEDS,
+                        help="seeds needed for a verdict (fewer give intervals and 'no verdict'; default 3: one seed "
+                             "leaves out the variation between training runs)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="base policies, then runs, trained at once, each in its own process (set run.threads "
                              "so that jobs x threads fits the cores)")

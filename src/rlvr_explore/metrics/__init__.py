@@ -11,7 +11,7 @@ from .diagnostics import (
 )
 from .passk import (
     avg_at_k, bootstrap_ci, maj_at_k, majority_answer, paired_pass_at_k_difference, pass_at_k, pass_at_k_curve,
-    powers_of_two, rerun_interval, seed_interval, set_overlaps, student_t_quantile, unsolvable, verdict,
+    MIN_VERDICT_SEEDS, powers_of_two, rerun_interval, seed_interval, set_overlaps, student_t_quantile, unsolvable, verdict,
 )
 
 __all__ = [
@@ -24,4 +24,5 @@ __all__ = [
     "rerun_interval", "seed_interval", "student_t_quantile", "token_category", "token_replacement_impact",
     "trajectory_similarity", "unsolvable",
     "verdict",
+    "MIN_VERDICT_SEEDS",
 ]

@@ -107,7 +107,7 @@ def _verdicts(finals: dict, reference: str, n: int, listed: set[frozenset] | Non
                 cells.append(f"pass@{k}: not comparable (other problems or n)")
                 continue
             mean, low, high = found
-            cells.append(f"pass@{k} {mean:+.3f} [{low:+.3f}, {high:+.3f}]: <b>{metrics.verdict(low, high)}</b>")
+            cells.append(f"pass@{k} {mean:+.3f} [{low:+.3f}, {high:+.3f}]: <b>{metrics.verdict(low, high, seeds=1)}</b>")
         items.append(f"<li><b>{html.escape(name)}</b>: {'; '.join(cells)}</li>")
     return (f"<p>Against <b>{html.escape(reference)}</b> (mean paired difference over problems, 95% bootstrap "
             f"interval):</p><ul>{''.join(items)}</ul>")
@@ -151,8 +151,9 @@ def build_report(run_dirs: list[str | Path], out_html: str | Path, title: str = 
         verdicts = verdicts_html(comparison)
     else:
         listed: set[frozenset] = set()
-        verdicts = (f"<h2>Verdicts</h2><p>One evaluation per run: the intervals cover the problems drawn, not the "
-                    "variation between training runs (rlvr-explore compare trains several seeds).</p>"
+        verdicts = (f"<h2>Paired differences</h2><p>One evaluation per run, so <b>no verdict</b>: the intervals cover "
+                    "the problems drawn, not the variation between training runs (rlvr-explore compare trains several "
+                    f"seeds; {metrics.MIN_VERDICT_SEEDS} are needed for a verdict).</p>"
                     + _verdicts(finals, runs[0]["name"], n, listed) + (_verdicts(finals, baseline, n, listed) if baseline else ""))
     parts = []
 
