@@ -236,3 +236,61 @@ def test_no_verdict_from_fewer_seeds_than_needed():
     assert verdict(0.1, 0.2, seeds=1) == "one seed: no verdict"
     assert verdict(-0.2, -0.1, seeds=2) == "2 seeds: no verdict"
     assert verdict(0.1, 0.2, seeds=2, min_seeds=2) == "higher"
+
+
+def test_seeds_that_tie_exactly_still_give_an_interval_with_width():
+    # three seeds whose per-seed means are all 0.1 (as pass@k means, in steps of 1/problems, can be):
+    # the spread of a per-seed mean is floored by what its 10 problems alone give it
+    diff = np.array([[0.0, 0.2] * 5, [0.2, 0.0] * 5, [0.1] * 10])
+    within = np.sqrt(diff.var(axis=1, ddof=1).mean() / 10)
+    half = student_t_quantile(0.975, 2) * within / np.sqrt(3)
+    assert np.allclose(seed_interval(diff), (0.1 - half, 0.1 + half)) and half > 0.05
+
+
+def test_p_values_agree_with_the_intervals_and_the_t_distribution():
+    from rlvr_explore.metrics import seed_p_value, student_t_cdf
+
+    for df, x, tabulated in ((4, 2.7764, 0.975), (9, 1.3830, 0.9)):
+        assert abs(student_t_cdf(x, df) - tabulated) < 1e-4
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        values = rng.normal(rng.normal(0, 0.05), 0.05, (4, 1)) + rng.normal(0, 0.3, (4, 30))
+        low, high = seed_interval(values)
+        assert (seed_p_value(values) < 0.05) == (low > 0 or high < 0)
+
+
+def test_benjamini_hochberg_q_values():
+    from rlvr_explore.metrics import benjamini_hochberg
+
+    q = benjamini_hochberg([0.01, 0.04, 0.03, 0.5])
+    # p * m / rank = 0.04, 0.06, 0.0533, 0.5 by rank; each then the least of it and those ranked above
+    assert np.allclose(q, [0.04, 0.16 / 3, 0.16 / 3, 0.5])
+    assert benjamini_hochberg([]) == []
+
+
+def test_a_table_under_no_true_difference_rarely_keeps_a_verdict_after_correction():
+    # 200 tables of 10 methods against one shared baseline, nothing different, 5 seeds x 32 problems,
+    # each seed with its own shift: uncorrected, most tables name at least one direction
+    from rlvr_explore.metrics import benjamini_hochberg, seed_p_value
+
+    rng = np.random.default_rng(7)
+    raw, corrected = 0, 0
+    for _ in range(200):
+        baseline = rng.normal(0, 0.05, (5, 1)) + rng.normal(0, 0.3, (5, 32))
+        p = [seed_p_value(rng.normal(0, 0.05, (5, 1)) + rng.normal(0, 0.3, (5, 32)) - baseline) for _ in range(10)]
+        raw += min(p) < 0.05
+        corrected += min(benjamini_hochberg(p)) < 0.05
+    assert raw / 200 > 0.2 and corrected / 200 <= 0.09, (raw, corrected)
+
+
+def test_the_detectable_difference_is_detected_about_80_percent_of_the_time():
+    from rlvr_explore.metrics import detectable_difference
+
+    rng = np.random.default_rng(11)
+    spread = lambda: rng.normal(0, 0.05, (5, 1)) + rng.normal(0, 0.2, (5, 64))  # noqa: E731
+    size = float(np.median([detectable_difference(spread()) for _ in range(200)]))
+    found = 0
+    for _ in range(1000):
+        low, _ = seed_interval(size + spread())
+        found += low > 0
+    assert 0.7 <= found / 1000 <= 0.9, (size, found)

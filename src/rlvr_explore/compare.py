@@ -253,10 +253,14 @@ def summarise(out: Path, runs: list[str], seeds: list[int], baseline: str,
             diff = metrics.paired_pass_at_k_difference(counts[name], counts[baseline], n, k)
             low, high = _within(metrics.seed_interval(diff), -1.0)
             rerun = metrics.rerun_interval(diff)
+            detectable = metrics.detectable_difference(diff)
             differences[name][f"pass@{k}"] = {"difference": float(diff.mean()), "ci_low": low, "ci_high": high,
+                                              "p_value": metrics.seed_p_value(diff),
                                               "verdict": metrics.verdict(low, high, len(seeds), min_seeds),
-                                              "rerun_interval": None if rerun is None else _within(rerun, -1.0)}
+                                              "rerun_interval": None if rerun is None else _within(rerun, -1.0),
+                                              "detectable_80": None if detectable is None else round(detectable, 4)}
     verdicts = {name: {key: by_k[key] for key in ("pass@1", f"pass@{n}")} for name, by_k in differences.items()}
+    _correct_for_the_table(verdicts, len(seeds) >= min_seeds)
     curves = {name: _training_curves([out / f"seed{s}" / name for s in seeds]) for name in runs}
     return {"seeds": seeds, "min_seeds": min_seeds, "n_samples": n, "problems_per_seed": int(counts[first].shape[1]),
             "baseline": baseline,
@@ -264,8 +268,19 @@ def summarise(out: Path, runs: list[str], seeds: list[int], baseline: str,
             "curves": curves}
 
 
+def _correct_for_the_table(verdicts: dict, replicated: bool) -> None:
+    """Benjamini-Hochberg over every verdict of the table (each method at pass@1 and pass@n): each
+    gets its ``q_value`` and an ``adjusted_verdict``, its direction only where q < 0.05."""
+    cells = [v for by_k in verdicts.values() for v in by_k.values()]
+    for cell, q in zip(cells, metrics.benjamini_hochberg([c["p_value"] for c in cells])):
+        cell["q_value"] = q
+        cell["adjusted_verdict"] = (cell["verdict"] if not replicated or q < 0.05 or cell["verdict"] ==
+                                    "no detectable difference" else "not distinguishable after correction")
+
+
 def _verdict_cell(v: dict) -> str:
-    return f"{v['difference']:+.3f} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}] ({v['verdict']})"
+    return (f"{v['difference']:+.3f} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}] ({v['verdict']}; p {v['p_value']:.3g}, "
+            f"q {v['q_value']:.3g})")
 
 
 def verdict_lines(summary: dict) -> list[str]:
@@ -287,9 +302,19 @@ def verdicts_html(summary: dict) -> str:
             f"<b>no verdict</b>: with {'one seed' if len(seeds) == 1 else f'{len(seeds)} seeds'} the intervals say "
             f"what these runs found, not what another training run would find ({needed} seeds are needed, e.g. "
             f"--seeds {' '.join(map(str, range(needed)))}).")
+    cells = [v for by_k in summary["verdicts"].values() for v in by_k.values()]
+    directional = sum(v["verdict"] in ("higher", "lower") for v in cells)
+    kept = sum(v["adjusted_verdict"] in ("higher", "lower") for v in cells)
+    detectable = sorted(v["detectable_80"] for v in cells if v.get("detectable_80") is not None)
+    size = (f"<p>This table makes {len(cells)} comparisons: with no true difference anywhere, about "
+            f"{0.05 * len(cells):.1f} would name a direction by chance. Benjamini-Hochberg q-values correct for that: "
+            f"{kept} of the {directional} directional verdicts keep their direction at q &lt; 0.05."
+            + (f" With these seeds, a difference of about {detectable[len(detectable) // 2]:.3f} (median over the "
+               f"table) is detected with 80% power; smaller true differences are often missed." if detectable else "")
+            + "</p>") if cells else ""
     return (f"<h2>Verdicts</h2><p>Mean paired difference over {summary['problems_per_seed']} problems × {len(seeds)} "
             f"seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}), 95% {interval}; {rule}</p>"
-            f"<ul>{items}</ul>")
+            f"<ul>{items}</ul>{size}")
 
 
 def _figures(summary: dict, directory: Path) -> list[tuple[str, str]]:

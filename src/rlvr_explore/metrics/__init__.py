@@ -10,19 +10,19 @@ from .diagnostics import (
     rank_logprobs, sampled_logprob, token_replacement_impact,
 )
 from .passk import (
-    avg_at_k, bootstrap_ci, maj_at_k, majority_answer, paired_pass_at_k_difference, pass_at_k, pass_at_k_curve,
-    MIN_VERDICT_SEEDS, powers_of_two, rerun_interval, seed_interval, set_overlaps, student_t_quantile, unsolvable, verdict,
+    MIN_VERDICT_SEEDS, avg_at_k, benjamini_hochberg, bootstrap_ci, detectable_difference, maj_at_k, majority_answer,
+    paired_pass_at_k_difference, pass_at_k, pass_at_k_curve, powers_of_two, rerun_interval, seed_interval,
+    seed_p_value, set_overlaps, student_t_cdf, student_t_quantile, unsolvable, verdict,
 )
 
 __all__ = [
-    "accuracy_buckets", "answer_entropy", "avg_at_k", "bootstrap_ci", "category_counts", "detect_stages",
+    "MIN_VERDICT_SEEDS", "accuracy_buckets", "answer_entropy", "avg_at_k", "benjamini_hochberg", "bootstrap_ci", "category_counts", "detect_stages",
     "entropy_performance_fit", "entropy_summary", "expected_distinct_tokens", "extract_boxed",
-    "gradient_norm_proxy", "greedy_logprob", "grouped_candidates", "maj_at_k", "majority_answer",
+    "detectable_difference", "gradient_norm_proxy", "greedy_logprob", "grouped_candidates", "maj_at_k", "majority_answer",
     "mean_branching_factor", "ngram_redundancy", "paired_pass_at_k_difference", "pass_at_k", "pass_at_k_curve",
     "powers_of_two",
     "probability_bins", "rank_logprobs", "response_quality", "sampled_logprob", "set_overlaps",
-    "rerun_interval", "seed_interval", "student_t_quantile", "token_category", "token_replacement_impact",
+    "rerun_interval", "seed_interval", "seed_p_value", "student_t_cdf", "student_t_quantile", "token_category", "token_replacement_impact",
     "trajectory_similarity", "unsolvable",
     "verdict",
-    "MIN_VERDICT_SEEDS",
 ]

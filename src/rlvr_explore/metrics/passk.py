@@ -54,34 +54,68 @@ def bootstrap_ci(per_problem: np.ndarray, n_boot: int = 1000, level: float = 0.9
     return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
 
 
+def student_t_cdf(x: float, df: int) -> float:
+    """P(T <= x) for Student's t with ``df`` degrees of freedom (Simpson's rule on its density)."""
+    if df < 1:
+        raise ValueError(f"student_t_cdf needs df >= 1, got {df}")
+    if x < 0:
+        return 1.0 - student_t_cdf(-x, df)
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+    grid = np.linspace(0.0, x, 4001)
+    pdf = np.exp(log_norm - (df + 1) / 2 * np.log1p(grid ** 2 / df))
+    return min(1.0, 0.5 + x / 12000 * (pdf[0] + pdf[-1] + 4 * pdf[1:-1:2].sum() + 2 * pdf[2:-1:2].sum()))
+
+
 @functools.lru_cache(maxsize=None)
 def student_t_quantile(p: float, df: int) -> float:
-    """The ``p`` quantile of Student's t with ``df`` degrees of freedom (bisection on its CDF,
-    integrated with Simpson's rule; within 1e-6 of the tabulated values)."""
+    """The ``p`` quantile of Student's t with ``df`` degrees of freedom (bisection on its CDF;
+    within 1e-6 of the tabulated values)."""
     if not 0 < p < 1 or df < 1:
         raise ValueError(f"student_t_quantile needs 0 < p < 1 and df >= 1, got p={p}, df={df}")
     if p < 0.5:
         return -student_t_quantile(1 - p, df)
-    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-
-    def cdf(x: float) -> float:
-        grid = np.linspace(0.0, x, 4001)
-        pdf = np.exp(log_norm - (df + 1) / 2 * np.log1p(grid ** 2 / df))
-        return 0.5 + x / 12000 * (pdf[0] + pdf[-1] + 4 * pdf[1:-1:2].sum() + 2 * pdf[2:-1:2].sum())
-
     low, high = 0.0, 1.0
-    while cdf(high) < p:
+    while student_t_cdf(high, df) < p:
         low, high = high, high * 2
     for _ in range(60):
         mid = (low + high) / 2
-        low, high = (mid, high) if cdf(mid) < p else (low, mid)
+        low, high = (mid, high) if student_t_cdf(mid, df) < p else (low, mid)
     return (low + high) / 2
 
 
+def _seed_spread(values: np.ndarray) -> float:
+    """The standard deviation of a per-seed mean of (seeds >= 2, problems) ``values``: the spread of
+    the seeds' means; where they tie exactly, what the problems inside a seed alone give it
+    (sd / sqrt(P)). pass@k means move in steps of 1/problems, so a few seeds can tie (about 10% of
+    comparisons at 2 seeds), and a spread of 0 would make a zero-width interval and a certain
+    verdict. (A floor everywhere would make every interval conservative, not only the ties.)"""
+    between = float(values.mean(1).std(ddof=1))
+    if between > 1e-12 or values.shape[1] < 2:  # above the rounding of equal means
+        return between
+    return math.sqrt(float(values.var(axis=1, ddof=1).mean()) / values.shape[1])
+
+
 def _seed_means(values: np.ndarray, level: float) -> tuple[float, float]:
-    """(mean, t quantile x sd) of the per-seed means of (seeds >= 2, problems) ``values``."""
-    means = values.mean(1)
-    return float(means.mean()), student_t_quantile((1 + level) / 2, len(means) - 1) * float(means.std(ddof=1))
+    """(mean, t quantile x spread) of the per-seed means of (seeds >= 2, problems) ``values``."""
+    return float(values.mean()), student_t_quantile((1 + level) / 2, values.shape[0] - 1) * _seed_spread(values)
+
+
+def seed_p_value(values: np.ndarray, n_boot: int = 10000, seed: int = 0) -> float:
+    """Two-sided p-value of "the mean of (seeds, problems) ``values`` is 0", matching
+    ``seed_interval``: Student's t over the per-seed means (S - 1 degrees of freedom); with one
+    seed, the bootstrap over its problems."""
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean())
+    if values.shape[0] == 1:
+        rng = np.random.default_rng(seed)
+        row = values[0]
+        means = row[rng.integers(0, len(row), (n_boot, len(row)))].mean(1)
+        return float(min(1.0, 2 * min((means <= 0).mean(), (means >= 0).mean())))
+    spread = _seed_spread(values)
+    if spread == 0:
+        return 1.0 if mean == 0 else 0.0
+    t = abs(mean) / (spread / math.sqrt(values.shape[0]))
+    return float(min(1.0, 2 * (1 - student_t_cdf(t, values.shape[0] - 1))))
 
 
 def seed_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
@@ -89,8 +123,9 @@ def seed_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float
     draws its own problems: the per-seed means are independent replicates carrying both sources
     of variation, so the interval is Student's t over them (S - 1 degrees of freedom). A
     bootstrap that resamples seeds and problems instead covers too rarely when seeds differ
-    more than problems do (about 87% for a nominal 95% at 5 seeds). With one seed: the bootstrap
-    over its problems, which leaves the seed's own variation out."""
+    more than problems do (about 87% for a nominal 95% at 5 seeds). Seeds whose means tie exactly
+    take the spread their problems give (``_seed_spread``), so they still give an interval. With one seed: the bootstrap over its problems, which leaves the seed's own
+    variation out.""" 
     values = np.asarray(values, dtype=float)
     if values.ndim != 2:
         raise ValueError(f"values must be (seeds, problems), got shape {values.shape}")
@@ -122,6 +157,31 @@ def paired_pass_at_k_difference(method_counts, baseline_counts, n: int, k: int) 
                          f"and {baseline_counts.shape}")
     return (np.asarray(pass_at_k(n, method_counts, k)) - np.asarray(pass_at_k(n, baseline_counts, k))).reshape(
         method_counts.shape)
+
+
+def detectable_difference(values: np.ndarray, power: float = 0.8, level: float = 0.95) -> float | None:
+    """The smallest true difference that ``seed_interval`` at ``level`` detects with probability
+    ``power`` from as many seeds as (seeds, problems) ``values`` has, at their spread:
+    (t_(1+level)/2 + t_power) x spread / sqrt(S). None with one seed (no spread between seeds)."""
+    values = np.asarray(values, dtype=float)
+    seeds = values.shape[0]
+    if seeds == 1:
+        return None
+    t = student_t_quantile((1 + level) / 2, seeds - 1) + student_t_quantile(power, seeds - 1)
+    return t * _seed_spread(values) / math.sqrt(seeds)
+
+
+def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
+    """Benjamini-Hochberg q-values of ``p_values``: a verdict kept where q < 0.05 keeps the expected
+    share of false ones among those kept at most 5%, however many the table makes."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    q, running = [0.0] * m, 1.0
+    for rank in range(m, 0, -1):
+        i = order[rank - 1]
+        running = min(running, p_values[i] * m / rank)
+        q[i] = running
+    return q
 
 
 # Fewer seeds than this give intervals but no verdict: with one seed the interval leaves out the
