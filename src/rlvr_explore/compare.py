@@ -278,9 +278,14 @@ def _correct_for_the_table(verdicts: dict, replicated: bool) -> None:
                                     "no detectable difference" else "not distinguishable after correction")
 
 
+def _probability(value: float) -> str:
+    """A p- or q-value as printed: below 1e-4 (the bootstrap's resolution) as a bound."""
+    return f"{value:.2g}" if value >= 1e-4 else "< 1e-4"
+
+
 def _verdict_cell(v: dict) -> str:
-    return (f"{v['difference']:+.3f} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}] ({v['verdict']}; p {v['p_value']:.3g}, "
-            f"q {v['q_value']:.3g})")
+    return (f"{v['difference']:+.3f} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}] ({v['verdict']}; "
+            f"p {_probability(v['p_value'])}, q {_probability(v['q_value'])})")
 
 
 def verdict_lines(summary: dict) -> list[str]:
