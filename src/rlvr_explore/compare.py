@@ -415,8 +415,9 @@ def write_markdown(summary: dict, path: Path) -> None:
 
 
 def compare(base, runs: dict, seeds: list[int], out: Path, baseline: str, jobs: int = 1,
-            min_seeds: int = metrics.MIN_VERDICT_SEEDS) -> dict:
-    """Train what is not finished, then write ``comparison.json``, ``.html`` and ``.md`` in ``out``."""
+            min_seeds: int = metrics.MIN_VERDICT_SEEDS, report_page: str | None = None) -> dict:
+    """Train what is not finished, then write ``comparison.json``, ``.html`` (linking to
+    ``report_page``, a page the caller writes) and ``.md`` in ``out``."""
     if jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
     if baseline not in runs and baseline != "base":
@@ -428,7 +429,7 @@ def compare(base, runs: dict, seeds: list[int], out: Path, baseline: str, jobs: 
     _train_all(base, runs, seeds, out, jobs)
     summary = summarise(out, list(runs), seeds, baseline, min_seeds)
     (out / "comparison.json").write_text(json.dumps(summary, indent=2))
-    write_html(summary, out / "comparison.html")
+    write_html(summary, out / "comparison.html", report_page)
     write_markdown(summary, out / "comparison.md")
     print("\n".join(verdict_lines(summary)))
     print(f"[compare] {out / 'comparison.json'}, {out / 'comparison.html'}, {out / 'comparison.md'}")

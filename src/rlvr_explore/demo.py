@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from rlvr_explore.compare import compare, load_comparison, select_runs, write_html
+from rlvr_explore.compare import compare, load_comparison, select_runs
 from rlvr_explore.report.html import build_report
 
 
@@ -24,10 +24,9 @@ def run(args) -> int:
     baseline = next(iter(runs))
     print(f"[demo] {len(runs)} runs from an SFT base policy on {base.task.name}, seed{'s' if len(args.seeds) > 1 else ''} "
           f"{', '.join(map(str, args.seeds))} -> {out}", flush=True)
-    summary = compare(base, runs, args.seeds, out, baseline, args.jobs)
+    summary = compare(base, runs, args.seeds, out, baseline, args.jobs, report_page="report/index.html")
     run_dirs = [out / f"seed{args.seeds[0]}" / name for name in runs]
     report = build_report(run_dirs, out / "report" / "index.html", comparison=summary,
                           title="rlvr-explore demo: does exploration survive RL?", comparison_page="../comparison.html")
-    write_html(summary, out / "comparison.html", report_page="report/index.html")  # now that the report exists
     print(f"[demo] done in {time.time() - started:.0f} s. Open the report: {report.resolve()}")
     return 0

@@ -124,8 +124,8 @@ def seed_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float
     of variation, so the interval is Student's t over them (S - 1 degrees of freedom). A
     bootstrap that resamples seeds and problems instead covers too rarely when seeds differ
     more than problems do (about 87% for a nominal 95% at 5 seeds). Seeds whose means tie exactly
-    take the spread their problems give (``_seed_spread``), so they still give an interval. With one seed: the bootstrap over its problems, which leaves the seed's own
-    variation out.""" 
+    take the spread their problems give (``_seed_spread``), so they still give an interval. With
+    one seed: the bootstrap over its problems, which leaves the seed's own variation out."""
     values = np.asarray(values, dtype=float)
     if values.ndim != 2:
         raise ValueError(f"values must be (seeds, problems), got shape {values.shape}")

@@ -52,9 +52,9 @@ def _band_alpha(lines: int) -> float:
     return 0.15 if lines <= CROWDED else 0.06
 
 
-def _legend(ax, **kwargs) -> None:
+def _legend(ax) -> None:
     """Beside the axes, never on the data."""
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=9, **kwargs)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=9)
 
 
 def smooth(values: Sequence[float], window: int | None = None) -> np.ndarray:
@@ -170,7 +170,7 @@ def entropy_histograms(entropies: Mapping[str, Sequence[float]], path: str, bins
 
 def probability_bins(bins_by_run: Mapping[str, dict], path: str) -> str:
     """Fraction of tokens per probability bin for ranks 1..3 (CaSP Fig. 9), one panel a rank,
-    stacked, with one legend beside them."""
+    stacked, with one legend below them."""
     runs = list(bins_by_run)
     first = bins_by_run[runs[0]]
     edges = first["edges"]

@@ -44,7 +44,6 @@ OWNED = {
 KINDS = {"rl": "an RL run (rlvr-explore train)", "sft": "an SFT run (rlvr-explore sft)",
          "rft": "an RFT run (rlvr-explore rft)", "compare": "a comparison (rlvr-explore compare or demo)",
          "report": "a report (rlvr-explore report)"}
-COMMANDS = {"rl": "train", "sft": "sft", "rft": "rft"}
 STEP_DIR = re.compile(r"step_\d{6}")
 MANIFEST = "manifest.json"
 
@@ -214,8 +213,8 @@ def write_owner(out: Path, kind: str, **details) -> None:
     (out / MARKER).write_text(json.dumps({"kind": kind, **details}, indent=1))
 
 
-def foreign_entries(out: Path) -> list[str]:
-    """The entries of ``out`` that no rlvr-explore command wrote there."""
+def _entries(out: Path) -> list[str]:
+    """The entries of ``out`` but the ownership record and the lock."""
     if not out.is_dir():
         return []
     return sorted(entry.name for entry in out.iterdir() if entry.name not in (MARKER, LOCK))
@@ -234,10 +233,10 @@ def claim_directory(out: Path, kind: str) -> dict | None:
                 if (out / "policy").is_dir() and kind == "rl" else "")
         raise RunDirectoryError(f"{out} holds {KINDS[owner['kind']]}, not {KINDS[kind]}; nothing was changed. "
                                 f"Choose another directory for this one.{hint}")
-    if owner is None and foreign_entries(out):
+    foreign = _entries(out) if owner is None else []
+    if foreign:
         raise RunDirectoryError(f"{out} is not empty and no rlvr-explore command made it (it holds "
-                                f"{_describe(foreign_entries(out))}); nothing was changed. Choose a new or empty "
-                                "directory.")
+                                f"{_describe(foreign)}); nothing was changed. Choose a new or empty directory.")
     return owner
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from rlvr_explore.documented import documented
+from rlvr_explore.verifiers import ANSWER_FORMATS
 from rlvr_explore.verifiers.sandbox import SandboxConfig
 
 
@@ -450,8 +451,8 @@ def validate(cfg: Config) -> None:
         need(step in advantages.SHAPINGS, f"algorithm.shaping step {step!r} unknown; available: {', '.join(sorted(advantages.SHAPINGS))}")
     need(cfg.task.dataset is not None or cfg.task.name in TASKS, f"task.name {cfg.task.name!r} unknown; built-in: {', '.join(TASKS)}")
     need(cfg.task.verifier in ("builtin", "exact", "math", "code"), f"task.verifier must be builtin, exact, math or code, got {cfg.task.verifier!r}")
-    need(cfg.task.answer_format in ("boxed", "last_number", "full"),
-         f"task.answer_format must be boxed, last_number or full, got {cfg.task.answer_format!r}")
+    need(cfg.task.answer_format in ANSWER_FORMATS,
+         f"task.answer_format must be one of {', '.join(ANSWER_FORMATS)}, got {cfg.task.answer_format!r}")
     need(cfg.task.dataset is None or cfg.task.verifier != "builtin", "task.verifier 'builtin' only checks built-in tasks; use exact, math or code with task.dataset")
     need(cfg.task.train_size >= 1 and cfg.task.eval_size >= 1, "task.train_size and task.eval_size must be >= 1")
     need(r.group_size >= 2, f"rollout.group_size must be >= 2 for group baselines, got {r.group_size}")

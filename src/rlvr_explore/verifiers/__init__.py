@@ -64,7 +64,10 @@ def _number(text: str) -> float | None:
 
 def exact_match(response: str, reference: str, answer_format: str = "full") -> float:
     """1 if the graded answer (:func:`graded_answer`) equals the reference as text or as a number."""
-    answer, _ = graded_answer(response, answer_format)
+    return _same_answer(graded_answer(response, answer_format)[0], reference)
+
+
+def _same_answer(answer: str | None, reference: str) -> float:
     if answer is None:
         return 0.0
     a, b = " ".join(answer.split()), " ".join(str(reference).split())
@@ -146,7 +149,11 @@ class Verifier:
                 for key in counted:
                     self.stats[key] += 1
             return [reward for reward, _ in outcomes]
-        return [self._safe(problem, response) for problem, response in zip(problems, responses)]
+        if self.kind == "exact":
+            return [self._safe(lambda a, p: _same_answer(a, p["answer"]), answer, problem)
+                    for (answer, _), problem in zip(graded, problems)]
+        return [self._safe(lambda p, r: TASKS[p["task"]][1](p["prompt"], r), problem, response)
+                for problem, response in zip(problems, responses)]
 
     def _code(self, problem: dict, response: str) -> tuple[float, list[str]]:
         """(reward, the stats it counts); counted by the caller, as this runs in a thread."""
@@ -164,11 +171,9 @@ class Verifier:
             counted.append("refusals")
         return float(run.passed), counted
 
-    def _safe(self, problem: dict, response: str) -> float:
+    def _safe(self, check, *args) -> float:
         try:
-            if self.kind == "builtin":
-                return float(TASKS[problem["task"]][1](problem["prompt"], response))
-            return exact_match(response, problem["answer"], self.answer_format)
+            return float(check(*args))
         except Exception:  # noqa: BLE001 - a checker's failure is reward 0, never a crash
             self.stats["errors"] += 1
             return 0.0
