@@ -294,3 +294,19 @@ def test_the_detectable_difference_is_detected_about_80_percent_of_the_time():
         low, _ = seed_interval(size + spread())
         found += low > 0
     assert 0.7 <= found / 1000 <= 0.9, (size, found)
+
+
+def test_the_page_states_the_tables_size_and_correction_only_where_there_are_verdicts():
+    from rlvr_explore.compare import verdicts_html
+
+    cell = {"difference": 0.1, "ci_low": 0.02, "ci_high": 0.18, "p_value": 0.01, "q_value": 0.02,
+            "verdict": "higher", "adjusted_verdict": "higher", "detectable_80": 0.12}
+    other = {**cell, "difference": 0.05, "ci_low": 0.01, "p_value": 0.04, "q_value": 0.08,
+             "adjusted_verdict": "not distinguishable after correction"}
+    summary = {"seeds": [0, 1, 2], "min_seeds": 3, "problems_per_seed": 10, "baseline": "grpo",
+               "verdicts": {"casp": {"pass@1": cell, "pass@8": other}}}
+    page = verdicts_html(summary)
+    assert "This table makes 2 comparisons" in page and "about 0.1 would name a direction by chance" in page
+    assert "1 of the 2 directional verdicts keep their direction" in page and "about 0.120" in page
+    assert "p 0.01, q 0.02" in page
+    assert "This table makes" not in verdicts_html({**summary, "seeds": [0]})

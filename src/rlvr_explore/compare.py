@@ -316,7 +316,7 @@ def verdicts_html(summary: dict) -> str:
             f"{kept} of the {directional} directional verdicts keep their direction at q &lt; 0.05."
             + (f" With these seeds, a difference of about {detectable[len(detectable) // 2]:.3f} (median over the "
                f"table) is detected with 80% power; smaller true differences are often missed." if detectable else "")
-            + "</p>") if cells else ""
+            + "</p>") if cells and len(seeds) >= needed else ""  # with no verdict, nothing to correct
     return (f"<h2>Verdicts</h2><p>Mean paired difference over {summary['problems_per_seed']} problems × {len(seeds)} "
             f"seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}), 95% {interval}; {rule}</p>"
             f"<ul>{items}</ul>{size}")
