@@ -224,6 +224,33 @@ def host_reads_of_sampling(prompts: int, new_tokens: int) -> int:
     return reads
 
 
+def test_sampling_draws_its_uniforms_at_once_from_the_run_generator():
+    from rlvr_explore.rollout import sampling_uniforms
+
+    generator = torch.Generator().manual_seed(5)
+    uniforms = sampling_uniforms(generator, 7, 3, torch.device("cpu"))
+    assert uniforms.shape == (7, 3) and uniforms.dtype == torch.float64
+    assert torch.equal(uniforms, torch.rand(7, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_sampling_takes_one_draw_of_the_run_generator_and_repeats_from_it():
+    from rlvr_explore.bench import _tiny_policy
+    from rlvr_explore.rollout import sample
+
+    model, tokenizer = _tiny_policy(151936)
+    model = model.cuda()
+    runs = []
+    for _ in range(2):
+        generator = torch.Generator().manual_seed(0)
+        runs.append(sample(model, tokenizer, ["1 2 3>6:"] * 8, 16, generator=generator))
+        expected = torch.Generator().manual_seed(0)
+        torch.randint(2**63 - 1, (), generator=expected)  # the device generator's seed, and nothing else
+        assert torch.equal(generator.get_state(), expected.get_state())
+    assert torch.equal(runs[0].response_ids, runs[1].response_ids)
+
+
 def test_sampling_reads_the_host_a_few_times_per_token_whatever_the_batch(gpu_policy):
     # 16 and 24 tokens: both past the size up to which small batches defer their statistics to the end
     per_token = {prompts: (host_reads_of_sampling(prompts, 24) - host_reads_of_sampling(prompts, 16)) / 8
@@ -247,3 +274,117 @@ def test_an_update_reads_the_host_once_per_optimizer_step_not_per_micro_batch(ti
         counts[micro], metrics = host_reads(lambda: trainer.update(rollout, rewards, advantages), "train/rl.py")
         assert metrics["nonfinite_skipped"] == 0 and "grad_norm" in metrics
     assert counts[2] == counts[16] <= 3, counts
+
+
+# ------------------------------------------------------------------ micro-batches sized by tokens
+
+
+@pytest.fixture
+def collected(tiny_config, tmp_path):
+    """A trainer with its first rollout, rewards and GRPO advantages, for a given configuration."""
+    from rlvr_explore.advantages import compute_advantages
+    from rlvr_explore.train.rl import RLTrainer
+
+    def make(*overrides):
+        trainer = RLTrainer(tiny_config(*overrides, f"run.out_dir={tmp_path / str(len(overrides))}"))
+        rollout, _, rewards, groups, _ = trainer.collect()
+        return trainer, rollout, rewards, compute_advantages("grpo", rewards, groups, rollout.response_mask)
+
+    return make
+
+
+def test_scoring_cuts_shared_padding_without_changing_the_statistics(collected):
+    from rlvr_explore.rollout import score
+
+    trainer, rollout, _, _ = collected("rollout.max_new_tokens=12")
+    rows = torch.tensor([1, 3, 5])
+    cut = trainer._score(trainer.model, rollout, rows, reads={"entropy", "topn"})
+    whole = score(trainer.model, rollout.prompt_ids[rows], rollout.prompt_mask[rows], rollout.response_ids[rows],
+                  rollout.response_mask[rows], top_n=trainer.cfg.rollout.top_n, temperature=trainer.cfg.rollout.temperature)
+    mask = rollout.response_mask[rows]
+    assert mask.sum(1).max() < mask.shape[1] or rollout.prompt_mask[rows].all(0).sum() < rollout.prompt_mask.shape[1]
+    for name in ("logp", "entropy", "topn_logp"):
+        ours, theirs = getattr(cut, name), getattr(whole, name)
+        assert ours.shape == theirs.shape
+        torch.testing.assert_close(ours[mask], theirs[mask], atol=1e-5, rtol=1e-5)
+    assert torch.equal(cut.topn_ids[mask], whole.topn_ids[mask])
+
+
+def test_micro_batches_by_tokens_hold_every_row_once_within_the_budget(collected):
+    trainer, rollout, _, _ = collected("algorithm.micro_batch_tokens=60", "algorithm.micro_batch_size=6")
+    rows = torch.randperm(len(rollout.texts), generator=torch.Generator().manual_seed(0))
+    parts = trainer.micro_batches(rollout, rows)
+    assert sorted(torch.cat(parts).tolist()) == sorted(rows.tolist())
+    assert len(parts) > 1
+    for part in parts:
+        padded = len(part) * (int(rollout.prompt_mask[part].sum(1).max()) + int(rollout.response_mask[part].sum(1).max()))
+        assert len(part) <= 6 and (padded <= 60 or len(part) == 1), (len(part), padded)
+
+
+def test_token_sized_micro_batches_give_the_update_of_response_sized_ones(collected):
+    updated = []
+    for overrides in ((), ("algorithm.micro_batch_tokens=50", "algorithm.micro_batch_size=4")):
+        trainer, rollout, rewards, advantages = collected("algorithm.method=casp", *overrides)
+        if overrides:
+            assert len(trainer.micro_batches(rollout, torch.arange(len(rollout.texts)))) > 2
+        trainer.update(rollout, rewards, advantages)
+        updated.append(torch.cat([p.detach().flatten() for p in trainer.model.parameters()]))
+    torch.testing.assert_close(updated[0], updated[1], atol=1e-6, rtol=1e-5)
+
+
+# ------------------------------------------------------------------ evaluation batches within a memory budget
+
+
+def cache_bytes(past) -> int:
+    if hasattr(past, "layers"):
+        return sum(layer.keys.numel() * layer.keys.element_size() + layer.values.numel() * layer.values.element_size()
+                   for layer in past.layers)
+    return sum(t.numel() * t.element_size() for layer in past for t in layer)
+
+
+@pytest.mark.parametrize("model_kind", ["qwen2-gqa", "gpt2"])
+def test_the_kv_cache_estimate_is_the_cache_a_forward_pass_makes(model_kind):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from rlvr_explore.models import tiny_gpt2
+    from rlvr_explore.train.evaluate import kv_cache_bytes_per_token
+
+    if model_kind == "gpt2":
+        model = tiny_gpt2(50, n_layer=3, n_head=4, n_embd=32)
+    else:  # 4 query heads share 2 key-value heads
+        config = AutoConfig.for_model("qwen2", vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                      num_attention_heads=4, num_key_value_heads=2)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    batch, tokens = 3, 7
+    past = model(input_ids=torch.randint(50, (batch, tokens)), use_cache=True).past_key_values
+    assert cache_bytes(past) == kv_cache_bytes_per_token(model) * batch * tokens
+
+
+def test_responses_that_fit_shrink_with_length_and_budget():
+    from rlvr_explore.models import tiny_gpt2
+    from rlvr_explore.train.evaluate import kv_cache_bytes_per_token, responses_that_fit
+
+    model = tiny_gpt2(1000, n_layer=2, n_head=4, n_embd=64)
+    per_response = kv_cache_bytes_per_token(model) * 100 + 4 * 1000 * 4
+    assert responses_that_fit(model, 100, 10 * per_response) == 10
+    assert responses_that_fit(model, 100, 10 * per_response - 1) == 9
+    assert responses_that_fit(model, 100, 1) == 1  # never zero: one response at a time is the floor
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_sampling_batch_cut_to_the_budget_stays_inside_it():
+    from rlvr_explore.bench import shaped_policy
+    from rlvr_explore.rollout import sample
+    from rlvr_explore.train.evaluate import responses_that_fit
+
+    model, tokenizer = shaped_policy("qwen2.5-0.5b", layers=4, dtype=torch.bfloat16)
+    model = model.cuda()
+    budget = 2 * 2**30
+    rows = responses_that_fit(model, 9 + 64, budget)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    sample(model, tokenizer, ["1 2 3>6:"] * rows, 64, generator=torch.Generator().manual_seed(0))
+    torch.cuda.synchronize()
+    assert torch.cuda.max_memory_allocated() - before <= budget * 1.1, (rows, torch.cuda.max_memory_allocated() - before)

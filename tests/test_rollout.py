@@ -8,7 +8,7 @@ from rlvr_explore.rollout import draw, encode_prompts
 
 def test_draw_follows_the_distribution_and_never_picks_a_zero():
     probs = torch.tensor([0.5, 0.0, 0.2, 0.0, 0.25, 0.05]).expand(200_000, -1)
-    tokens = draw(probs, torch.Generator().manual_seed(0))
+    tokens = draw(probs, torch.rand(len(probs), generator=torch.Generator().manual_seed(0), dtype=torch.float64))
     counts = torch.bincount(tokens, minlength=6).double()
     assert counts[1] == 0 and counts[3] == 0
     expected = probs[0].double() * len(tokens)
@@ -21,7 +21,7 @@ def test_draw_picks_the_only_token_with_mass_even_at_the_last_id():
     probs = torch.zeros(4, 151936)
     probs[0, 0] = probs[1, 77] = probs[2, -1] = 1.0
     probs[3, -2:] = torch.tensor([0.0, 1.0])
-    assert draw(probs, torch.Generator().manual_seed(1)).tolist() == [0, 77, 151935, 151935]
+    assert draw(probs, torch.rand(4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)).tolist() == [0, 77, 151935, 151935]
 
 
 def test_batched_encoding_equals_one_prompt_at_a_time():

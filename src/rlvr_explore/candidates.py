@@ -56,6 +56,14 @@ class TokenStats:
     topn_ids: torch.Tensor | None
     branching_factor: torch.Tensor | None = None
 
+    def padded_to(self, width: int) -> "TokenStats":
+        """The same statistics with zero positions appended up to ``width`` (gradient flows through)."""
+        def pad(value):
+            missing = width - value.shape[1]
+            return value if missing <= 0 else torch.nn.functional.pad(value, (0, 0) * (value.ndim - 2) + (0, missing))
+        return TokenStats(*(None if value is None else pad(value) for value in
+                            (self.logp, self.entropy, self.topn_logp, self.topn_ids, self.branching_factor)))
+
 
 def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
     """``x`` in float32, or in its own dtype when wider (float64 stays float64)."""

@@ -118,14 +118,26 @@ DEFERRED_STATISTICS_ELEMENTS = 1 << 22  # B * max_new_tokens * V up to which log
 DRAW_GROUP = 128  # tokens per group when drawing: a group first, then a token inside it
 
 
-def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One token per row of ``probs`` (B, V) by inverse CDF with one uniform per row: the group of
+def sampling_uniforms(generator: torch.Generator | None, steps: int, rows: int, device: torch.device) -> torch.Tensor:
+    """(steps, rows) float64 uniforms, every one a sampling call needs, drawn at once on the model's
+    device. On a GPU they come from a device generator seeded by one draw of ``generator`` (the
+    run's CPU generator, which checkpoints keep), so no token waits for a host-to-device copy."""
+    device = torch.device(device)
+    if device.type == "cpu" or (generator is not None and generator.device == device):
+        return torch.rand(steps, rows, generator=generator, dtype=torch.float64, device=device)
+    seed = int(torch.randint(2**63 - 1, (), generator=generator))
+    return torch.rand(steps, rows, generator=torch.Generator(device).manual_seed(seed), dtype=torch.float64,
+                      device=device)
+
+
+def draw(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """One token per row of ``probs`` (B, V) by inverse CDF with one ``uniform`` (B,) per row: the group of
     DRAW_GROUP tokens from the cumulative group sums (each group summed in float32, a relative
     error of about 1e-7, accumulated in float64), then the token inside the group (float64).
     (torch.multinomial draws one exponential per vocabulary entry, which at V = 151,936 costs more
     than a small model's forward pass.) Zero-probability tokens are never drawn."""
-    rows, vocab = probs.shape
-    uniform = torch.rand(rows, 1, generator=generator, dtype=torch.float64).to(probs.device)
+    vocab = probs.shape[1]
+    uniform = uniform.to(device=probs.device, dtype=torch.float64)[:, None]
     if vocab <= 4 * DRAW_GROUP:
         cumulative = probs.double().cumsum(-1)
         return _first_reaching(cumulative, uniform * cumulative[:, -1:]).squeeze(-1)
@@ -184,6 +196,7 @@ def sample(model, tokenizer, prompts: list[str], max_new_tokens: int, temperatur
     rows = torch.arange(batch, device=device)  # original index of each row of the running batch
     live = torch.ones(batch, dtype=torch.bool, device=device)
     steps = []  # per step: the original rows it wrote, their token, and their logits or statistics
+    uniforms = None if greedy else sampling_uniforms(generator, max_new_tokens, batch, device)
     for position in range(max_new_tokens):
         if deferred:
             probs = sampling_probabilities(logits, temperature)
@@ -191,7 +204,8 @@ def sample(model, tokenizer, prompts: list[str], max_new_tokens: int, temperatur
         else:
             step = next_token_distribution(logits, temperature, top_n, branching_mass)
             probs, finite = step.probs, torch.isfinite(step.log_normalizer).all()
-        token = probs.argmax(-1) if greedy else draw(_nucleus(probs, top_p) if top_p < 1 else probs, generator)
+        token = probs.argmax(-1) if greedy else draw(_nucleus(probs, top_p) if top_p < 1 else probs,
+                                                         uniforms[position, rows])
         next_live = live & (token != eos)
         # one host synchronisation per token, for all three (on a GPU each would wait for the queue);
         # a token drawn from non-finite probabilities is a valid index (see _first_reaching) and is dropped

@@ -89,6 +89,9 @@ class AlgorithmConfig:
     ppo_epochs: int = documented(1, "passes over each step's rollouts")
     mini_batch_size: int = documented(128, "responses per optimizer step (CaSP App. E: 256 of 1024 for math)")
     micro_batch_size: int = documented(64, "responses per forward/backward; gradients accumulate over a mini-batch")
+    micro_batch_tokens: int = documented(0, "if > 0, also at most this many padded tokens (responses x their longest "
+                                            "prompt + response) per forward/backward, as verl's use_dynamic_bsz: "
+                                            "short responses share a pass, long ones get fewer rows")
     dynamic_sampling: bool = documented(False, "DAPO: drop groups whose rewards are all equal and resample (SPS App. B.2)")
     max_resample: int = documented(3, "DAPO: extra sampling rounds to refill the batch")
     warmup_method: str | None = documented(None, "method used for the first warmup_method_steps (CaSP logic tasks: 50 steps of grpo)")
@@ -127,7 +130,9 @@ class EvalConfig:
     n_samples: int = documented(64, "samples per evaluation problem (pass@k up to k = n; CaSP: 256)")
     temperature: float = documented(1.0, "sampling temperature (CaSP App. E.2: 0.6)")
     top_p: float = documented(1.0, "nucleus (CaSP App. E.2: 0.95)")
-    batch_size: int = documented(1024, "responses sampled at once")
+    batch_size: int = documented(1024, "responses sampled at once (at most)")
+    memory_fraction: float = documented(0.8, "on a GPU, fewer responses at once where their KV cache and next-token "
+                                             "work would not fit in this fraction of its free memory; 0: batch_size alone")
 
 
 @dataclass
@@ -465,6 +470,7 @@ def validate(cfg: Config) -> None:
     need(0 < r.top_p <= 1 and 0 < cfg.eval.top_p <= 1, "top_p must be in (0, 1]")
     need(a.micro_batch_size >= 1 and a.mini_batch_size >= a.micro_batch_size,
          "need 1 <= algorithm.micro_batch_size <= algorithm.mini_batch_size")
+    need(a.micro_batch_tokens >= 0, f"algorithm.micro_batch_tokens must be >= 0 (0: by responses only), got {a.micro_batch_tokens}")
     need(a.ppo_epochs >= 1, "algorithm.ppo_epochs must be >= 1")
     need(a.kl_coef >= 0 and a.entropy_coeff >= 0, "algorithm.kl_coef and algorithm.entropy_coeff must be >= 0")
     need(a.max_resample >= 0 and a.warmup_method_steps >= 0 and a.kl_reset_every >= 0,
@@ -479,6 +485,7 @@ def validate(cfg: Config) -> None:
     need(t.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1, got {t.keep_checkpoints}")
     need(t.max_nonfinite_updates >= 1, f"train.max_nonfinite_updates must be >= 1, got {t.max_nonfinite_updates}")
     need(cfg.eval.n_samples >= 1 and cfg.eval.batch_size >= 1, "eval.n_samples and eval.batch_size must be >= 1")
+    need(0 <= cfg.eval.memory_fraction <= 1, f"eval.memory_fraction must be in [0, 1], got {cfg.eval.memory_fraction}")
     m = cfg.model
     need(min(m.n_layer, m.n_head, m.n_embd, m.n_positions) >= 1 and m.n_embd % m.n_head == 0,
          "model.n_layer, n_head, n_embd, n_positions must be >= 1, and n_embd a multiple of n_head")

@@ -15,7 +15,41 @@ from .config import Config
 from .runtime import Progress, extract_answer
 
 
-def sample_many(model, tokenizer, prompts: list[str], batch_size: int, desc: str = "sampling", **kwargs) -> Rollout:
+# rows of V float32 values a sampling step holds per response (logits, probabilities, the draw's
+# group sums and the statistics' temporaries), beside its KV cache
+NEXT_TOKEN_WORK_ROWS = 4
+
+
+def kv_cache_bytes_per_token(model) -> int:
+    """Bytes of KV cache one token of one response takes: keys and values of every layer, for the
+    key-value heads (grouped-query attention shares them) in the weights' dtype."""
+    c = model.config
+    heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    return 2 * c.num_hidden_layers * heads * head_dim * next(model.parameters()).element_size()
+
+
+def responses_that_fit(model, tokens: int, budget_bytes: float) -> int:
+    """How many responses of ``tokens`` (prompt and response) one sampling call holds in ``budget_bytes``."""
+    per_response = kv_cache_bytes_per_token(model) * tokens + NEXT_TOKEN_WORK_ROWS * model.config.vocab_size * 4
+    return max(1, int(budget_bytes // per_response))
+
+
+def sampling_batch_size(model, tokenizer, prompts: list[str], batch_size: int, max_new_tokens: int,
+                        memory_fraction: float) -> int:
+    """``batch_size``, cut on a GPU to what fits in ``memory_fraction`` of its free memory."""
+    device = next(model.parameters()).device
+    if device.type != "cuda" or not memory_fraction:
+        return batch_size
+    free, _ = torch.cuda.mem_get_info(device)
+    longest_prompt = max(len(tokenizer(p)["input_ids"]) for p in set(prompts)) + 1  # with the BOS the sampler adds
+    return min(batch_size, responses_that_fit(model, longest_prompt + max_new_tokens, memory_fraction * free))
+
+
+def sample_many(model, tokenizer, prompts: list[str], batch_size: int, desc: str = "sampling",
+                memory_fraction: float = 0.0, **kwargs) -> Rollout:
+    """``sample`` over ``prompts`` in batches of ``batch_size``, fewer where the GPU memory is short."""
+    batch_size = sampling_batch_size(model, tokenizer, prompts, batch_size, kwargs["max_new_tokens"], memory_fraction)
     bar = Progress(len(prompts), desc)
     parts = []
     for i in range(0, len(prompts), batch_size):
@@ -32,6 +66,7 @@ def sample_and_verify(model, tokenizer, problems: list[dict], n: int, verifier, 
     r = cfg.rollout
     repeated = [p for p in problems for _ in range(n)]
     rollout = sample_many(model, tokenizer, [p["prompt"] for p in repeated], cfg.eval.batch_size, desc=desc,
+                          memory_fraction=cfg.eval.memory_fraction,
                           max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_n=r.top_n,
                           generator=generator)
     return rollout, repeated, verifier(repeated, rollout.texts)
@@ -53,7 +88,8 @@ def evaluate(model, tokenizer, problems: list[dict], verifier, cfg: Config, gene
     n = cfg.eval.n_samples
     model.eval()
     prompts = [p["prompt"] for p in problems for _ in range(n)]
-    rollout = sample_many(model, tokenizer, prompts, cfg.eval.batch_size, desc="evaluation", max_new_tokens=cfg.rollout.max_new_tokens,
+    rollout = sample_many(model, tokenizer, prompts, cfg.eval.batch_size, desc="evaluation",
+                          memory_fraction=cfg.eval.memory_fraction, max_new_tokens=cfg.rollout.max_new_tokens,
                           temperature=cfg.eval.temperature, top_p=cfg.eval.top_p, top_n=cfg.rollout.top_n,
                           generator=generator)
     repeated = [p for p in problems for _ in range(n)]

@@ -12,6 +12,7 @@ import random
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from rlvr_explore import advantages as adv_lib
@@ -194,12 +195,43 @@ class RLTrainer:
                 torch.cat([p[2] for p in kept])[:limit], torch.cat([p[3] for p in kept])[:limit], stats)
 
     def _score(self, model, rollout: Rollout, rows: torch.Tensor, reads=frozenset()):
-        """Log-probs of the rows under ``model``, and the statistics in ``reads`` (entropy, topn)."""
+        """Log-probs of the rows under ``model``, and the statistics in ``reads`` (entropy, topn).
+
+        Only the rows' own extent is computed: the columns that are padding in all of them (prompts
+        are left-padded, responses right-padded) are cut, and the statistics padded back with zeros
+        to the rollout's width."""
         r = self.cfg.rollout
+        prompt_mask, response_mask = rollout.prompt_mask[rows], rollout.response_mask[rows]
+        # the rollout lives on the host: numpy reads it without a device synchronisation
+        first = prompt_mask.shape[1] - int(prompt_mask.numpy().sum(1).max())
+        width = max(1, int(response_mask.numpy().sum(1).max()))
         with mixed_precision(self.cfg, self.device):  # the forward pass only: backward follows its dtypes
-            return score(model, rollout.prompt_ids[rows], rollout.prompt_mask[rows], rollout.response_ids[rows],
-                         rollout.response_mask[rows], top_n=r.top_n if "topn" in reads else 0,
-                         temperature=r.temperature, entropy="entropy" in reads)
+            stats = score(model, rollout.prompt_ids[rows, first:], prompt_mask[:, first:],
+                          rollout.response_ids[rows, :width], response_mask[:, :width],
+                          top_n=r.top_n if "topn" in reads else 0, temperature=r.temperature, entropy="entropy" in reads)
+        return stats.padded_to(response_mask.shape[1])
+
+    def micro_batches(self, rollout: Rollout, rows: torch.Tensor) -> list[torch.Tensor]:
+        """``rows`` in micro-batches of at most ``algorithm.micro_batch_size`` responses and, when
+        ``algorithm.micro_batch_tokens`` is set, at most that many padded tokens (the rows times
+        their longest prompt plus their longest response, the extent ``_score`` computes): rows in
+        order of length, so that the short ones share a pass; a longer row than the budget goes alone."""
+        a = self.cfg.algorithm
+        if not a.micro_batch_tokens:
+            return list(rows.split(a.micro_batch_size))
+        indices = rows.numpy()  # host data, read without a device synchronisation
+        prompt_lengths = rollout.prompt_mask.numpy()[indices].sum(1)
+        response_lengths = rollout.response_mask.numpy()[indices].sum(1)
+        order = np.argsort(-(prompt_lengths + response_lengths), kind="stable")
+        parts, current, longest_prompt, longest_response = [], [], 0, 0
+        for i, p, t in zip(order, prompt_lengths[order], response_lengths[order]):
+            tokens = (len(current) + 1) * (max(longest_prompt, p) + max(longest_response, t))
+            if current and (len(current) == a.micro_batch_size or tokens > a.micro_batch_tokens):
+                parts.append(rows[torch.as_tensor(current)])
+                current, longest_prompt, longest_response = [], 0, 0
+            current.append(i)
+            longest_prompt, longest_response = max(longest_prompt, p), max(longest_response, t)
+        return parts + [rows[torch.as_tensor(current)]]
 
     def update(self, rollout: Rollout, rewards: torch.Tensor, advantages: torch.Tensor) -> dict:
         a = self.cfg.algorithm
@@ -211,8 +243,9 @@ class RLTrainer:
         ref_logp = None
         if self.reference is not None:
             with torch.no_grad():
-                ref_logp = torch.cat([self._score(self.reference, rollout, rows).logp.cpu()
-                                      for rows in torch.arange(len(mask)).split(a.micro_batch_size)])
+                ref_logp = torch.zeros(mask.shape)
+                for rows in self.micro_batches(rollout, torch.arange(len(mask))):
+                    ref_logp[rows] = self._score(self.reference, rollout, rows).logp.cpu()
         # metrics and finiteness stay tensors until the optimizer step: a value read on the host per
         # micro-batch would make a GPU wait for its queue each time
         collected: dict[str, list[torch.Tensor]] = {}
@@ -226,10 +259,12 @@ class RLTrainer:
             shares = rehearsed.tensor_split(len(minis)) if rehearsed is not None else [None] * len(minis)
             for mini, share in zip(minis, shares):
                 norm = losses.batch_normalizers(mask[mini])
-                gate = self._batch_gate(method, hp, reads, rollout, mini, rewards, advantages) if (
-                    len(mini) > a.micro_batch_size and losses.needs_batch_gate(method, **hp)) else None
-                for start in range(0, len(mini), a.micro_batch_size):
-                    rows = mini[start : start + a.micro_batch_size]
+                micros = self.micro_batches(rollout, mini)
+                mini = torch.cat(micros)  # the gate below is laid out in the micro-batches' order
+                gate = self._batch_gate(method, hp, reads, rollout, micros, rewards, advantages) if (
+                    len(micros) > 1 and losses.needs_batch_gate(method, **hp)) else None
+                start = 0
+                for rows in micros:
                     stats = self._score(self.model, rollout, rows, reads)
                     loss, m = losses.policy_loss(
                         method, logp=stats.logp, old_logp=rollout.old_logp[rows].to(dev),
@@ -240,6 +275,7 @@ class RLTrainer:
                         token_gate=None if gate is None else gate[start : start + len(rows)].to(dev),
                         kl_coef=a.kl_coef, entropy_coeff=a.entropy_coeff, **norm, **hp)
                     loss.backward()
+                    start += len(rows)
                     finite = finite & torch.isfinite(loss.detach())
                     for key, value in m.items():
                         collected.setdefault(key, []).append(torch.as_tensor(value, device=dev).detach().double())
@@ -272,7 +308,7 @@ class RLTrainer:
         d, dev = self.cfg.dph, self.device
         tokens = int(self.rehearsal.response_mask[rows].sum())
         total = 0.0
-        for part in rows.split(self.cfg.algorithm.micro_batch_size):
+        for part in self.micro_batches(self.rehearsal, rows):
             loss = rehearsal_loss(self._score(self.model, self.rehearsal, part).logp, self.rehearsal.old_logp[part].to(dev),
                                   self.rehearsal.response_mask[part].to(dev), d.coef, d.divergence, d.alpha, tokens=tokens)
             loss.backward()
@@ -294,10 +330,11 @@ class RLTrainer:
                                  "Nothing non-finite was saved; --resume continues from the last checkpoint.")
 
     @torch.no_grad()
-    def _batch_gate(self, method, hp, reads, rollout, mini, rewards, advantages):
+    def _batch_gate(self, method, hp, reads, rollout, micros, rewards, advantages):
         """A batch-wide selection (batch quantile, covariance) over the whole mini-batch under the
-        current policy, shared by its micro-batches."""
-        parts = [self._score(self.model, rollout, rows, reads) for rows in mini.split(self.cfg.algorithm.micro_batch_size)]
+        current policy, shared by its micro-batches; rows in the micro-batches' order."""
+        mini = torch.cat(micros)
+        parts = [self._score(self.model, rollout, rows, reads) for rows in micros]
         cat = lambda name: torch.cat([getattr(p, name).cpu() for p in parts]) if getattr(parts[0], name) is not None else None  # noqa: E731
         return losses.token_gate(method, logp=cat("logp"), old_logp=rollout.old_logp[mini], advantages=advantages[mini],
                                  response_mask=rollout.response_mask[mini], response_ids=rollout.response_ids[mini],
