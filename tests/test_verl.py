@@ -141,16 +141,62 @@ def test_contract_losses_that_need_statistics_refuse_to_run_without_them():
                                                 {"policy_loss": {"loss_mode": "rlvr_casp"}}, None)
 
 
-def test_contract_patch_runs_right_after_its_module_is_imported(tmp_path, monkeypatch):
-    (tmp_path / "late_module.py").write_text("def ppo_loss():\n    return 'verl'\n")
+def namespace(tree: dict):
+    """A config tree read by attribute, as verl's OmegaConf configs are."""
+    return types.SimpleNamespace(**{k: namespace(v) if isinstance(v, dict) else v for k, v in tree.items()})
+
+
+@pytest.fixture
+def late_seams(tmp_path, monkeypatch):
+    """A module that is imported after the plugin, with a seam of the expected signature and one
+    whose signature changed (as in a newer verl); the plugin's seam state restored afterwards."""
+    (tmp_path / "late_module.py").write_text(
+        "def ppo_loss(config, model_output, data, dp_group=None):\n    return 'verl'\n"
+        "def train_batch(self, data, loss_function, new_keyword=None):\n    return 'verl'\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    patched = []
-    monkeypatch.setitem(plugin.PATCHES, "late_module", lambda module: patched.append(module.ppo_loss()))
+    monkeypatch.delitem(__import__("sys").modules, "late_module", raising=False)
+    seams = (plugin.Seam("late_module", "ppo_loss", ("config", "model_output", "data", "dp_group"), "statistics",
+                         wrap=lambda original, module: lambda *args: "wrapped"),
+             plugin.Seam("late_module", "train_batch", ("self", "data", "loss_function"), "train_batch",
+                         wrap=lambda original, module: lambda *args: "wrapped"))
+    monkeypatch.setattr(plugin, "SEAMS", plugin.SEAMS + seams)
+    monkeypatch.setattr(plugin, "FITTED", set(plugin.FITTED))
+    monkeypatch.setattr(plugin, "REFUSED", dict(plugin.REFUSED))
     monkeypatch.setattr("sys.meta_path", list(__import__("sys").meta_path))
+    return seams
+
+
+def test_contract_seams_are_fitted_right_after_their_module_is_imported(late_seams, caplog):
+    plugin.install()
+    import late_module
+
+    assert late_module.ppo_loss() == "wrapped"  # fitted before anything could import the name
+    assert late_module.train_batch(None, None, None) == "verl"  # a changed signature: verl's own, untouched
+    assert "late_module.train_batch" in plugin.REFUSED and "late_module.ppo_loss" in plugin.FITTED
+    warning = [r for r in caplog.records if r.levelname == "WARNING" and "late_module.train_batch" in r.getMessage()]
+    assert warning and "new_keyword" in warning[0].getMessage() and "batch gates" in warning[0].getMessage()
+
+
+def test_contract_a_run_that_needs_a_refused_seam_stops_at_start_up(late_seams, monkeypatch):
     plugin.install()
     import late_module  # noqa: F401
 
-    assert patched == ["verl"]
+    monkeypatch.delenv("RLVR_EXPLORE_HP", raising=False)
+    late = plugin.Seam("late_module", "train_batch", ("self", "data", "loss_function"), "train_batch")
+    monkeypatch.setattr(plugin, "SEAMS", (late,))  # the only seam: the one that did not fit
+    config = lambda mode, strategy="fsdp": namespace({  # noqa: E731
+        "actor_rollout_ref": {"actor": {"strategy": strategy, "policy_loss": {"loss_mode": mode}},
+                              "model": {"use_fused_kernels": False}},
+        "algorithm": {"adv_estimator": "grpo", "rollout_correction": None}})
+    with pytest.raises(RuntimeError, match=r"v1 .*loss_mode=rlvr_kl_cov needs rlvr-explore's hook on "
+                                           r"late_module.train_batch.*new_keyword"):
+        plugin.check_run(config("rlvr_kl_cov"), plugin.V1)  # KL-Cov's batch gate runs in train_batch
+    plugin.check_run(config("rlvr_grpo"), plugin.V1)  # log-probs only: nothing of that seam needed
+    plugin.check_run(config("vanilla"), plugin.V1)  # verl's own loss: the plugin asks nothing
+    with pytest.raises(RuntimeError, match="strategy=megatron has none"):
+        plugin.check_run(config("rlvr_casp", strategy="megatron"), plugin.LEGACY)
+    with pytest.raises(RuntimeError, match="no method 'nonesuch'"):
+        plugin.check_run(config("rlvr_nonesuch"), plugin.V1)
 
 
 def test_contract_advantage_signature():
@@ -203,12 +249,6 @@ def test_bad_environment_hyperparameters_are_named(monkeypatch):
     monkeypatch.setenv("RLVR_EXPLORE_HP", '{"entropy_coeff": 0.01}')
     with pytest.raises(ValueError, match="set through verl's actor.entropy_coeff"):
         plugin.loss_hyperparameters("casp", {})
-
-
-def test_contract_a_verl_with_another_layout_still_imports(monkeypatch):
-    broken = types.SimpleNamespace()  # no FSDPEngineWithLMHead, as in a verl that moved it
-    with pytest.warns(UserWarning, match="could not hook .* tested with verl 0.9.1"):
-        plugin.apply_patch("verl.workers.engine.fsdp.transformer_impl", broken)
 
 
 # ---------------------------------------------------------------- DPH-RL's rehearsal: the driver's side
@@ -353,9 +393,7 @@ def trainer_stand_in(tmp_path, adv_estimator="rlvr_grpo", step=1, resume_mode="a
     """What the driver hooks read of verl's RayPPOTrainer."""
     config = {"algorithm": {"adv_estimator": adv_estimator},
               "trainer": {"default_local_dir": str(tmp_path), "resume_mode": resume_mode, "resume_from_path": None}}
-    as_namespace = lambda d: types.SimpleNamespace(**{k: as_namespace(v) if isinstance(v, dict) else v  # noqa: E731
-                                                      for k, v in d.items()})
-    return types.SimpleNamespace(global_steps=step, config=as_namespace(config))
+    return types.SimpleNamespace(global_steps=step, config=namespace(config))
 
 
 def test_contract_answer_counts_survive_a_verl_checkpoint(tmp_path, monkeypatch):
@@ -469,6 +507,164 @@ def test_real_verl_driver_without_the_entropy_says_where_it_comes_from(monkeypat
     with pytest.raises(RuntimeError, match=r"rlvr_gtpo reads \['entropy'\].*bypass"):
         ray_trainer.compute_advantage(rollout_for_the_driver(entropy=False), adv_estimator="rlvr_gtpo",
                                       config=OmegaConf.create({}))
+
+
+class QueueStandIn:
+    """verl's TransferQueue as its v1 trainer uses it: fields by key, nested (jagged) per-token
+    tensors without padding, non-tensor fields as stacks; a field not stored is left out of a get."""
+
+    def __init__(self, fields: dict, keys: list[str]):
+        from tensordict import TensorDict
+
+        self.keys, self.data = keys, TensorDict(fields, batch_size=[len(keys)])
+
+    def kv_batch_get(self, keys, partition_id, select_fields):
+        assert list(keys) == self.keys
+        return self.data.select(*(field for field in select_fields if field in self.data.keys()))
+
+    def kv_batch_put(self, keys, partition_id, fields):
+        for key, value in fields.items():
+            self.data[key] = value
+
+
+def v1_queue(answers_in="extra_fields", entropy=True):
+    """rollout_for_the_driver's batch as the v1 trainer's queue holds it after old log-probs and
+    rewards; the answers where verl's reward loop puts them, or in a field of their own."""
+    from tensordict import NonTensorStack
+
+    data = rollout_for_the_driver()
+    mask = data.batch["response_mask"].bool()
+    nested = lambda padded: torch.nested.as_nested_tensor([row[keep] for row, keep in zip(padded, mask)],  # noqa: E731
+                                                         layout=torch.jagged)
+    prompt_mask = data.batch["attention_mask"][:, :3].bool()
+    fields = {"response_mask": nested(data.batch["response_mask"]), "old_log_probs": nested(data.batch["old_log_probs"]),
+              "rm_scores": nested(data.batch["token_level_rewards"]),
+              "prompts": torch.nested.as_nested_tensor([row[keep] for row, keep in zip(data.batch["prompts"], prompt_mask)],
+                                                       layout=torch.jagged),
+              "uid": NonTensorStack(*data.non_tensor_batch["uid"].tolist())}
+    if entropy:
+        fields["entropy"] = nested(data.batch[plugin.ENTROPY_KEY])
+    answers = data.non_tensor_batch["answer"].tolist()
+    if answers_in == "extra_fields":
+        fields["extra_fields"] = NonTensorStack(*[{"reward_extra_info": {"answer": a}} for a in answers])
+    else:
+        fields["answer"] = NonTensorStack(*answers)
+    keys = [f"{uid}_{i}_0" for i, uid in enumerate(data.non_tensor_batch["uid"])]
+    return data, QueueStandIn(fields, keys)
+
+
+def v1_trainer(estimator, step, tmp_path=None):
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.create({
+        "algorithm": {"adv_estimator": f"rlvr_{estimator}", "use_kl_in_reward": False, "gamma": 1.0, "lam": 1.0,
+                      "norm_adv_by_std_in_grpo": True, "rollout_correction": None},
+        "actor_rollout_ref": {"rollout": {"n": 3}},
+        "trainer": {"default_local_dir": str(tmp_path), "resume_mode": "auto", "resume_from_path": None}})
+    return types.SimpleNamespace(config=config, global_steps=step)
+
+
+@pytest.mark.parametrize("estimator, settings, answers_in", [
+    ("gtpo", {}, "extra_fields"),
+    ("pkpo", {"pkpo_k": 2, "pkpo_k_switch_step": 4}, "extra_fields"),
+    ("grpo", {"shaping": ["outcome_ucb", "outcome_batch"], "outcome_variant": "ucb_mean"}, "extra_fields"),
+    ("grpo", {"shaping": ["outcome_ucb"]}, "answer"),
+])
+def test_real_verl_v1_trainer_hands_estimators_what_they_read(estimator, settings, answers_in, monkeypatch):
+    """verl's default trainer (v1 PPOTrainer._compute_advantage, hooked) reads its batch from the
+    TransferQueue: the estimator gets the entropy, old log-probs, step and answers it keeps there,
+    and equals compute_advantages given them by hand, over two steps."""
+    pytest.importorskip("verl", reason="verl not installed: the contract tests above stand in")
+    import verl.trainer.ppo.v1.trainer_base as trainer_base
+    from transfer_queue.metadata import KVBatchMeta
+
+    assert hasattr(trainer_base.PPOTrainer._compute_advantage, "rlvr_explore_original")
+    monkeypatch.setenv("RLVR_EXPLORE_HP", json.dumps(settings))
+    monkeypatch.setattr(plugin.DRIVER, "answer_counts", {})
+    reference_counts = {}
+    for step in (4, 5):  # verl's global_steps: our steps 3 and 4, where PKPO's k switches to 1
+        data, queue = v1_queue(answers_in)
+        monkeypatch.setattr(trainer_base, "tq", queue)
+        batch = KVBatchMeta(keys=queue.keys, tags=[{}] * B, partition_id="train")
+        trainer_base.PPOTrainer._compute_advantage(v1_trainer(estimator, step), batch, {})
+        assert plugin.DRIVER.step == step - 1
+        hp = {k: v for k, v in settings.items() if k != "shaping"}
+        mask = data.batch["response_mask"]
+        reference = compute_advantages(
+            estimator, data.batch["token_level_rewards"].sum(-1), torch.tensor([0, 0, 0, 1, 1, 1]), mask,
+            shaping=settings.get("shaping", ()), entropy=data.batch[plugin.ENTROPY_KEY],
+            old_logp=data.batch["old_log_probs"], step=step - 1, answers=["12", "7", "12", None, "3", "3"],
+            prompt_ids=["q1"] * 3 + ["q2"] * 3, answer_counts=reference_counts, **hp)
+        ours = torch.nested.to_padded_tensor(queue.data["advantages"], 0.0)
+        torch.testing.assert_close(ours, reference * mask)
+    assert sorted(plugin.DRIVER.answer_counts.values()) == sorted(reference_counts.values())
+
+
+def test_real_verl_v1_trainer_without_the_hook_cannot_reach_the_entropy(monkeypatch):
+    """verl's v1 _compute_advantage alone (the hook's original) gives the estimator nothing but the
+    rewards: GTPO stops naming what it lacks, so the hook is what carries the entropy."""
+    pytest.importorskip("verl", reason="verl not installed: the contract tests above stand in")
+    import verl.trainer.ppo.v1.trainer_base as trainer_base
+    from transfer_queue.metadata import KVBatchMeta
+
+    monkeypatch.delenv("RLVR_EXPLORE_HP", raising=False)
+    _, queue = v1_queue()
+    monkeypatch.setattr(trainer_base, "tq", queue)
+    batch = KVBatchMeta(keys=queue.keys, tags=[{}] * B, partition_id="train")
+    with pytest.raises(RuntimeError, match=r"rlvr_gtpo reads \['entropy'"):
+        trainer_base.PPOTrainer._compute_advantage.rlvr_explore_original(v1_trainer("gtpo", 2), batch, {})
+    _, queue = v1_queue(entropy=False)  # bypass mode: verl computed no entropy
+    monkeypatch.setattr(trainer_base, "tq", queue)
+    with pytest.raises(RuntimeError, match=r"rlvr_gtpo reads \['entropy'\].*bypass"):
+        trainer_base.PPOTrainer._compute_advantage(v1_trainer("gtpo", 2), batch, {})
+
+
+@pytest.mark.parametrize("trainer_kind", ["legacy", "v1"])
+def test_real_verl_checkpoints_keep_the_answer_counts(trainer_kind, tmp_path, monkeypatch):
+    """verl's own _save_checkpoint and _load_checkpoint (hooked) of either trainer: the counts are
+    written into verl's global_step_<n> folder and read back on an automatic resume; verl's
+    methods without the hooks lose them."""
+    pytest.importorskip("verl", reason="verl not installed: the contract tests above stand in")
+    import verl.trainer.ppo.ray_trainer as ray_trainer
+    import verl.trainer.ppo.v1.trainer_base as trainer_base
+    from omegaconf import OmegaConf
+
+    trainer_class = ray_trainer.RayPPOTrainer if trainer_kind == "legacy" else trainer_base.PPOTrainer
+    counts = {("3f2a", "12"): 3, ("3f2a", None): 1, ("9b01", "7"): 2}
+
+    class Loader:
+        def __len__(self):
+            return 7
+
+        def state_dict(self):
+            return {"epoch": 0}
+
+        def load_state_dict(self, state):
+            pass
+
+    def trainer_at(step, folder):
+        config = OmegaConf.create({"trainer": {
+            "default_local_dir": str(folder), "default_hdfs_dir": None, "resume_mode": "auto", "resume_from_path": None,
+            "del_local_ckpt_after_load": False, "max_actor_ckpt_to_keep": None, "max_critic_ckpt_to_keep": None},
+            "actor_rollout_ref": {"actor": {"checkpoint": {"async_save": False}}}})
+        return types.SimpleNamespace(
+            config=config, global_steps=step, use_critic=False, trainer_mode="sync",
+            actor_rollout_wg=types.SimpleNamespace(save_checkpoint=lambda *a, **k: None, load_checkpoint=lambda *a, **k: None),
+            train_dataloader=Loader(),
+            checkpoint_callback=types.SimpleNamespace(on_save=lambda **kwargs: None))
+
+    for hooked, folder in ((True, tmp_path / "hooked"), (False, tmp_path / "plain")):
+        save, load = trainer_class._save_checkpoint, trainer_class._load_checkpoint
+        if not hooked:
+            save, load = save.rlvr_explore_original, load.rlvr_explore_original
+        monkeypatch.setattr(plugin.DRIVER, "answer_counts", dict(counts))
+        save(trainer_at(40, folder))
+        assert (folder / "latest_checkpointed_iteration.txt").read_text() == "40"
+        monkeypatch.setattr(plugin.DRIVER, "answer_counts", {})
+        resumed = trainer_at(0, folder)
+        load(resumed)
+        assert resumed.global_steps == 40
+        assert plugin.DRIVER.answer_counts == (counts if hooked else {})
 
 
 def test_real_verl_registers_through_its_entry_point_and_matches_its_own_losses():
@@ -810,21 +1006,31 @@ def test_real_verl_rehearsal_over_two_data_parallel_ranks_averages_to_the_core_g
         torch.testing.assert_close((rank0 + rank1) / 2, reference.grad)
 
 
-def test_real_verl_driver_update_reaches_the_actor_with_each_mini_batchs_share(tmp_path, monkeypatch):
-    """verl's own RayPPOTrainer._update_actor (hooked) and TrainingWorker.train_mini_batch /
-    train_batch over the CPU engine: the step's rehearsal rows travel in the batch's metadata through
-    verl's conversion and mini-batch iterator, each mini-batch rehearses its share, and the term
-    comes back in verl's metrics, where the driver looks for it."""
+@pytest.mark.parametrize("trainer_kind", ["legacy", "v1"])
+def test_real_verl_driver_update_reaches_the_actor_with_each_mini_batchs_share(trainer_kind, tmp_path, monkeypatch):
+    """verl's own _update_actor (hooked: RayPPOTrainer's, or the v1 PPOTrainer's that verl runs by
+    default) and TrainingWorker.train_mini_batch / train_batch over the CPU engine: the step's
+    rehearsal rows travel in the batch's metadata through verl's conversion (legacy: meta_info in
+    to_tensordict; v1: extra_info, which verl's dispatch puts beside the TransferQueue fields) and
+    mini-batch iterator, each mini-batch rehearses its share, and the term comes back in verl's
+    metrics, where the driver looks for it."""
     pytest.importorskip("verl", reason="verl not installed: the contract tests above stand in")
+    import copy
+
     import torch.distributed as dist
     import verl.trainer.ppo.ray_trainer as ray_trainer
+    import verl.trainer.ppo.v1.trainer_base as trainer_base
     import verl.workers.engine.fsdp.transformer_impl as impl
     import verl.workers.engine_workers as engine_workers
     import verl.workers.utils.losses as verl_losses
     from functools import partial
     from omegaconf import OmegaConf
+    from tensordict import TensorDict
+    from transfer_queue.metadata import KVBatchMeta
     from verl import DataProto
+    from verl.utils import tensordict_utils
     from verl.utils.metric import reduce_metrics
+    from verl.workers.utils.padding import left_right_2_no_padding
 
     from rlvr_explore.losses.rehearsal import rehearsal_loss
 
@@ -866,26 +1072,45 @@ def test_real_verl_driver_update_reaches_the_actor_with_each_mini_batchs_share(t
         profiler=types.SimpleNamespace(step=lambda: None, rank=0, check_enable=lambda: False))
     for name in ("train_mini_batch", "train_batch", "_postprocess_output"):
         setattr(worker, name, partial(getattr(engine_workers.TrainingWorker, name), worker))
-    worker_group = types.SimpleNamespace(update_actor=worker.train_mini_batch)
     config = OmegaConf.create({"actor_rollout_ref": {
         "rollout": {"multi_turn": {"enable": False}, "temperature": 1.0, "n": 3},
         "actor": {"calculate_entropy": False, "entropy_coeff": 0.0, "ppo_mini_batch_size": 1, "ppo_epochs": 1,
                   "data_loader_seed": 5, "shuffle": False}}})
-    trainer = types.SimpleNamespace(config=config, actor_rollout_wg=worker_group, global_steps=2)
 
     padded = verl_batch(model, 17)  # six responses: two mini-batches of one prompt x three
     rows = {key: padded[key] for key in ("prompts", "responses", "response_mask", "old_log_probs", "advantages")}
     prompt_mask = (torch.arange(3)[None] >= 3 - torch.tensor([3, 2, 3, 1, 2, 3])[:, None]).long()  # as verl_batch
     attention = torch.cat([prompt_mask, rows["response_mask"].long()], 1)
-    batch = DataProto.from_dict(tensors={**rows, "input_ids": torch.cat([rows["prompts"], rows["responses"]], 1),
-                                         "attention_mask": attention,
-                                         "position_ids": (attention.cumsum(1) - 1).clamp(min=0)})
-    output = ray_trainer.RayPPOTrainer._update_actor(trainer, batch)
-    assert hasattr(ray_trainer.RayPPOTrainer._update_actor, "rlvr_explore_original")  # verl's method, hooked
+    tensors = {**rows, "input_ids": torch.cat([rows["prompts"], rows["responses"]], 1), "attention_mask": attention,
+               "position_ids": (attention.cumsum(1) - 1).clamp(min=0)}
+    if trainer_kind == "legacy":
+        trainer = types.SimpleNamespace(config=config, actor_rollout_wg=types.SimpleNamespace(
+            update_actor=worker.train_mini_batch), global_steps=2)
+        batch = DataProto.from_dict(tensors=tensors)
+        output = ray_trainer.RayPPOTrainer._update_actor(trainer, batch)
+        assert hasattr(ray_trainer.RayPPOTrainer._update_actor, "rlvr_explore_original")  # verl's method, hooked
+        assert plugin.REHEARSAL_KEY not in batch.meta_info
+        logged = reduce_metrics(output.meta_info["metrics"])  # what fit logs
+    else:
+        in_queue = left_right_2_no_padding(TensorDict(tensors, batch_size=[6]))  # TransferQueue holds no padding
+
+        def update_actor(meta):  # verl's dispatch: the batch's fields from the queue, extra_info beside them
+            data = in_queue.clone()
+            for key, value in copy.deepcopy(meta.extra_info).items():
+                tensordict_utils.assign_non_tensor_data(tensor_dict=data, key=key, val=value)
+            return worker.train_mini_batch(data)
+
+        trainer = types.SimpleNamespace(config=config, actor_rollout_wg=types.SimpleNamespace(update_actor=update_actor),
+                                        global_steps=2)
+        batch = KVBatchMeta(keys=[f"u{i // 3}_{i}_0" for i in range(6)], tags=[{}] * 6, partition_id="train")
+        logged = {}
+        trainer_base.PPOTrainer._update_actor(trainer, batch, logged)
+        assert hasattr(trainer_base.PPOTrainer._update_actor, "rlvr_explore_original")
+        assert plugin.REHEARSAL_KEY not in batch.extra_info
 
     chunk = plugin.draw_rehearsal_chunk(plugin.load_rehearsal_set(str(tmp_path / "rehearsal.pt")),
                                         plugin.dph_settings()[1], mini_batches=2, seed=5, step=2)
-    assert len(grads) == 2 and plugin.REHEARSAL_KEY not in batch.meta_info
+    assert len(grads) == 2
     terms = []
     for mini_batch, share, ours in zip((slice(0, 3), slice(3, 6)), chunk.shares, grads):
         data = verl_batch(model, 17)
@@ -900,7 +1125,6 @@ def test_real_verl_driver_update_reaches_the_actor_with_each_mini_batchs_share(t
         expected = torch.autograd.grad(policy + term, list(model.parameters()))
         for got, want in zip(ours, expected):
             torch.testing.assert_close(got, want)
-    logged = reduce_metrics(output.meta_info["metrics"])  # what fit logs
     # summed over the step's mini-batches, as verl's own actor/pg_loss
     torch.testing.assert_close(logged[plugin.REHEARSAL_METRIC], sum(terms))
 

@@ -53,7 +53,10 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import importlib.machinery
+import importlib.metadata
+import inspect
 import json
+import logging
 import math
 import os
 import sys
@@ -423,26 +426,6 @@ def make_train_batch(original, no_padding_2_padding, tensordict_utils):
     return train_batch
 
 
-def patch_losses_module(module) -> None:
-    """Replace ``verl.workers.utils.losses.ppo_loss`` (before the workers import it by name)."""
-    if not hasattr(module.ppo_loss, "rlvr_explore_original"):
-        module.ppo_loss = make_ppo_loss(module.ppo_loss, module.no_padding_2_padding)
-    workers = sys.modules.get("verl.workers.engine_workers")  # imported before this plugin: rebind its name too
-    if workers is not None:
-        workers.ppo_loss = module.ppo_loss
-
-
-def patch_fsdp_engine(module) -> None:
-    """Wrap the FSDP actor engine's ``prepare_model_outputs`` and ``train_batch``."""
-    from verl.utils import tensordict_utils
-    from verl.workers.utils.padding import no_padding_2_padding
-
-    engine = module.FSDPEngineWithLMHead
-    if not hasattr(engine.prepare_model_outputs, "rlvr_explore_original"):
-        engine.prepare_model_outputs = make_prepare_model_outputs(engine.prepare_model_outputs, tensordict_utils)
-        engine.train_batch = make_train_batch(engine.train_batch, no_padding_2_padding, tensordict_utils)
-
-
 # ---------------------------------------------------------------- the driver: advantage inputs and answer counts
 
 
@@ -453,11 +436,20 @@ def selected_estimator(adv_estimator) -> str | None:
     return name if name in adv_lib.ESTIMATORS else None
 
 
+def prompt_key(tokens: torch.Tensor) -> str:
+    """A stable id of a question: a hash of its prompt's tokens (verl's uids are new each step)."""
+    return hashlib.sha1(tokens.cpu().numpy().astype(np.int64).tobytes()).hexdigest()[:16]
+
+
 def prompt_keys(prompts: torch.Tensor, attention_mask: torch.Tensor) -> list[str]:
-    """A stable id per response's question: a hash of its prompt's tokens (verl's uids are new each step)."""
+    """``prompt_key`` of each row of left-padded prompts, the padding left out."""
     prompt_mask = attention_mask[:, : prompts.shape[1]].bool()
-    return [hashlib.sha1(row[keep].cpu().numpy().astype(np.int64).tobytes()).hexdigest()[:16]
-            for row, keep in zip(prompts, prompt_mask)]
+    return [prompt_key(row[keep]) for row, keep in zip(prompts, prompt_mask)]
+
+
+def parsed_answers(answers) -> list:
+    """The reward function's answers, None where it parsed none (NaN once numpy has held them)."""
+    return [None if answer is None or answer != answer else answer for answer in answers]
 
 
 def advantage_inputs(data, entropy: torch.Tensor | None) -> dict:
@@ -465,8 +457,7 @@ def advantage_inputs(data, entropy: torch.Tensor | None) -> dict:
     inputs = {"old_logp": data.batch["old_log_probs"] if "old_log_probs" in data.batch.keys() else None,
               "entropy": entropy, "step": DRIVER.step}
     if ANSWER_KEY in data.non_tensor_batch:
-        inputs["answers"] = [None if answer is None or answer != answer else answer  # NaN: no answer parsed
-                             for answer in np.asarray(data.non_tensor_batch[ANSWER_KEY], dtype=object).tolist()]
+        inputs["answers"] = parsed_answers(np.asarray(data.non_tensor_batch[ANSWER_KEY], dtype=object).tolist())
         inputs["prompt_ids"] = prompt_keys(data.batch["prompts"], data.batch["attention_mask"])
         inputs["answer_counts"] = DRIVER.answer_counts
     return {key: value for key, value in inputs.items() if value is not None}
@@ -475,7 +466,7 @@ def advantage_inputs(data, entropy: torch.Tensor | None) -> dict:
 def make_compute_advantage(original):
     def compute_advantage(data, adv_estimator, *args, **kwargs):
         entropy = data.batch.pop(ENTROPY_KEY) if ENTROPY_KEY in data.batch.keys() else None  # not sent on to the actor
-        if selected_estimator(adv_estimator) is None:
+        if selected_estimator(adv_estimator) is None or _ADVANTAGE_INPUTS.get() is not None:  # v1: set by its hook
             return original(data, adv_estimator, *args, **kwargs)
         token = _ADVANTAGE_INPUTS.set(advantage_inputs(data, entropy))
         try:
@@ -500,12 +491,57 @@ def make_compute_old_log_prob(original):
     return _compute_old_log_prob
 
 
+V1_ADVANTAGE_FIELDS = ("response_mask", "old_log_probs", "entropy", "prompts", ANSWER_KEY, "extra_fields")
+
+
+def v1_advantage_inputs(data) -> dict:
+    """What ``compute_advantages`` reads, from the TransferQueue fields of a v1 batch (one row per
+    key, in the order verl's own ``_compute_advantage`` reads them). The answers are the reward
+    function's extra output: a field of their own when the reward is computed beside the trainer,
+    ``extra_fields["reward_extra_info"]`` when verl's reward loop computes it during the rollout."""
+    padded = data.select(*(key for key in ("response_mask", "old_log_probs", "entropy") if key in data.keys()))
+    padded = padded.to_padded_tensor()
+    inputs = {"step": DRIVER.step, "old_logp": padded.get("old_log_probs"), "entropy": padded.get("entropy")}
+    if ANSWER_KEY in data.keys():
+        answers = list(data[ANSWER_KEY])
+    elif "extra_fields" in data.keys():
+        answers = [(extra or {}).get("reward_extra_info", {}).get(ANSWER_KEY) for extra in data["extra_fields"]]
+        answers = None if all(answer is None for answer in answers) else answers
+    else:
+        answers = None
+    if answers is not None and "prompts" in data.keys():
+        inputs["answers"] = parsed_answers(answers)
+        inputs["prompt_ids"] = [prompt_key(row) for row in data["prompts"].unbind()]
+        inputs["answer_counts"] = DRIVER.answer_counts
+    return {key: value for key, value in inputs.items() if value is not None}
+
+
+def make_v1_compute_advantage(original, trainer_module):
+    """verl's v1 trainer keeps the entropy and the answers in its TransferQueue and reads only the
+    rewards, masks and log-probs for the estimator: hand ours the rest, read by the batch's keys."""
+    def _compute_advantage(self, batch, metrics):
+        DRIVER.step = self.global_steps - 1  # verl counts from 1; our step is the number of updates made (0 first)
+        if selected_estimator(self.config.algorithm.adv_estimator) is None:
+            return original(self, batch, metrics)
+        data = trainer_module.tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
+                                           select_fields=list(V1_ADVANTAGE_FIELDS))
+        token = _ADVANTAGE_INPUTS.set(v1_advantage_inputs(data))
+        try:
+            return original(self, batch, metrics)
+        finally:
+            _ADVANTAGE_INPUTS.reset(token)
+
+    _compute_advantage.rlvr_explore_original = original
+    return _compute_advantage
+
+
 def make_save_checkpoint(original):
     def _save_checkpoint(self):
-        original(self)
+        # before verl's files, so that latest_checkpointed_iteration.txt never names a folder without them
         if DRIVER.answer_counts:
             folder = os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
             adv_lib.save_answer_counts(folder, DRIVER.answer_counts)
+        return original(self)
 
     _save_checkpoint.rlvr_explore_original = original
     return _save_checkpoint
@@ -523,19 +559,6 @@ def make_load_checkpoint(original):
 
     _load_checkpoint.rlvr_explore_original = original
     return _load_checkpoint
-
-
-def patch_ray_trainer(module) -> None:
-    """Wrap the driver's ``compute_advantage`` (``fit`` calls it by its module name) and the
-    ``RayPPOTrainer`` methods around it."""
-    if hasattr(module.compute_advantage, "rlvr_explore_original"):
-        return
-    module.compute_advantage = make_compute_advantage(module.compute_advantage)
-    trainer = module.RayPPOTrainer
-    trainer._compute_old_log_prob = make_compute_old_log_prob(trainer._compute_old_log_prob)
-    trainer._save_checkpoint = make_save_checkpoint(trainer._save_checkpoint)
-    trainer._load_checkpoint = make_load_checkpoint(trainer._load_checkpoint)
-    trainer._update_actor = make_update_actor(trainer._update_actor)
 
 
 # ---------------------------------------------------------------- DPH-RL's rehearsal term
@@ -697,47 +720,238 @@ def verl_rehearsal_loss(model_output, data, dp_group=None, dph: DPHConfig = None
     return loss, {REHEARSAL_METRIC: Metric(value=loss.detach(), aggregation=AggregationType.SUM)}
 
 
-def make_update_actor(original):
-    def _update_actor(self, batch):
-        settings = dph_settings()
-        if settings is None:
-            return original(self, batch)
-        path, dph = settings
-        if DRIVER.rehearsal_path != path:
-            DRIVER.rehearsal, DRIVER.rehearsal_path = load_rehearsal_set(path), path
-            if not len(DRIVER.rehearsal["ref_logp"]):
-                warnings.warn(f"DPH-RL: {path} holds no rehearsal response; training with RL alone", stacklevel=2)
+def rehearsal_chunk(trainer, responses: int) -> RehearsalChunk | None:
+    """This step's rehearsal rows for the actor, or None without DPH-RL (or with an empty set)."""
+    settings = dph_settings()
+    if settings is None:
+        return None
+    path, dph = settings
+    if DRIVER.rehearsal_path != path:
+        DRIVER.rehearsal, DRIVER.rehearsal_path = load_rehearsal_set(path), path
         if not len(DRIVER.rehearsal["ref_logp"]):
+            warnings.warn(f"DPH-RL: {path} holds no rehearsal response; training with RL alone", stacklevel=3)
+    if not len(DRIVER.rehearsal["ref_logp"]):
+        return None
+    actor = trainer.config.actor_rollout_ref
+    mini_batches = max(1, responses // (actor.actor.ppo_mini_batch_size * actor.rollout.n))
+    return draw_rehearsal_chunk(DRIVER.rehearsal, dph, mini_batches, actor.actor.data_loader_seed, trainer.global_steps)
+
+
+def check_rehearsed(metrics: dict) -> None:
+    if REHEARSAL_METRIC not in metrics:
+        raise RuntimeError("DPH-RL: the actor update ran without the rehearsal term; it runs on verl's FSDP engine "
+                           "workers (actor strategy fsdp or fsdp2) with rlvr-explore installed in every worker's "
+                           "environment")
+
+
+def make_update_actor(original):
+    """The legacy trainer: the chunk travels in the batch's ``meta_info``."""
+    def _update_actor(self, batch):
+        chunk = rehearsal_chunk(self, len(batch))
+        if chunk is None:
             return original(self, batch)
-        actor = self.config.actor_rollout_ref
-        mini_batches = max(1, len(batch) // (actor.actor.ppo_mini_batch_size * actor.rollout.n))
-        batch.meta_info[REHEARSAL_KEY] = draw_rehearsal_chunk(DRIVER.rehearsal, dph, mini_batches,
-                                                              actor.actor.data_loader_seed, self.global_steps)
+        batch.meta_info[REHEARSAL_KEY] = chunk
         try:
             output = original(self, batch)
         finally:
             batch.meta_info.pop(REHEARSAL_KEY, None)
-        if REHEARSAL_METRIC not in output.meta_info["metrics"]:
-            raise RuntimeError("DPH-RL: the actor update ran without the rehearsal term; it runs on verl's FSDP engine "
-                               "workers (strategy fsdp/fsdp2, not use_legacy_worker_impl) with rlvr-explore installed "
-                               "in every worker's environment")
+        check_rehearsed(output.meta_info["metrics"])
         return output
 
     _update_actor.rlvr_explore_original = original
     return _update_actor
 
 
-PATCHES = {"verl.workers.utils.losses": patch_losses_module,
-           "verl.workers.engine.fsdp.transformer_impl": patch_fsdp_engine,
-           "verl.trainer.ppo.ray_trainer": patch_ray_trainer}
+def make_v1_update_actor(original):
+    """The v1 trainer: the chunk travels in the batch's ``extra_info``, which the workers receive as
+    the same non-tensor entry of their TensorDict."""
+    def _update_actor(self, batch, metrics):
+        chunk = rehearsal_chunk(self, len(batch))
+        if chunk is None:
+            return original(self, batch, metrics)
+        batch.extra_info[REHEARSAL_KEY] = chunk
+        try:
+            output = original(self, batch, metrics)
+        finally:
+            batch.extra_info.pop(REHEARSAL_KEY, None)
+        check_rehearsed(metrics)
+        return output
+
+    _update_actor.rlvr_explore_original = original
+    return _update_actor
+
+
+# ---------------------------------------------------------------- seams: where the plugin meets verl
+
+
+def _rebind_ppo_loss(original, module):
+    replacement = make_ppo_loss(original, module.no_padding_2_padding)
+    workers = sys.modules.get("verl.workers.engine_workers")  # imported before this plugin: rebind its name too
+    if workers is not None:
+        workers.ppo_loss = replacement
+    return replacement
+
+
+def _wrap_prepare_model_outputs(original, module):
+    from verl.utils import tensordict_utils
+
+    return make_prepare_model_outputs(original, tensordict_utils)
+
+
+def _wrap_train_batch(original, module):
+    from verl.utils import tensordict_utils
+    from verl.workers.utils.padding import no_padding_2_padding
+
+    return make_train_batch(original, no_padding_2_padding, tensordict_utils)
+
+
+@dataclass(frozen=True)
+class Seam:
+    """An attribute of verl the plugin reads or wraps, with the parameters it was written against.
+    ``serves`` names what needs it; ``trainer`` is the driver class it belongs to (None: the
+    workers' code, shared by both trainers); ``wrap`` is None for an attribute only called."""
+    module: str
+    attribute: str
+    parameters: tuple[str, ...]
+    serves: str
+    trainer: str | None = None
+    wrap: object = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.module}.{self.attribute}"
+
+
+LEGACY, V1 = "legacy (trainer.use_v1=false)", "v1 (trainer.use_v1=true, verl's default)"
+CORE, WORKERS = "verl.trainer.ppo.core_algos", "verl.workers.engine.fsdp.transformer_impl"
+RAY_TRAINER, V1_TRAINER = "verl.trainer.ppo.ray_trainer", "verl.trainer.ppo.v1.trainer_base"
+# what each kind of need is called in messages
+NEEDS = {"losses": "the rlvr_* loss modes and estimators", "statistics": "losses that read entropy, top-N or a batch gate",
+         "candidates": "losses that read entropy or top-N", "train_batch": "batch gates and DPH-RL's rehearsal",
+         "advantage_inputs": "estimators that read old log-probs, entropy, the step or answers",
+         "answer_counts": "outcome exploration's answer counts across checkpoints",
+         "rehearsal": "DPH-RL's rehearsal term", "startup": "the start-up check"}
+SEAMS = (
+    Seam(CORE, "register_policy_loss", ("name",), "losses"),
+    Seam(CORE, "register_adv_est", ("name_or_enum",), "losses"),
+    Seam(CORE, "agg_loss", ("loss_mat", "loss_mask", "loss_agg_mode", "dp_size", "batch_num_tokens",
+                            "global_batch_size", "loss_scale_factor"), "losses"),
+    Seam("verl.workers.utils.padding", "no_padding_2_padding", ("tensor", "data"), "statistics"),
+    Seam("verl.workers.utils.losses", "ppo_loss", ("config", "model_output", "data", "dp_group"), "statistics",
+         wrap=_rebind_ppo_loss),
+    Seam(WORKERS, "FSDPEngineWithLMHead.prepare_model_outputs",
+         ("self", "output", "output_args", "micro_batch", "logits_processor_func"), "candidates",
+         wrap=_wrap_prepare_model_outputs),
+    Seam(WORKERS, "FSDPEngineWithLMHead.forward_backward_batch", ("self", "data", "loss_function", "forward_only"),
+         "train_batch"),
+    Seam(WORKERS, "FSDPEngineWithLMHead.train_batch", ("self", "data", "loss_function"), "train_batch",
+         wrap=_wrap_train_batch),
+    Seam(RAY_TRAINER, "compute_advantage", ("data", "adv_estimator", "gamma", "lam", "num_repeat",
+                                            "norm_adv_by_std_in_grpo", "config"), "advantage_inputs",
+         wrap=lambda original, module: make_compute_advantage(original)),  # both trainers call it
+    Seam(RAY_TRAINER, "RayPPOTrainer._compute_old_log_prob", ("self", "batch"), "advantage_inputs", LEGACY,
+         lambda original, module: make_compute_old_log_prob(original)),
+    Seam(RAY_TRAINER, "RayPPOTrainer._save_checkpoint", ("self",), "answer_counts", LEGACY,
+         lambda original, module: make_save_checkpoint(original)),
+    Seam(RAY_TRAINER, "RayPPOTrainer._load_checkpoint", ("self",), "answer_counts", LEGACY,
+         lambda original, module: make_load_checkpoint(original)),
+    Seam(RAY_TRAINER, "RayPPOTrainer._update_actor", ("self", "batch"), "rehearsal", LEGACY,
+         lambda original, module: make_update_actor(original)),
+    Seam(RAY_TRAINER, "RayPPOTrainer.init_workers", ("self",), "startup", LEGACY,
+         lambda original, module: make_startup_check(original, LEGACY)),
+    Seam(V1_TRAINER, "PPOTrainer._compute_advantage", ("self", "batch", "metrics"), "advantage_inputs", V1,
+         make_v1_compute_advantage),
+    Seam(V1_TRAINER, "PPOTrainer._save_checkpoint", ("self",), "answer_counts", V1,
+         lambda original, module: make_save_checkpoint(original)),
+    Seam(V1_TRAINER, "PPOTrainer._load_checkpoint", ("self",), "answer_counts", V1,
+         lambda original, module: make_load_checkpoint(original)),
+    Seam(V1_TRAINER, "PPOTrainer._update_actor", ("self", "batch", "metrics"), "rehearsal", V1,
+         lambda original, module: make_v1_update_actor(original)),
+    Seam(V1_TRAINER, "PPOTrainer.init", ("self",), "startup", V1,
+         lambda original, module: make_startup_check(original, V1)),
+)
+# seam name -> why it was left alone; the names of the seams that fit (wrapped, or checked when only called)
+REFUSED: dict[str, str] = {}
+FITTED: set[str] = set()
+log = logging.getLogger("rlvr_explore.verl")
+
+
+def verl_version() -> str:
+    try:
+        return importlib.metadata.version("verl")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def supported_verl() -> str:
+    """The verl range rlvr-explore declares (its ``verl`` extra in pyproject.toml)."""
+    from packaging.requirements import Requirement
+
+    try:
+        requirements = importlib.metadata.requires("rlvr-explore") or []
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+    for text in requirements:
+        requirement = Requirement(text)
+        if requirement.name == "verl":
+            return str(requirement.specifier)
+    return ""
+
+
+def check_version() -> None:
+    """A WARNING when the installed verl is outside the declared range; each seam is still checked."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    supported, version = supported_verl(), verl_version()
+    try:
+        inside = not supported or Version(version) in SpecifierSet(supported)
+    except InvalidVersion:
+        inside = False
+    if not inside:
+        log.warning("rlvr-explore's verl plugin is declared for verl %s and found verl %s: each hook is checked "
+                    "against verl's code as it loads, and one that does not fit is left out (with a warning)",
+                    supported, version)
+
+
+def _resolve(module, attribute: str):
+    """(owner, name, value) of ``attribute`` ("function" or "Class.method") in ``module``."""
+    owner = module
+    *path, name = attribute.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    return owner, name, getattr(owner, name)
+
+
+def fit_seam(seam: Seam, module) -> bool:
+    """Wrap (or check) one seam of an imported module when its parameters are those the plugin was
+    written against; otherwise leave verl's attribute untouched, record why and say so at WARNING."""
+    if seam.name in FITTED:
+        return True
+    try:
+        owner, name, original = _resolve(module, seam.attribute)
+        found = tuple(inspect.signature(original).parameters)
+    except (AttributeError, TypeError, ValueError) as error:
+        found, reason = None, f"not found ({error})"
+    if found is not None:
+        reason = None if found == seam.parameters else f"has parameters {found}, the plugin expects {seam.parameters}"
+    if reason is not None:
+        REFUSED[seam.name] = reason
+        log.warning("rlvr-explore left verl %s's %s alone: it %s. Unavailable: %s", verl_version(), seam.name, reason,
+                    NEEDS[seam.serves])
+        return False
+    if seam.wrap is not None and not hasattr(original, "rlvr_explore_original"):
+        setattr(owner, name, seam.wrap(original, module))
+    FITTED.add(seam.name)
+    return True
 
 
 class PatchAfterImport:
-    """A meta-path finder that runs ``PATCHES[name](module)`` right after the module executes,
-    before any other module can import names from it."""
+    """A meta-path finder that fits the seams of a verl module right after it executes, before any
+    other module can import names from it."""
 
     def find_spec(self, name, path, target=None):
-        if name not in PATCHES:
+        if not any(seam.module == name for seam in SEAMS):
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is not None and spec.loader is not None:
@@ -745,30 +959,107 @@ class PatchAfterImport:
 
             def execute_and_patch(module):
                 execute(module)
-                apply_patch(name, module)
+                fit_module(module)
 
             spec.loader.exec_module = execute_and_patch
         return spec
 
 
-def apply_patch(name: str, module) -> None:
-    """A verl whose modules differ from the tested layout still imports; only the methods that
-    need the hook are unavailable (their loss says so)."""
-    try:
-        PATCHES[name](module)
-    except (AttributeError, ImportError) as error:
-        warnings.warn(f"rlvr-explore could not hook {name} ({error!r}); it is tested with verl {TESTED_VERL}. "
-                      f"Losses that need entropy, top-N or a batch-wide gate ({', '.join(CANDIDATE_METHODS)}, "
-                      "kl_cov, clip_cov) and advantages that read more than the rewards will refuse to run",
-                      stacklevel=2)
+def fit_module(module) -> None:
+    for seam in SEAMS:
+        if seam.module == module.__name__:
+            fit_seam(seam, module)
 
 
 def install() -> None:
-    for name in PATCHES:
+    check_version()
+    for name in {seam.module for seam in SEAMS}:
         if name in sys.modules:
-            apply_patch(name, sys.modules[name])
+            fit_module(sys.modules[name])
     if not any(isinstance(finder, PatchAfterImport) for finder in sys.meta_path):
         sys.meta_path.insert(0, PatchAfterImport())
+
+
+# ---------------------------------------------------------------- the start-up check
+
+
+def needs_of_run(config) -> dict[str, str]:
+    """What a verl run's config asks of the plugin: need -> the setting that asks for it. Reading
+    the settings also checks them (unknown hyper-parameters, a bad RLVR_EXPLORE_HP)."""
+    actor = config.actor_rollout_ref.actor
+    needs = {}
+    mode = str(_get(_get(actor, "policy_loss"), "loss_mode", ""))
+    if mode.startswith(PREFIX):
+        needs["losses"] = f"actor_rollout_ref.actor.policy_loss.loss_mode={mode}"
+        if selected_method(actor) is None:
+            raise RuntimeError(f"{needs['losses']}: rlvr-explore has no method {mode[len(PREFIX):]!r}; "
+                               f"its methods: {', '.join(losses.available())}")
+        request = statistics_needed(actor)
+        if request is not None:
+            needs["statistics"] = needs["losses"]
+            if request.candidates:
+                needs["candidates"] = needs["losses"]
+            if request.batch_gate:
+                needs["train_batch"] = needs["losses"]
+    estimator = selected_estimator(config.algorithm.adv_estimator)
+    if estimator is not None:
+        needs["losses"] = needs.get("losses", f"algorithm.adv_estimator={PREFIX}{estimator}")
+        shaping, _ = advantage_settings()
+        reads = adv_lib.inputs_read(estimator, shaping)
+        if reads:
+            needs["advantage_inputs"] = f"algorithm.adv_estimator={PREFIX}{estimator}" + (
+                f" with shaping {list(shaping)}" if shaping else "")
+        if "answers" in reads:
+            needs["answer_counts"] = needs["advantage_inputs"]
+    if dph_settings() is not None:
+        needs["rehearsal"] = needs["train_batch"] = "RLVR_EXPLORE_HP dph_rehearsal"
+    return needs
+
+
+def settings_refusal(config, needs: dict[str, str]) -> str | None:
+    """A verl setting under which what the run needs cannot work, or None."""
+    actor = config.actor_rollout_ref.actor
+    worker_side = {"statistics", "candidates", "train_batch", "rehearsal"} & set(needs)
+    if worker_side and str(_get(actor, "strategy", "fsdp")) not in ("fsdp", "fsdp2"):
+        return (f"{needs[min(worker_side)]} runs in rlvr-explore's hooks on verl's FSDP engine; "
+                f"actor_rollout_ref.actor.strategy={_get(actor, 'strategy')} has none (use fsdp or fsdp2)")
+    model = config.actor_rollout_ref.model
+    if "candidates" in needs and _get(model, "use_fused_kernels", False):
+        return f"{needs['candidates']} needs the logits: set actor_rollout_ref.model.use_fused_kernels=False"
+    correction = _get(config.algorithm, "rollout_correction")
+    if "advantage_inputs" in needs and _get(correction, "bypass_mode", False):
+        shaping, _ = advantage_settings()
+        if "entropy" in adv_lib.inputs_read(selected_estimator(config.algorithm.adv_estimator), shaping):
+            return (f"{needs['advantage_inputs']} reads the old policy's entropy, which verl does not compute in "
+                    "bypass mode: set algorithm.rollout_correction.bypass_mode=false")
+    return None
+
+
+def check_run(config, trainer: str) -> None:
+    """Stop before any worker starts when the run asks for what this trainer and verl cannot serve."""
+    needs = needs_of_run(config)
+    refusal = settings_refusal(config, needs)
+    if refusal is None:
+        for seam in SEAMS:
+            if seam.serves in needs and seam.trainer in (None, trainer) and seam.serves != "startup":
+                if seam.name not in FITTED and seam.name not in REFUSED:
+                    importlib.import_module(seam.module)  # its import fits it
+                if seam.name in REFUSED:
+                    refusal = (f"{needs[seam.serves]} needs rlvr-explore's hook on {seam.name}, which it left alone: "
+                               f"in verl {verl_version()} it {REFUSED[seam.name]} (rlvr-explore supports verl "
+                               f"{supported_verl() or TESTED_VERL})")
+                    break
+    if refusal is not None:
+        raise RuntimeError(f"rlvr-explore cannot serve this run on verl's {trainer} trainer: {refusal}")
+
+
+def make_startup_check(original, trainer: str):
+    def start(self):
+        check_run(self.config, trainer)
+        return original(self)
+
+    start.rlvr_explore_original = original
+    return start
 
 
 try:  # loaded by verl's entry-point discovery: register now; without verl, importing is harmless
@@ -776,5 +1067,6 @@ try:  # loaded by verl's entry-point discovery: register now; without verl, impo
 except ImportError:
     pass
 else:
-    register()
     install()
+    if all(seam.name in FITTED for seam in SEAMS if seam.serves == "losses"):
+        register()
