@@ -46,9 +46,8 @@ VERL_VENV := .venv-verl
 test-verl:
 	$(PYTHON) -m venv $(VERL_VENV)
 	$(VERL_VENV)/bin/python -m pip install -q -c constraints.txt torch==2.13.0
-	$(VERL_VENV)/bin/python -m pip install -q -c constraints.txt verl==0.9.1 -e ".[dev]"
-	# the driver (verl.trainer.ppo.ray_trainer, hooked for the advantage inputs) imports these; verl does not require them
-	$(VERL_VENV)/bin/python -m pip install -q -c constraints.txt cachetools uvicorn fastapi
+	# verl-core: what verl's default (v1) trainer imports beside verl itself (TransferQueue, the server parts)
+	$(VERL_VENV)/bin/python -m pip install -q -c constraints.txt "verl[verl-core]==0.9.1" -e ".[dev,verl]"
 	$(VERL_VENV)/bin/python -m pytest tests/test_verl.py
 
 bench: $(STAMP)

@@ -240,9 +240,15 @@ def test_contract_batch_gate_spans_every_data_parallel_rank(tmp_path):
 
 
 def test_bad_environment_hyperparameters_are_named(monkeypatch):
-    monkeypatch.setenv("RLVR_EXPLORE_HP", "{alpha: 1}")
-    with pytest.raises(ValueError, match="RLVR_EXPLORE_HP is not valid JSON"):
+    monkeypatch.setenv("RLVR_EXPLORE_HP", "{alpha: 1, top_n: [3}")
+    with pytest.raises(ValueError, match="RLVR_EXPLORE_HP is not a YAML or JSON mapping"):
         plugin.environment_hyperparameters()
+    monkeypatch.setenv("RLVR_EXPLORE_HP", "alpha=1")
+    with pytest.raises(ValueError, match="RLVR_EXPLORE_HP must be a mapping such as"):
+        plugin.environment_hyperparameters()
+    for text in ('{"alpha": 1, "shaping": ["outcome_ucb"]}', "{alpha: 1, shaping: [outcome_ucb]}"):  # JSON, YAML
+        monkeypatch.setenv("RLVR_EXPLORE_HP", text)
+        assert plugin.environment_hyperparameters() == {"alpha": 1, "shaping": ["outcome_ucb"]}
     monkeypatch.setenv("RLVR_EXPLORE_HP", '{"alpah": 0.3}')
     with pytest.raises(ValueError, match=r"RLVR_EXPLORE_HP: \['alpah'\] do not apply to loss 'casp'; it takes .*'alpha'"):
         plugin.loss_hyperparameters("casp", {})
@@ -665,6 +671,114 @@ def test_real_verl_checkpoints_keep_the_answer_counts(trainer_kind, tmp_path, mo
         load(resumed)
         assert resumed.global_steps == 40
         assert plugin.DRIVER.answer_counts == (counts if hooked else {})
+
+
+def fresh_verl(script: str, **environment) -> "subprocess.CompletedProcess":
+    """``script`` in a new Python process that imports verl itself (the plugin only as verl loads it)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RLVR_EXPLORE_HP": "", **environment}
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+
+
+ENTRY_POINT_PROBE = """
+import json, sys
+import verl
+from verl.trainer.ppo import core_algos
+import verl.trainer.ppo.ray_trainer as legacy, verl.trainer.ppo.v1.trainer_base as v1
+import verl.workers.engine.fsdp.transformer_impl as engine, verl.workers.utils.losses as worker_losses
+hooks = {"v1._compute_advantage": v1.PPOTrainer._compute_advantage, "v1._update_actor": v1.PPOTrainer._update_actor,
+         "v1._save_checkpoint": v1.PPOTrainer._save_checkpoint, "v1.init": v1.PPOTrainer.init,
+         "legacy._update_actor": legacy.RayPPOTrainer._update_actor, "compute_advantage": legacy.compute_advantage,
+         "prepare_model_outputs": engine.FSDPEngineWithLMHead.prepare_model_outputs,
+         "train_batch": engine.FSDPEngineWithLMHead.train_batch, "ppo_loss": worker_losses.ppo_loss}
+print(json.dumps({"loaded": "rlvr_explore.integrations.verl" in sys.modules,
+                  "registered": "rlvr_casp" in core_algos.POLICY_LOSS_REGISTRY,
+                  "hooked": sorted(k for k, f in hooks.items() if hasattr(f, "rlvr_explore_original"))}))
+"""
+
+
+@pytest.mark.parametrize("policy, loaded", [("auto", True), ("rlvr_explore", True), ("none", False)])
+def test_real_verl_loads_the_plugin_through_its_entry_point_alone(policy, loaded):
+    """A fresh ``import verl``, nothing of rlvr-explore imported by hand: verl's entry-point discovery
+    loads the plugin (unless VERL_USE_EXTERNAL_PLUGINS says not to), which registers and hooks both
+    trainers and the workers' code as each module is imported."""
+    pytest.importorskip("verl", reason="verl not installed: the contract tests above stand in")
+    run = fresh_verl(ENTRY_POINT_PROBE, VERL_USE_EXTERNAL_PLUGINS=policy)
+    assert run.returncode == 0, run.stderr[-3000:]
+    probe = json.loads(run.stdout.strip().splitlines()[-1])
+    hooks = ["compute_advantage", "legacy._update_actor", "ppo_loss", "prepare_model_outputs", "train_batch",
+             "v1._compute_advantage", "v1._save_checkpoint", "v1._update_actor", "v1.init"]
+    assert probe == {"loaded": loaded, "registered": loaded, "hooked": hooks if loaded else []}
+
+
+CHANGED_SEAMS = """
+import json, logging, os
+os.environ["VERL_USE_EXTERNAL_PLUGINS"] = "none"  # change verl first, as a newer release would have it
+import verl
+import verl.workers.utils.losses as worker_losses
+import verl.trainer.ppo.v1.trainer_base as v1
+verl_ppo_loss, verl_update_actor = worker_losses.ppo_loss, v1.PPOTrainer._update_actor
+def ppo_loss(config, model_output, data, dp_group=None, loss_scale=1.0):
+    return verl_ppo_loss(config, model_output, data, dp_group)
+def _update_actor(self, batch, metrics, timing):
+    return verl_update_actor(self, batch, metrics)
+worker_losses.ppo_loss, v1.PPOTrainer._update_actor = ppo_loss, _update_actor
+import rlvr_explore.integrations.verl_entry
+from rlvr_explore.integrations import verl as plugin
+from omegaconf import OmegaConf
+untouched = worker_losses.ppo_loss is ppo_loss and v1.PPOTrainer._update_actor is _update_actor
+def config(mode):
+    return OmegaConf.create({"actor_rollout_ref": {"actor": {"strategy": "fsdp", "policy_loss": {"loss_mode": mode}},
+                                                   "model": {"use_fused_kernels": False}},
+                             "algorithm": {"adv_estimator": "grpo", "rollout_correction": None}})
+outcomes = {}
+for mode in ("vanilla", "rlvr_grpo", "rlvr_casp"):
+    try:
+        plugin.check_run(config(mode), plugin.V1)
+        outcomes[mode] = "runs"
+    except RuntimeError as error:
+        outcomes[mode] = str(error)
+os.environ["RLVR_EXPLORE_HP"] = json.dumps({"dph_rehearsal": "set.pt"})
+try:
+    plugin.check_run(config("rlvr_grpo"), plugin.V1)
+    outcomes["dph"] = "runs"
+except RuntimeError as error:
+    outcomes["dph"] = str(error)
+print(json.dumps({"untouched": untouched, "refused": sorted(plugin.REFUSED), "outcomes": outcomes}))
+"""
+
+
+def test_real_verl_with_changed_seams_is_left_untouched_and_the_runs_that_need_them_stop():
+    """verl with two seams changed before the plugin loads (ppo_loss gains a keyword, the v1
+    trainer's _update_actor a parameter): both stay verl's own, each is named at WARNING with verl's
+    version, verl's own loss mode and our log-prob losses still run, and CaSP and DPH-RL stop at
+    start-up naming the seam."""
+    pytest.importorskip("verl", reason="verl not installed: the contract tests above stand in")
+    run = fresh_verl(CHANGED_SEAMS)
+    assert run.returncode == 0, run.stderr[-3000:]
+    probe = json.loads(run.stdout.strip().splitlines()[-1])
+    assert probe["untouched"] and probe["refused"] == ["verl.trainer.ppo.v1.trainer_base.PPOTrainer._update_actor",
+                                                       "verl.workers.utils.losses.ppo_loss"]
+    for seam, keyword in (("verl.workers.utils.losses.ppo_loss", "loss_scale"),
+                          ("verl.trainer.ppo.v1.trainer_base.PPOTrainer._update_actor", "timing")):
+        assert f"left verl 0.9.1's {seam} alone" in run.stderr and keyword in run.stderr
+    outcomes = probe["outcomes"]
+    assert outcomes["vanilla"] == "runs" and outcomes["rlvr_grpo"] == "runs"
+    assert "loss_mode=rlvr_casp needs rlvr-explore's hook on verl.workers.utils.losses.ppo_loss" in outcomes["rlvr_casp"]
+    assert "dph_rehearsal needs rlvr-explore's hook on verl.trainer.ppo.v1.trainer_base.PPOTrainer._update_actor" \
+        in outcomes["dph"]
+
+
+def test_real_verl_says_why_the_plugin_did_not_load():
+    """verl itself logs a failed plugin at DEBUG; the entry point says it at WARNING and verl goes on."""
+    pytest.importorskip("verl", reason="verl not installed: the contract tests above stand in")
+    run = fresh_verl("import sys; sys.modules['rlvr_explore.losses'] = None\n"
+                     "import verl\nfrom verl.trainer.ppo import core_algos\n"
+                     "print('rlvr_casp' in core_algos.POLICY_LOSS_REGISTRY)")
+    assert run.returncode == 0 and run.stdout.strip().splitlines()[-1] == "False"
+    assert "rlvr-explore's verl plugin did not load" in run.stderr and "rlvr_explore.losses" in run.stderr
 
 
 def test_real_verl_registers_through_its_entry_point_and_matches_its_own_losses():
@@ -1152,34 +1266,96 @@ def test_real_verl_rehearsal_rows_split_over_data_parallel_ranks():
         plugin.rehearsal_batch(share, per_response, 0, 2, tu)
 
 
-def test_documented_casp_command_composes_with_verls_config_and_reaches_the_loss():
-    """The CaSP `main_ppo` command of docs/integrations.md, composed with verl's own Hydra config:
-    the hyper-parameters under `policy_loss.rlvr` reach `loss_hyperparameters`, and a typo there
-    is an error."""
-    verl = pytest.importorskip("verl", reason="verl not installed: the contract tests above stand in")
-    import re
-    from pathlib import Path
+REPOSITORY = __import__("pathlib").Path(__file__).resolve().parents[1]
 
+
+def documented_verl_commands() -> list[str]:
+    """Every verl command of docs/integrations.md and of the plugin's docstrings, as written."""
+    import re
+
+    docs = (REPOSITORY / "docs" / "integrations.md").read_text()
+    blocks = [b for b in re.findall(r"```sh\n(.*?)```", docs, re.DOTALL) if "verl.trainer.main_ppo" in b]
+    config_doc = (REPOSITORY / "src" / "rlvr_explore" / "integrations" / "verl_config.py").read_text()
+    blocks += re.findall(r"::\n\n((?:    .*\n)+)", config_doc)
+    yaml_doc = (REPOSITORY / "configs" / "verl" / "casp_math.yaml").read_text()
+    blocks += ["\n".join(line[1:].strip() for line in re.findall(r"^#   .*$|^#     .*$", yaml_doc, re.MULTILINE))]
+    return blocks
+
+
+def bash_words(command: str) -> list[str]:
+    """The words bash makes of ``command`` (quotes, escapes, line continuations, brace expansion,
+    $HOME and $PWD), run from the repository root."""
+    import subprocess
+
+    script = f"set -- {command}\nprintf '%s\\0' \"$@\""
+    run = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=REPOSITORY,
+                         env={"HOME": "/home/user", "PATH": os.environ["PATH"]}, check=True)
+    return run.stdout.split("\0")[:-1]
+
+
+def test_every_documented_verl_command_pastes_into_bash_and_hydra_and_passes_the_start_up_check(monkeypatch):
+    """Each command goes through bash as a user's paste would, each override through Hydra's own
+    parser, the whole through Hydra's composition with verl's config (or our config file over it),
+    and the result through the plugin's start-up check, which reads every hyper-parameter."""
+    verl = pytest.importorskip("verl", reason="verl not installed: the contract tests above stand in")
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    commands = documented_verl_commands()
+    assert len(commands) >= 5  # two on the page with main_ppo, the config file's, verl_config's, the DPH one
+    parser = OverridesParser.create()
+    for command in commands:
+        words = bash_words(command)
+        if words[:3] == ["python", "-m", "verl.trainer.main_ppo"]:
+            words = words[3:]
+        config_dir, config_name = str(__import__("pathlib").Path(verl.__file__).parent / "trainer" / "config"), "ppo_trainer"
+        while words and words[0].startswith("--config-"):
+            flag, value = words.pop(0), words.pop(0)
+            config_dir, config_name = (value, config_name) if flag == "--config-path" else (config_dir, value)
+        for word in words:
+            parser.parse_override(word)  # raises on what Hydra cannot read
+        with initialize_config_dir(config_dir=config_dir, version_base=None):
+            cfg = compose(config_name=config_name, overrides=words)
+        environment = cfg.get("ray_kwargs", {}).get("ray_init", {}).get("runtime_env", {}).get("env_vars", {})
+        monkeypatch.setenv("RLVR_EXPLORE_HP", environment.get("RLVR_EXPLORE_HP", ""))
+        assert str(cfg.actor_rollout_ref.actor.policy_loss.loss_mode).startswith("rlvr_") or \
+            str(cfg.algorithm.adv_estimator).startswith("rlvr_") or plugin.dph_settings() is not None, command
+        for trainer in (plugin.V1, plugin.LEGACY):
+            plugin.check_run(cfg, trainer)
+
+
+def test_documented_casp_hyperparameters_reach_the_loss_and_a_typo_is_named():
+    """The CaSP command and config file: `policy_loss.rlvr` reaches `loss_hyperparameters` through
+    verl's own dataclass conversion; a typo there is an error."""
+    verl = pytest.importorskip("verl", reason="verl not installed: the contract tests above stand in")
     from hydra import compose, initialize_config_dir
     from verl.utils.config import omega_conf_to_dataclass
 
-    docs = (Path(__file__).resolve().parents[1] / "docs" / "integrations.md").read_text()
-    block = next(b for b in re.findall(r"```sh\n(.*?)```", docs, re.DOTALL) if "loss_mode=rlvr_casp" in b)
-    lines = [line.strip().rstrip("\\").strip() for line in block.strip().splitlines()]
-    assert lines[0] == "python -m verl.trainer.main_ppo"
-    overrides = [line.replace("$HOME", "/home/user") for line in lines[1:]]
-    config_dir = str(Path(verl.__file__).parent / "trainer" / "config")
-    with initialize_config_dir(config_dir=config_dir, version_base=None):
-        cfg = compose(config_name="ppo_trainer", overrides=overrides)
-        typo = compose(config_name="ppo_trainer", overrides=[o.replace("alpha:", "alpah:") for o in overrides])
-    assert cfg.actor_rollout_ref.actor.policy_loss.loss_mode == "rlvr_casp" and cfg.algorithm.adv_estimator == "grpo"
-    policy_loss = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor.policy_loss)
-    assert type(policy_loss).__name__ == "ExplorePolicyLossConfig"
-    actor = {"clip_ratio": 0.2, "policy_loss": policy_loss}
-    hp = plugin.loss_hyperparameters("casp", actor)
-    assert {k: hp[k] for k in ("alpha", "lam", "top_n", "q")} == {"alpha": 0.01, "lam": 1.1, "top_n": 3, "q": 0.8}
-    with pytest.raises(ValueError, match=r"actor.policy_loss.rlvr: \['alpah'\] do not apply to loss 'casp'"):
-        plugin.loss_hyperparameters("casp", {"policy_loss": omega_conf_to_dataclass(typo.actor_rollout_ref.actor.policy_loss)})
+    casp = [c for c in documented_verl_commands() if "casp_math" in c or "loss_mode=rlvr_casp" in c]
+    assert len(casp) >= 2
+    for command in casp:
+        words = bash_words(command)[3:]
+        config_dir = str(__import__("pathlib").Path(verl.__file__).parent / "trainer" / "config")
+        config_name = "ppo_trainer"
+        if words[0] == "--config-path":
+            config_dir, config_name, words = words[1], words[3], words[4:]
+        with initialize_config_dir(config_dir=config_dir, version_base=None):
+            cfg = compose(config_name=config_name, overrides=words)
+            typo = compose(config_name=config_name, overrides=[*words, "++actor_rollout_ref.actor.policy_loss.rlvr.alpah=1"])
+        assert cfg.actor_rollout_ref.actor.policy_loss.loss_mode == "rlvr_casp"
+        policy_loss = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor.policy_loss)
+        assert type(policy_loss).__name__ == "ExplorePolicyLossConfig"
+        hp = plugin.loss_hyperparameters("casp", {"clip_ratio": 0.2, "policy_loss": policy_loss})
+        assert {k: hp[k] for k in ("alpha", "lam", "top_n", "q")} == {"alpha": 0.01, "lam": 1.1, "top_n": 3, "q": 0.8}
+        with pytest.raises(ValueError, match=r"actor.policy_loss.rlvr: \['alpah'\] do not apply to loss 'casp'"):
+            plugin.loss_hyperparameters("casp", {"policy_loss": omega_conf_to_dataclass(typo.actor_rollout_ref.actor.policy_loss)})
+
+
+def test_the_documented_seam_table_is_the_plugins():
+    docs = (REPOSITORY / "docs" / "integrations.md").read_text()
+    for seam in plugin.SEAMS:
+        assert f"| `{seam.module}` | `{seam.attribute}({', '.join(seam.parameters)})` | {plugin.NEEDS[seam.serves]}" in docs
+    assert docs.count("  | `verl.") == len(plugin.SEAMS)
 
 
 def test_dph_prepare_scores_with_verls_default_reward_function_unless_told_otherwise():

@@ -27,25 +27,29 @@ in every process on ``import verl``. Importing this module:
      other ``loss_mode`` goes to verl's function untouched.
 
 3. for the advantage estimators and shaping steps that read more than the rewards (unlikeliness,
-   GTPO, GRPO-S, PKPO's k schedule, the STILL shapings, outcome exploration), patches verl's driver
-   (``verl.trainer.ppo.ray_trainer``): ``_compute_old_log_prob`` keeps the old policy's entropy
-   (which verl drops after logging it) and the step; ``compute_advantage`` hands the registered
-   estimator the old log-probs, that entropy, the step, and for outcome exploration the final
-   answers (the reward function's extra output ``answer``) keyed by the prompt's tokens, with
-   answer counts that ``_save_checkpoint`` / ``_load_checkpoint`` keep beside verl's checkpoint;
+   GTPO, GRPO-S, PKPO's k schedule, the STILL shapings, outcome exploration), hooks verl's driver,
+   in both of its trainers: the v1 ``PPOTrainer`` (``trainer.use_v1=true``, verl's default), whose
+   ``_compute_advantage`` reads the old log-probs, the entropy, the prompts and the answers (the
+   reward function's extra output ``answer``) from its TransferQueue, and the legacy
+   ``RayPPOTrainer``, whose ``_compute_old_log_prob`` keeps the entropy verl drops; either way the
+   registered estimator gets them, the step and the answer counts, which ``_save_checkpoint`` /
+   ``_load_checkpoint`` keep beside verl's checkpoint;
 4. for DPH-RL's rehearsal term (``dph_*`` keys of ``RLVR_EXPLORE_HP``, the set built before
-   training by ``rlvr-explore dph-prepare``): ``_update_actor`` sends each step's rehearsal rows in
-   the batch's metadata, and the FSDP engine's ``train_batch`` runs the term's forward and
-   backward on this rank's share before verl's optimizer step.
+   training by ``rlvr-explore dph-prepare``): the trainer's ``_update_actor`` sends each step's
+   rehearsal rows in the batch's metadata, and the FSDP engine's ``train_batch`` runs the term's
+   forward and backward on this rank's share before verl's optimizer step;
+5. checks each of these seams (``SEAMS``: module, attribute, the parameters the hook was written
+   for) as its module loads, leaves one that does not fit as verl wrote it and says so at WARNING,
+   and stops a run at its trainer's start when what it asks for cannot be served.
 
 Hyper-parameters verl's config already names are read from it (``clip_ratio_low/high``, ``clip_ratio_c``
 (the dual clip, for the methods whose verl counterpart has one),
 ``policy_loss.kl_cov_ratio``, ``ppo_kl_coef``, ``clip_cov_*``); the others from
 ``policy_loss.rlvr``, a mapping that ``verl_config.ExplorePolicyLossConfig`` adds to verl's config,
-or from the environment variable ``RLVR_EXPLORE_HP``, a JSON object such as
-``{"alpha": 0.01, "top_n": 3}`` (set it in Ray's ``runtime_env.env_vars``). A key the method does
+or from the environment variable ``RLVR_EXPLORE_HP``, a YAML or JSON mapping such as
+``{alpha: 0.01, top_n: 3}`` (set it in Ray's ``runtime_env.env_vars``). A key the method does
 not take is an error in either place. The same variable carries the advantage estimator's
-hyper-parameters and its ``shaping`` steps, e.g. ``{"shaping": ["outcome_ucb"], "outcome_coef": 1.0}``.
+hyper-parameters and its ``shaping`` steps, e.g. ``{shaping: [outcome_ucb], outcome_coef: 1.0}``.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.distributed as dist
+import yaml
 
 from rlvr_explore import advantages as adv_lib
 from rlvr_explore import losses
@@ -103,12 +108,12 @@ def environment_hyperparameters() -> dict:
     text = os.environ.get("RLVR_EXPLORE_HP", "").strip()
     if not text:
         return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"RLVR_EXPLORE_HP is not valid JSON ({error.msg}): {text!r}") from None
+    try:  # YAML's flow style, of which JSON is a part: '{alpha: 0.01}' passes through Hydra without escapes
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(f"RLVR_EXPLORE_HP is not a YAML or JSON mapping ({str(error).splitlines()[0]}): {text!r}") from None
     if not isinstance(value, dict):
-        raise ValueError(f"RLVR_EXPLORE_HP must be a JSON object, got {text!r}")
+        raise ValueError(f"RLVR_EXPLORE_HP must be a mapping such as '{{alpha: 0.01, top_n: 3}}', got {text!r}")
     return value
 
 
@@ -238,7 +243,7 @@ def make_advantage_estimator(name: str):
         if missing:
             raise RuntimeError(
                 f"{PREFIX}{name}{' with ' + '+'.join(shaping) if shaping else ''} reads {missing}, which rlvr-explore "
-                "collects in verl's RayPPOTrainer: the entropy when it recomputes the old log-probs (not in bypass "
+                "collects in verl's trainer (v1 or legacy): the entropy when it recomputes the old log-probs (not in bypass "
                 f"mode), the answers from the reward function's extra output '{ANSWER_KEY}'; none reached it")
         advantages = adv_lib.compute_advantages(
             name, token_level_rewards.sum(-1), torch.as_tensor(group_ids, device=token_level_rewards.device),
