@@ -92,6 +92,44 @@ def test_contract_policy_loss_signature_and_value(method, monkeypatch):
     assert all(k.startswith("actor/") and isinstance(v, float) for k, v in metrics.items())
 
 
+# methods whose verl loss has no dual clip to pass (their own clip), and why the clip cannot bind
+# in ours: PSR trains on positive responses only; KL-Cov's loss, like verl's, is unclipped
+DUAL_CLIP_NEVER_BINDS = {"psr": "positives only", "kl_cov": "unclipped, as verl's kl_cov"}
+
+
+@pytest.mark.parametrize("method", [m for m in losses.available() if m not in plugin.VERL_WITHOUT_DUAL_CLIP])
+def test_contract_verls_dual_clip_reaches_every_method_that_has_it(method, monkeypatch):
+    """verl's ``clip_ratio_c`` from the actor config reaches the loss (the registered verl loss
+    equals the core loss at that c, statistics and all), and binds where it should: at c = 1.5
+    against no dual clip, on a batch whose negative responses moved far from the old policy."""
+    hp = {"q": 0.0} if method == "forking" else {}  # every token forks, so the negatives' are trained
+    monkeypatch.setenv("RLVR_EXPLORE_HP", json.dumps(hp))
+    module = stand_in_core_algos()
+    plugin.register(module)
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(B, T, 11, generator=g, dtype=torch.float64, requires_grad=True)
+    ids = torch.randint(11, (B, T), generator=g)
+    stats = token_stats(logits, ids, top_n=3)
+    old = stats.logp.detach() - 1.5 * torch.rand(B, T, generator=g, dtype=torch.float64)
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5, 1.0, -1.0], dtype=torch.float64)[:, None].expand(B, T).contiguous()
+    mask = torch.ones(B, T, dtype=torch.float64)
+    statistics = {"entropy": stats.entropy, "topn_logp": stats.topn_logp, "topn_ids": stats.topn_ids, "response_ids": ids}
+    values = {}
+    for c in (1.5, 1e9):
+        config = {"clip_ratio": 0.2, "clip_ratio_c": c, "global_batch_info": {"dp_size": 1}}
+        assert plugin.loss_hyperparameters(method, config)["clip_ratio_c"] == c
+        token = plugin._MICRO_BATCH_STATISTICS.set(statistics)
+        try:
+            values[c], _ = module.POLICY_LOSS_REGISTRY[f"rlvr_{method}"](old, stats.logp, adv, mask, "token-mean", config, None)
+        finally:
+            plugin._MICRO_BATCH_STATISTICS.reset(token)
+        expected, _ = losses.policy_loss(method, logp=stats.logp, old_logp=old, advantages=adv, response_mask=mask.bool(),
+                                         loss_agg_mode="token-mean", **statistics, **plugin.loss_hyperparameters(method, config))
+        torch.testing.assert_close(values[c], expected)
+    binds = not torch.isclose(values[1.5], values[1e9])
+    assert binds != (method in DUAL_CLIP_NEVER_BINDS), (method, values)
+
+
 def test_contract_statistics_needed_reads_the_loss_mode(monkeypatch):
     config = lambda mode: {"policy_loss": {"loss_mode": mode}}  # noqa: E731
     assert plugin.statistics_needed(config("vanilla")) is None
@@ -989,6 +1027,118 @@ def test_real_verl_fsdp_engine_with_the_hook_equals_the_core_loss_on_the_whole_b
     for ours, reference in zip(verl_grads, [p.grad for p in model.parameters()]):
         torch.testing.assert_close(ours, reference)
 
+
+
+def tiny_hf_model(vocab: int):
+    """A real transformers causal LM (Qwen2's architecture, grouped-query attention) with random weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model("qwen2", vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    torch.manual_seed(5)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="sdpa")
+
+
+def hf_engine(model, autocast_dtype):
+    """verl's FSDPEngineWithLMHead whose own forward_step runs: its prepare_model_inputs (packing
+    or padding, temperature per token), the model under its autocast, prepare_model_outputs and the
+    loss; only the FSDP wrapping, the optimizer and the process group are left out."""
+    import verl.workers.engine.fsdp.transformer_impl as impl
+
+    class Engine(impl.FSDPEngineWithLMHead):
+        def __init__(self):
+            self.module, self._autocast_dtype, self.pad_to_length = model, autocast_dtype, False
+            self.use_ulysses_sp, self.ulysses_sequence_parallel_size = False, 1
+            self.engine_config = types.SimpleNamespace(entropy_checkpointing=False, entropy_from_logits_with_chunking=False)
+
+        def _get_packed_pad_size(self, length):
+            return 0
+
+        def get_data_parallel_group(self):
+            return None
+
+        def get_data_parallel_size(self):
+            return 1
+
+        def get_data_parallel_rank(self):
+            return 0
+
+        def is_mp_src_rank_with_outputs(self):
+            return True
+
+        def optimizer_zero_grad(self):
+            model.zero_grad(set_to_none=True)
+
+        def optimizer_step(self):
+            return 0.0
+
+        def _gradient_sync_context(self, is_last_micro_batch):
+            return contextlib.nullcontext()
+
+    return Engine()
+
+
+@pytest.mark.parametrize("method, hp, temperature, autocast, remove_padding", [
+    ("casp", {}, 1.0, torch.float32, True),
+    ("casp", {}, 0.6, torch.bfloat16, True),
+    ("casp", {}, 0.6, torch.float32, False),
+    ("casp_softmax", {}, 0.6, torch.float32, True),
+    ("casp_softmax", {}, 1.0, torch.bfloat16, False),
+    ("forking", {"q": 0.6}, 0.6, torch.float32, True),
+    ("forking", {"q": 0.6}, 1.0, torch.bfloat16, True),
+    ("clip_cov", {"clip_cov_ratio": 0.3}, 0.6, torch.float32, True),
+    ("clip_cov", {"clip_cov_ratio": 0.3}, 1.0, torch.bfloat16, False),
+])
+def test_real_verl_input_preparation_with_a_real_model_gives_the_core_loss(method, hp, temperature, autocast,
+                                                                          remove_padding, monkeypatch):
+    """A real Hugging Face model through verl's own forward_step (input preparation, packing or
+    padding, autocast, temperature) with our hooks: the loss and gradient equal the core's from the
+    model's own logits, one response at a time, at the same temperature and autocast."""
+    pytest.importorskip("verl", reason="verl not installed: the contract tests above stand in")
+    import torch.distributed as dist
+    import verl.workers.engine.fsdp.transformer_impl as impl
+    import verl.workers.utils.losses as verl_losses
+    from functools import partial
+    from omegaconf import OmegaConf
+    from verl.utils import tensordict_utils as tu
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    monkeypatch.setattr(impl, "get_device_id", lambda: "cpu")
+    monkeypatch.setattr(impl, "get_device_name", lambda: "cpu")
+    monkeypatch.setenv("RLVR_EXPLORE_HP", json.dumps(hp))
+    vocab = 17
+    model = tiny_hf_model(vocab)
+    data = verl_batch(TinyPackedModel(vocab), vocab)
+    tu.assign_non_tensor(data, use_remove_padding=remove_padding, use_dynamic_bsz=False, micro_batch_size_per_gpu=2,
+                         calculate_entropy=False, global_batch_size=len(data), temperature=temperature)
+    config = OmegaConf.create({"clip_ratio": 0.2, "clip_ratio_low": 0.2, "clip_ratio_high": 0.28, "loss_agg_mode": "token-mean",
+                               "policy_loss": {"loss_mode": f"rlvr_{method}"}, "global_batch_info": {},
+                               "loss_scale_factor": None, "entropy_coeff": 0.0, "use_kl_loss": False})
+    output = hf_engine(model, autocast).train_batch(data, loss_function=partial(verl_losses.ppo_loss, config=config))
+    verl_grads = [p.grad.clone() for p in model.parameters()]
+
+    model.zero_grad()
+    response_lens = data["response_mask"].sum(1).long().tolist()
+    logits = torch.zeros(len(response_lens), data["response_mask"].shape[1], vocab)
+    rows = []
+    for i, r in enumerate(response_lens):
+        ids = data["input_ids"][i]
+        with torch.autocast("cpu", dtype=autocast, enabled=autocast != torch.float32):
+            row = model(input_ids=ids[None], position_ids=torch.arange(len(ids))[None]).logits[0, -r - 1 : -1]
+        rows.append(torch.nn.functional.pad(row.float(), (0, 0, 0, logits.shape[1] - r)))
+    logits = torch.stack(rows)
+    mask = data["response_mask"].bool()
+    stats = token_stats(logits, data["responses"], top_n=3, temperature=temperature)
+    expected, _ = losses.policy_loss(
+        method, logp=stats.logp, old_logp=data["old_log_probs"].double(), advantages=data["advantages"].double(),
+        response_mask=mask, response_ids=data["responses"], topn_logp=stats.topn_logp, topn_ids=stats.topn_ids,
+        entropy=stats.entropy, loss_agg_mode="token-mean", **plugin.loss_hyperparameters(method, config))
+    expected.backward()
+    tolerance = {} if autocast == torch.float32 else {"atol": 2e-2, "rtol": 5e-2}  # bf16 logits, packed or not
+    torch.testing.assert_close(torch.tensor(sum(output["loss"])), expected.detach().float(), **tolerance)
+    for ours, reference in zip(verl_grads, [p.grad for p in model.parameters()]):
+        torch.testing.assert_close(ours, reference, **(tolerance or {"atol": 1e-5, "rtol": 1e-4}))
 
 
 def response_logp(model, share):
