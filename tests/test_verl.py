@@ -819,6 +819,64 @@ def test_real_verl_says_why_the_plugin_did_not_load():
     assert "rlvr-explore's verl plugin did not load" in run.stderr and "rlvr_explore.losses" in run.stderr
 
 
+def main_ppo(tmp_path, *overrides) -> str:
+    """verl's own ``python -m verl.trainer.main_ppo`` on this machine, with a tiny Qwen2 and a
+    parquet saved here: Ray, the task runner and the trainer start; without a GPU verl stops when it
+    reserves its workers' GPUs, after the trainer's start-up (what a CPU allows). Its output."""
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not (tmp_path / "model").exists():
+        tokenizer = __import__("rlvr_explore.models", fromlist=["char_tokenizer"]).char_tokenizer("0123456789+= ")
+        tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}={% endif %}"
+        model = tiny_hf_model(len(tokenizer))
+        model.save_pretrained(tmp_path / "model")
+        tokenizer.save_pretrained(tmp_path / "model")
+        rows = [{"data_source": "toy", "prompt": [{"role": "user", "content": f"{a}+{b}"}],
+                 "reward_model": {"ground_truth": str(a + b)}, "extra_info": {"index": 4 * a + b}}
+                for a in range(4) for b in range(4)]
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / "train.parquet")
+    command = [sys.executable, "-m", "verl.trainer.main_ppo", f"data.train_files={tmp_path / 'train.parquet'}",
+               f"data.val_files={tmp_path / 'train.parquet'}", "data.train_batch_size=4", "data.max_prompt_length=16",
+               "data.max_response_length=8", f"actor_rollout_ref.model.path={tmp_path / 'model'}",
+               "actor_rollout_ref.actor.ppo_mini_batch_size=4", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+               "actor_rollout_ref.rollout.n=2", "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
+               "trainer.n_gpus_per_node=1", "trainer.nnodes=1", "trainer.logger=[console]", "trainer.total_epochs=1",
+               f"trainer.default_local_dir={tmp_path / 'checkpoints'}", "ray_kwargs.ray_init.num_cpus=16",
+               "transfer_queue.backend.SimpleStorage.num_data_storage_units=1", *overrides]
+    run = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                         env={**os.environ, "RAY_AUTH_MODE": "disabled", "RLVR_EXPLORE_HP": ""})
+    return run.stdout + run.stderr
+
+
+def test_real_verl_main_ppo_runs_the_start_up_check_in_its_trainer_process(tmp_path):
+    """verl's default main_ppo (the v1 trainer in Ray's task runner) with CaSP and GTPO: the plugin,
+    loaded by verl itself in that process, checks the run and names every hook the methods use there
+    and in the workers; the same start with the legacy trainer and fused kernels stops before any
+    worker is asked for, naming the trainer and the setting."""
+    pytest.importorskip("verl", reason="verl not installed: the contract tests above stand in")
+    pytest.importorskip("transfer_queue", reason="verl's default trainer needs verl[verl-core]")
+    output = main_ppo(tmp_path, "actor_rollout_ref.actor.policy_loss.loss_mode=rlvr_casp",
+                      "algorithm.adv_estimator=rlvr_gtpo")
+    line = next((l for l in output.splitlines() if "rlvr-explore on verl 0.9.1's v1 (trainer.use_v1=true" in l), None)
+    assert line is not None, output[-4000:]
+    for seam in plugin.SEAMS:
+        used = seam.serves in ("losses", "statistics", "candidates", "advantage_inputs") and seam.trainer in (None, plugin.V1)
+        assert (seam.name in line) == used, (seam.name, line)
+    assert "Total available GPUs 0 is less than total desired GPUs 1" in output  # the next thing verl does
+
+    output = main_ppo(tmp_path, "trainer.use_v1=false", "algorithm.adv_estimator=grpo",
+                      "actor_rollout_ref.actor.policy_loss.loss_mode=rlvr_casp",
+                      "actor_rollout_ref.model.use_fused_kernels=True")
+    assert ("rlvr-explore cannot serve this run on verl's legacy (trainer.use_v1=false) trainer: "
+            "actor_rollout_ref.actor.policy_loss.loss_mode=rlvr_casp needs the logits: set "
+            "actor_rollout_ref.model.use_fused_kernels=False") in output, output[-4000:]
+    assert "Total available GPUs" not in output
+
+
 def test_real_verl_registers_through_its_entry_point_and_matches_its_own_losses():
     pytest.importorskip("verl", reason="verl not installed: the contract tests above stand in")
     import verl  # noqa: F401  (the import runs verl's entry-point discovery)

@@ -1044,18 +1044,20 @@ def check_run(config, trainer: str) -> None:
     """Stop before any worker starts when the run asks for what this trainer and verl cannot serve."""
     needs = needs_of_run(config)
     refusal = settings_refusal(config, needs)
-    if refusal is None:
-        for seam in SEAMS:
-            if seam.serves in needs and seam.trainer in (None, trainer) and seam.serves != "startup":
-                if seam.name not in FITTED and seam.name not in REFUSED:
-                    importlib.import_module(seam.module)  # its import fits it
-                if seam.name in REFUSED:
-                    refusal = (f"{needs[seam.serves]} needs rlvr-explore's hook on {seam.name}, which it left alone: "
-                               f"in verl {verl_version()} it {REFUSED[seam.name]} (rlvr-explore supports verl "
-                               f"{supported_verl() or TESTED_VERL})")
-                    break
+    used = [seam for seam in SEAMS if seam.serves in needs and seam.trainer in (None, trainer)]
+    for seam in used if refusal is None else ():
+        if seam.name not in FITTED and seam.name not in REFUSED:
+            importlib.import_module(seam.module)  # its import fits it
+        if seam.name in REFUSED:
+            refusal = (f"{needs[seam.serves]} needs rlvr-explore's hook on {seam.name}, which it left alone: "
+                       f"in verl {verl_version()} it {REFUSED[seam.name]} (rlvr-explore supports verl "
+                       f"{supported_verl() or TESTED_VERL})")
+            break
     if refusal is not None:
         raise RuntimeError(f"rlvr-explore cannot serve this run on verl's {trainer} trainer: {refusal}")
+    if needs:  # one line in the driver's log of what the run takes from the plugin
+        print(f"rlvr-explore on verl {verl_version()}'s {trainer} trainer: {', '.join(sorted(set(needs.values())))}; "
+              f"hooks: {', '.join(seam.name for seam in used)}", flush=True)
 
 
 def make_startup_check(original, trainer: str):
