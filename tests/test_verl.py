@@ -542,6 +542,58 @@ def test_real_verl_driver_hands_estimators_what_they_read(estimator, settings, t
         assert plugin.DRIVER.answer_counts == {(keys[q], a): n for (q, a), n in reference_counts.items()}
 
 
+def test_real_verl_legacy_old_log_prob_hook_is_what_keeps_the_entropy(monkeypatch):
+    """verl's own RayPPOTrainer._compute_old_log_prob, hooked, over a worker group that answers
+    as verl's does (nested per-token outputs): the entropy verl drops after logging is kept for
+    GTPO and reaches the estimator; verl's method without the hook leaves GTPO without it."""
+    pytest.importorskip("verl", reason="verl not installed: the contract tests above stand in")
+    import verl.trainer.ppo.ray_trainer as ray_trainer
+    from omegaconf import OmegaConf
+    from verl import DataProto
+    from verl.utils import tensordict_utils as tu
+
+    monkeypatch.delenv("RLVR_EXPLORE_HP", raising=False)
+    model = TinyPackedModel(17)
+    data = verl_batch(model, 17)
+    padded = {key: data[key] for key in ("prompts", "responses", "response_mask")}
+    prompt_mask = (torch.arange(3)[None] >= 3 - torch.tensor([3, 2, 3, 1, 2, 3])[:, None]).long()
+    attention = torch.cat([prompt_mask, padded["response_mask"].long()], 1)
+    rollout = lambda: DataProto.from_dict(tensors={  # noqa: E731
+        **padded, "input_ids": torch.cat([padded["prompts"], padded["responses"]], 1), "attention_mask": attention,
+        "position_ids": (attention.cumsum(1) - 1).clamp(min=0)})
+    g = torch.Generator().manual_seed(2)
+
+    def compute_log_prob(batch_td):  # per token of each packed sequence, as verl's workers return them
+        values = lambda: torch.nested.nested_tensor_from_jagged(  # noqa: E731
+            torch.rand(batch_td["input_ids"].values().shape, generator=g), batch_td["input_ids"].offsets())
+        return tu.get_tensordict({"log_probs": values(), "entropy": values()}, non_tensor_dict={"metrics": {"mfu": 0.5}})
+
+    config = OmegaConf.create({"actor_rollout_ref": {"actor": {}}, "algorithm": {"adv_estimator": "rlvr_gtpo"}})
+    trainer = types.SimpleNamespace(config=config, global_steps=3,
+                                    actor_rollout_wg=types.SimpleNamespace(compute_log_prob=compute_log_prob))
+    rewards = torch.zeros(B, T)
+    rewards[torch.arange(B), padded["response_mask"].sum(1).long() - 1] = torch.tensor([1.0, 0, 1, 0, 1, 1])
+    for hooked in (True, False):
+        method = ray_trainer.RayPPOTrainer._compute_old_log_prob
+        batch = rollout()
+        old_log_prob, mfu = (method if hooked else method.rlvr_explore_original)(trainer, batch)
+        assert mfu == 0.5 and (plugin.ENTROPY_KEY in old_log_prob.batch.keys()) == hooked
+        step = batch.union(old_log_prob)
+        step.batch["token_level_rewards"] = rewards
+        step.non_tensor_batch["uid"] = np.array(list("aaabbb"), dtype=object)
+        if not hooked:
+            with pytest.raises(RuntimeError, match=r"rlvr_gtpo reads \['entropy'\]"):
+                ray_trainer.compute_advantage(step, adv_estimator="rlvr_gtpo", config=OmegaConf.create({}))
+            continue
+        assert plugin.DRIVER.step == 2
+        entropy = step.batch[plugin.ENTROPY_KEY].clone()
+        torch.testing.assert_close(entropy, step.batch["entropys"])
+        ours = ray_trainer.compute_advantage(step, adv_estimator="rlvr_gtpo", config=OmegaConf.create({}))
+        reference = compute_advantages("gtpo", rewards.sum(-1), torch.tensor([0, 0, 0, 1, 1, 1]), padded["response_mask"],
+                                       entropy=entropy, old_logp=step.batch["old_log_probs"], step=2)
+        torch.testing.assert_close(ours.batch["advantages"], reference)
+
+
 def test_real_verl_driver_without_the_entropy_says_where_it_comes_from(monkeypatch):
     pytest.importorskip("verl", reason="verl not installed: the contract tests above stand in")
     import verl.trainer.ppo.ray_trainer as ray_trainer
