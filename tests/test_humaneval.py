@@ -39,6 +39,9 @@ def test_humaneval_canonical_wrong_and_exit_hacks(humaneval_jsonl):
         "SystemExit at import": "    pass\nraise SystemExit(0)\n",
         "os._exit at import": "    pass\nimport os\nos._exit(0)\n",
         "atexit": "    pass\nimport atexit, os\natexit.register(os._exit, 0)\n",
+        # value forges: under the old in-process harness these were paid on 155 of the 164 problems
+        "permissive __eq__": "    return type('A', (), {'__eq__': lambda s, o: True, '__ne__': lambda s, o: False})()\n",
+        "unittest.mock.ANY": "    from unittest.mock import ANY\n    return ANY\n",
     }
     for name, body in hacks.items():
         rewards = verifier(problems, [body] * len(problems))

@@ -87,7 +87,9 @@ class Verifier:
 
     ``stats`` counts since creation: ``calls`` (responses judged), ``errors`` (a checker raised,
     a worker died), ``timeouts``, ``refusals`` (a program stopped by a sandbox limit: output cap
-    or timeout), ``worker_restarts`` (math workers replaced after a timeout or a crash) and, for
+    or timeout), ``worker_restarts`` (math workers replaced after a timeout or a crash),
+    ``unsupported_calls`` (code: assert tests that pass the program what plain data cannot carry,
+    such as a callback; reward 0, with a warning naming the problem) and, for
     ``exact`` and ``math``, ``answers_<extraction>``: how many graded answers each extraction of
     :func:`graded_answer` gave (``answers_none``: no answer found; ``answers_ambiguous``: several
     different boxed answers; both reward 0).
@@ -99,6 +101,7 @@ class Verifier:
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     answer_format: str = "boxed"
     stats: dict = field(default_factory=lambda: {"calls": 0, "errors": 0, "timeouts": 0, "refusals": 0, "worker_restarts": 0,
+                                                 "unsupported_calls": 0,
                                                  "answers_boxed": 0, "answers_last_number": 0, "answers_full": 0,
                                                  "answers_none": 0, "answers_ambiguous": 0})
 
@@ -169,6 +172,15 @@ class Verifier:
         counted = ["timeouts"] if run.timed_out else []
         if run.timed_out or run.output_capped:
             counted.append("refusals")
+        problem_name = problem.get("task_id") or problem.get("entry_point") or "a code problem"
+        if run.unsupported:  # the tests need what plain data cannot carry: say so, never pay it
+            log.warning("%s: its tests make a call the checker cannot carry to the sandbox (reward 0, counted in "
+                        "unsupported_calls): %s", problem_name, run.unsupported)
+            counted.append("unsupported_calls")
+        if run.checker_error:
+            log.warning("%s: the trusted checker could not run its tests (reward 0, counted in errors): %s",
+                        problem_name, run.checker_error)
+            counted.append("errors")
         return float(run.passed), counted
 
     def _safe(self, check, *args) -> float:

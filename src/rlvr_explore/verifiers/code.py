@@ -44,7 +44,8 @@ def judge(problem: dict, response: str, config: SandboxConfig, timeout_s: float)
     if "tests" in problem and not problem.get("entry_point") and DEFINES_CHECK.search(problem["tests"]):
         raise ValueError("the tests define check() but the problem has no entry_point: nothing would call it")
     if "tests" in problem:
-        return run_program(program, config, timeout_s, tests=problem["tests"], entry_point=problem.get("entry_point"))
+        return run_program(program, config, timeout_s, tests=problem["tests"], entry_point=problem.get("entry_point"),
+                           prompt=problem.get("prompt", "") if problem.get("entry_point") else "")
     if "inputs" not in problem:
         raise KeyError("a code problem needs 'tests' (asserts) or 'inputs' and 'outputs' (stdin/stdout)")
     run = ProgramRun(passed=False, returncode=None)

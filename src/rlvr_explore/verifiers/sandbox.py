@@ -29,7 +29,6 @@ import functools
 import json
 import math
 import os
-import secrets
 import selectors
 import shutil
 import signal
@@ -45,10 +44,10 @@ from rlvr_explore.documented import documented
 
 NOBODY = 65534
 INSIDE = "/sandbox"  # where the harness and the program's files appear inside the sandbox
-PRIVATE = {"tests.py"}  # root-only inside: the harness reads them before it drops to uid 65534
 
-# Runs inside the sandbox before any untrusted line: drop privileges, set limits, run, and only
-# then (tests mode) release the token. Kept free of imports the program could have patched first.
+# Runs inside the sandbox before any untrusted line: drop privileges, set limits, then run the
+# program (stdio mode) or load it and serve the checker's calls (serve mode). Nothing here is
+# trusted once the program has run: the checker outside decodes every reply strictly.
 HARNESS = r'''
 import json, os, resource, sys, types
 
@@ -57,11 +56,6 @@ def main():
     write, exit_now, files = os.write, os._exit, config["files"]
     write(config["started_fd"], b"1")  # the sandbox is set up: any failure from here on is the program's
     os.close(config["started_fd"])
-    token = os.read(config["token_fd"], 64)
-    os.close(config["token_fd"])
-    if config["mode"] == "tests":  # read while privileged: as root, tests.py is 0400 and the program cannot read it
-        with open(files + "/tests.py") as handle:
-            tests = handle.read()
     if config["drop_to"] is not None:
         os.setgroups([])
         os.setgid(config["drop_to"])
@@ -73,22 +67,49 @@ def main():
         import runpy
         runpy.run_path(files + "/program.py", run_name="__main__")
         return
-    import builtins, threading
-    clean_builtins = dict(builtins.__dict__)
+    plain = types.ModuleType("plain")
+    exec(compile(open(files + "/plain.py").read(), "plain.py", "exec"), plain.__dict__)
+    requests, replies = config["request_fd"], config["reply_fd"]
+
+    def send(reply):
+        data = json.dumps(reply, separators=(",", ":")).encode()
+        data = len(data).to_bytes(4, "big") + data
+        while data:
+            data = data[write(replies, data):]
+
+    def receive():
+        data = b""
+        while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "big"):
+            chunk = os.read(requests, 1 << 20)
+            if not chunk:
+                exit_now(0)
+            data += chunk
+        return plain.loads(data[4:])
+
     module = types.ModuleType("solution")
     sys.modules["solution"] = module
     try:
         exec(compile(open(files + "/program.py").read(), "solution.py", "exec"), module.__dict__)
-        # undo the cheapest ways a program could steer the tests that follow
-        sys.settrace(None); sys.setprofile(None); threading.settrace(None); threading.setprofile(None)
-        builtins.__dict__.clear(); builtins.__dict__.update(clean_builtins)
-        exec(compile(tests, "tests.py", "exec"), module.__dict__)
-        if config["entry_point"]:
-            module.__dict__["check"](module.__dict__[config["entry_point"]])
     except BaseException:
         exit_now(1)
-    write(config["verdict_fd"], token)
-    exit_now(0)
+    send({"loaded": True})
+    while True:
+        name, args, kwargs = receive()
+        try:
+            given = plain.encode(args)
+            value = module.__dict__[name](*args, **kwargs)
+            reply = {"value": plain.encode(value)}
+            left = plain.encode(args)
+            if left != given:  # mutated in place: the checker updates its own arguments
+                reply["args"] = left
+        except plain.NotPlain as error:
+            reply = {"unplain": str(error)}
+        except BaseException as error:
+            try:
+                reply = {"raised": type(error).__name__, "message": str(error)[:200]}
+            except BaseException:
+                reply = {"raised": "Exception", "message": ""}
+        send(reply)
 
 main()
 '''
@@ -137,6 +158,8 @@ class ProgramRun:
     output_capped: bool = False
     started: bool = True  # False: bwrap could not set the sandbox up (see stderr)
     stderr: bytes = field(default=b"", repr=False)
+    unsupported: str | None = None  # the tests made a call the checker's protocol cannot carry
+    checker_error: str | None = None  # the trusted side failed (a prompt that does not run alone)
 
 
 # ------------------------------------------------------------------ the bubblewrap command
@@ -192,7 +215,7 @@ def bwrap_command(config: SandboxConfig, data_fds: dict[str, int], argv: list[st
                 "--perms", "1777", "--size", str(config.scratch_mb << 20), "--tmpfs", "/tmp",
                 "--perms", "1777", "--size", str(config.shm_mb << 20), "--tmpfs", "/dev/shm"]
     for name, fd in data_fds.items():
-        command += ["--perms", "0400" if name in PRIVATE else "0444", "--ro-bind-data", str(fd), f"{INSIDE}/{name}"]
+        command += ["--perms", "0444", "--ro-bind-data", str(fd), f"{INSIDE}/{name}"]
     command += ["--remount-ro", "/", "--chdir", "/tmp", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
                 "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
                 exe, "-I", *argv]
@@ -248,9 +271,10 @@ def _kill(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def _read(streams: dict, deadline: float, caps: dict) -> tuple[dict[str, bytes], bool, str | None]:
-    """Read ``streams`` (name -> pipe) to EOF or the deadline: (data, timed out, the stream that
-    went past its cap). A stream past its cap stops the reading, except stderr, which is dropped."""
+def _read(streams: dict, deadline: float, caps: dict, until: str | None = None) -> tuple[dict[str, bytes], bool, str | None]:
+    """Read ``streams`` (name -> pipe) to EOF (of all, or of ``until``) or the deadline: (data,
+    timed out, the stream that went past its cap). A stream past its cap stops the reading, except
+    the stderr streams, whose excess is dropped."""
     selector = selectors.DefaultSelector()
     for name, pipe in streams.items():
         selector.register(pipe, selectors.EVENT_READ, name)
@@ -258,7 +282,7 @@ def _read(streams: dict, deadline: float, caps: dict) -> tuple[dict[str, bytes],
 
     def result(timed_out: bool, capped: str | None):
         selector.close()
-        return {k: bytes(v[: caps[k]]) if k == "stderr" else bytes(v) for k, v in data.items()}, timed_out, capped
+        return {k: bytes(v[: caps[k]]) if k.endswith("stderr") else bytes(v) for k, v in data.items()}, timed_out, capped
 
     while selector.get_map():
         left = deadline - time.monotonic()
@@ -268,76 +292,118 @@ def _read(streams: dict, deadline: float, caps: dict) -> tuple[dict[str, bytes],
             chunk = os.read(key.fd, 65536)
             if not chunk:
                 selector.unregister(key.fileobj)
+                if key.data == until:
+                    return result(False, None)
                 continue
-            if key.data == "stderr" and len(data["stderr"]) > caps["stderr"]:
+            dropped = key.data.endswith("stderr")
+            if dropped and len(data[key.data]) > caps[key.data]:
                 continue
             data[key.data] += chunk
-            if len(data[key.data]) > caps[key.data] and key.data != "stderr":
+            if len(data[key.data]) > caps[key.data] and not dropped:
                 return result(False, key.data)
     return result(False, None)
 
 
+CHECKER = Path(__file__).with_name("checker.py")
+PLAIN = Path(__file__).with_name("plain.py")
+MAX_CALLS = 100_000  # calls of the program per check (HumanEval's tests make about 44)
+
+
+def _sandbox_command(config: SandboxConfig, harness_config: dict, files: dict[str, int],
+                     scratch: tempfile.TemporaryDirectory | None) -> tuple[list[str], str | None, dict]:
+    """(command, cwd, env) that runs the harness on ``files`` (name -> readable fd) in the sandbox."""
+    if config.isolation == "bwrap":
+        harness_config["drop_to"] = NOBODY if os.geteuid() == 0 else None
+        command = bwrap_command(config, files, [f"{INSIDE}/harness.py", json.dumps(harness_config)])
+        return command, None, {"PATH": "/usr/bin:/bin"}
+    for name, fd in files.items():
+        Path(scratch.name, name).write_bytes(os.pread(fd, 1 << 30, 0))
+    harness_config["files"] = scratch.name
+    command = [interpreter(config.python)[0], "-I", f"{scratch.name}/harness.py", json.dumps(harness_config)]
+    return command, scratch.name, {"PATH": "/usr/bin:/bin", "HOME": scratch.name}
+
+
 def run_program(program: str, config: SandboxConfig, timeout_s: float, tests: str | None = None,
-                entry_point: str | None = None, stdin: str = "") -> ProgramRun:
-    """Run ``program`` once: with ``tests`` (assert mode) it passes only if the harness releases the
-    run's token; without, it passes if it exits 0 and ``stdout`` holds what it printed."""
-    mode = "stdio" if tests is None else "tests"
-    token = secrets.token_hex(16).encode()
-    files = {"harness.py": HARNESS, "program.py": program} | ({"tests.py": tests} if tests is not None else {})
-    opened = {name: _memfd(name, text) for name, text in files.items()} | {"token": _memfd("token", token.decode())}
-    pipes = {name: os.pipe() for name in ("verdict", "started", "stderr")}  # name -> (read end, write end)
-    scratch = None
+                entry_point: str | None = None, prompt: str = "", stdin: str = "") -> ProgramRun:
+    """Run ``program`` once. Without ``tests`` (stdin/stdout) it passes if it exits 0, and
+    ``stdout`` holds what it printed. With ``tests`` (asserts) the sandbox only serves calls of the
+    program's functions, and the trusted checker (``checker.py``, a process of its own that holds
+    no program code) runs the prompt and the tests against a proxy: it passes only on the
+    checker's verdict that ``check`` returned."""
+    mode = "stdio" if tests is None else "serve"
+    texts = {"harness.py": HARNESS, "program.py": program} | ({"plain.py": PLAIN.read_text()} if tests is not None else {})
+    opened = {name: _memfd(name, text) for name, text in texts.items()}
+    pipes = {name: os.pipe() for name in ("started", "stderr")}  # name -> (read end, write end)
+    if mode == "serve":
+        pipes |= {name: os.pipe() for name in ("request", "reply", "verdict", "checker_stderr")}
+    scratch = None if config.isolation == "bwrap" else tempfile.TemporaryDirectory(prefix="rlvr-unisolated-")
+    processes, streams, checker_cwd = [], {}, None
     try:
-        harness_config = {"mode": mode, "token_fd": opened["token"], "verdict_fd": pipes["verdict"][1], "started_fd": pipes["started"][1],
-                          "entry_point": entry_point, "limits": config.rlimits(timeout_s), "files": INSIDE, "drop_to": None}
-        data_fds = {name: fd for name, fd in opened.items() if name in files}
-        if config.isolation == "bwrap":
-            harness_config["drop_to"] = NOBODY if os.geteuid() == 0 else None
-            command = bwrap_command(config, data_fds, [f"{INSIDE}/harness.py", json.dumps(harness_config)])
-            cwd, env = None, {"PATH": "/usr/bin:/bin"}
-        else:
-            scratch = tempfile.TemporaryDirectory(prefix="rlvr-unisolated-")
-            for name, text in files.items():
-                Path(scratch.name, name).write_text(text, encoding="utf-8", errors="surrogatepass")
-            harness_config["files"] = scratch.name
-            command = [interpreter(config.python)[0], "-I", f"{scratch.name}/harness.py", json.dumps(harness_config)]
-            cwd, env = scratch.name, {"PATH": "/usr/bin:/bin", "HOME": scratch.name}
-        process = subprocess.Popen(
-            command, cwd=cwd, env=env, start_new_session=True, stderr=pipes["stderr"][1],
-            pass_fds=(*opened.values(), pipes["verdict"][1], pipes["started"][1]),
+        harness_config = {"mode": mode, "started_fd": pipes["started"][1], "limits": config.rlimits(timeout_s),
+                          "files": INSIDE, "drop_to": None}
+        sandbox_fds = [*opened.values(), pipes["started"][1]]
+        if mode == "serve":
+            harness_config |= {"request_fd": pipes["request"][0], "reply_fd": pipes["reply"][1]}
+            sandbox_fds += [pipes["request"][0], pipes["reply"][1]]
+        command, cwd, env = _sandbox_command(config, harness_config, opened, scratch)
+        sandbox = subprocess.Popen(
+            command, cwd=cwd, env=env, start_new_session=True, stderr=pipes["stderr"][1], pass_fds=sandbox_fds,
             stdin=subprocess.PIPE if mode == "stdio" else subprocess.DEVNULL,
             stdout=subprocess.PIPE if mode == "stdio" else subprocess.DEVNULL)
-        streams = {}
-        for name, (read_end, write_end) in pipes.items():
+        processes.append(sandbox)
+        if mode == "serve":
+            checker_config = {"request_fd": pipes["request"][1], "reply_fd": pipes["reply"][0],
+                              "verdict_fd": pipes["verdict"][1], "prompt": prompt, "tests": tests,
+                              "entry_point": entry_point, "max_calls": MAX_CALLS}
+            checker_cwd = tempfile.mkdtemp(prefix="rlvr-checker-")
+            processes.append(subprocess.Popen(
+                [sys.executable, "-I", str(CHECKER), json.dumps(checker_config)], cwd=checker_cwd,
+                env={"PATH": "/usr/bin:/bin", "HOME": checker_cwd}, start_new_session=True,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=pipes["checker_stderr"][1],
+                pass_fds=(pipes["request"][1], pipes["reply"][0], pipes["verdict"][1])))
+        for name, (read_end, write_end) in list(pipes.items()):
             os.close(write_end)
-            streams[name] = os.fdopen(read_end, "rb", buffering=0)
+            if name in ("request", "reply"):
+                os.close(read_end)  # both ends now belong to the two processes
+            else:
+                streams[name] = os.fdopen(read_end, "rb", buffering=0)
         pipes.clear()
         if mode == "stdio":
-            streams["stdout"] = process.stdout
-            _feed(process, stdin)
-        caps = {"verdict": 64, "started": 1, "stderr": 4096, "stdout": config.output_kb << 10}
+            streams["stdout"] = sandbox.stdout
+            _feed(sandbox, stdin)
+        caps = {"verdict": 4096, "started": 1, "stderr": 4096, "checker_stderr": 4096, "stdout": config.output_kb << 10}
         deadline = time.monotonic() + timeout_s
+        # the verdict is the checker's, whatever the program's side still does; stdio waits for the program
+        data, timed_out, capped = _read(streams, deadline, caps, until="verdict" if mode == "serve" else None)
+        capped = capped is not None  # stdout past its cap; stderr past its cap is only dropped
+        deciding = processes[-1]
         try:
-            data, timed_out, capped = _read(streams, deadline, caps)
-            capped = capped is not None  # stdout or the verdict pipe; stderr past its cap is only dropped
             if not (timed_out or capped):
-                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+                deciding.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             timed_out = True
-        finally:
-            _kill(process)  # also ends the PID namespace, so no daemon outlives the verdict
-            for stream in streams.values():
-                stream.close()
-        code = process.returncode
+        for process in processes:
+            _kill(process)  # also ends the sandbox's PID namespace, so no daemon outlives the verdict
+        code = deciding.returncode
         ok = code == 0 and not timed_out and not capped
-        passed = ok and (data["verdict"] == token if mode == "tests" else data["verdict"] == b"")
+        verdict = data.get("verdict", b"")
+        passed = ok and (verdict == b"pass" if mode == "serve" else True)
+        unsupported = verdict[len(b"unsupported:"):].decode(errors="replace") if verdict.startswith(b"unsupported:") else None
+        checker_error = verdict[len(b"error:"):].decode(errors="replace") if verdict.startswith(b"error:") else None
         return ProgramRun(passed, code, data.get("stdout", b""), timed_out, capped, started=data["started"] == b"1",
-                          stderr=data["stderr"])
+                          stderr=data["stderr"], unsupported=unsupported, checker_error=checker_error)
     finally:
+        for process in processes:
+            if process.returncode is None:
+                _kill(process)
+        for stream in streams.values():
+            stream.close()
         for fd in [*opened.values(), *(end for ends in pipes.values() for end in ends)]:
             os.close(fd)
         if scratch is not None:
             scratch.cleanup()
+        if checker_cwd is not None:
+            shutil.rmtree(checker_cwd, ignore_errors=True)
 
 
 def _feed(process: subprocess.Popen, text: str) -> None:
