@@ -261,3 +261,38 @@ def test_a_sandbox_that_fails_to_set_up_is_an_error_not_a_silent_zero(monkeypatc
     with caplog.at_level("WARNING"):
         assert score(verifier, RIGHT) == 0.0
     assert verifier.stats["errors"] == 1 and "did not start" in caplog.text
+
+
+# ------------------------------------------------------------------ neighbours: no false zeros
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="per-sandbox uids are given as root; otherwise the user's own limit holds")
+def test_sandboxes_running_at_once_do_not_share_a_process_limit():
+    """Eight honest programs holding threads beside one honest threaded program: each sandbox has
+    a uid of its own, so each counts its own processes against sandbox.processes."""
+    verifier = Verifier("code", timeout_s=10, workers=9)
+    sleeper = ("import threading, time\nthreads = [threading.Thread(target=time.sleep, args=(1.5,)) for _ in range(6)]\n"
+               "[t.start() for t in threads]\n" + RIGHT)
+    threaded = ("import threading\ndef f(x):\n    out = []\n    workers = [threading.Thread(target=out.append, args=(x,)) "
+                "for _ in range(6)]\n    [w.start() for w in workers]\n    [w.join() for w in workers]\n"
+                "    return out[0] + 1\n")
+    rewards = verifier([{"prompt": "", "tests": TESTS}] * 9, [sleeper] * 8 + [threaded])
+    assert rewards == [1.0] * 9
+
+
+def test_a_neighbour_that_floods_the_cpu_costs_an_honest_program_a_retry_not_its_reward():
+    """Seven CPU spinners, each in a session of its own, beside an honest program that needs a
+    fair share of the CPU: the honest run, out of time while runnable and short of CPU, is judged
+    again alone and paid; the flooding program is not."""
+    verifier = Verifier("code", timeout_s=1.5, workers=2)
+    spinners = ("import os\nfor _ in range(7):\n    if os.fork() == 0:\n        os.setsid()\n        while True: pass\n"
+                "import time\ntime.sleep(3)\n" + WRONG)
+    work = "def f(x):\n    total = 0\n    for i in range(5_000_000):\n        total += i & 1\n    return x + 1 + total - 2_500_000\n"
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})  # one CPU for both sandboxes (they inherit it): the flood starves for sure
+    try:
+        rewards = verifier([{"prompt": "", "tests": TESTS}] * 2, [spinners, work])
+    finally:
+        os.sched_setaffinity(0, cpus)
+    assert rewards == [0.0, 1.0], (rewards, verifier.stats)
+    assert verifier.stats["load_retries"] >= 1 and verifier.stats["starved"] == 0

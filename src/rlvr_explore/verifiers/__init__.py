@@ -89,7 +89,9 @@ class Verifier:
     a worker died), ``timeouts``, ``refusals`` (a program stopped by a sandbox limit: output cap
     or timeout), ``worker_restarts`` (math workers replaced after a timeout or a crash),
     ``unsupported_calls`` (code: assert tests that pass the program what plain data cannot carry,
-    such as a callback; reward 0, with a warning naming the problem) and, for
+    such as a callback; reward 0, with a warning naming the problem), ``load_retries`` (code runs
+    out of time while other load held the CPU, judged again alone), ``starved`` (retried runs that
+    ran out of time that way again) and, for
     ``exact`` and ``math``, ``answers_<extraction>``: how many graded answers each extraction of
     :func:`graded_answer` gave (``answers_none``: no answer found; ``answers_ambiguous``: several
     different boxed answers; both reward 0).
@@ -101,7 +103,7 @@ class Verifier:
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     answer_format: str = "boxed"
     stats: dict = field(default_factory=lambda: {"calls": 0, "errors": 0, "timeouts": 0, "refusals": 0, "worker_restarts": 0,
-                                                 "unsupported_calls": 0,
+                                                 "unsupported_calls": 0, "load_retries": 0, "starved": 0,
                                                  "answers_boxed": 0, "answers_last_number": 0, "answers_full": 0,
                                                  "answers_none": 0, "answers_ambiguous": 0})
 
@@ -148,6 +150,11 @@ class Verifier:
         if self.kind == "code":
             with ThreadPoolExecutor(self.workers) as pool:
                 outcomes = list(pool.map(self._code, problems, responses))
+            # a run that ran out of time because its neighbours held the CPU is judged again, alone
+            for i, (_, counted) in enumerate(outcomes):
+                if "starved" in counted:
+                    self.stats["load_retries"] += 1
+                    outcomes[i] = self._code(problems[i], responses[i])
             for _, counted in outcomes:
                 for key in counted:
                     self.stats[key] += 1
@@ -170,6 +177,8 @@ class Verifier:
             log.warning("the sandbox did not start (reward 0, counted in errors): %s", run.stderr.decode(errors="replace")[-500:])
             return 0.0, ["errors"]
         counted = ["timeouts"] if run.timed_out else []
+        if run.starved:
+            counted.append("starved")
         if run.timed_out or run.output_capped:
             counted.append("refusals")
         problem_name = problem.get("task_id") or problem.get("entry_point") or "a code problem"

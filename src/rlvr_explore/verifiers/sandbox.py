@@ -130,7 +130,8 @@ class SandboxConfig:
     scratch_mb: int = documented(64, "size of the writable /tmp (also the working directory)")
     shm_mb: int = documented(16, "size of /dev/shm")
     file_mb: int = documented(16, "largest file a program may write")
-    processes: int = documented(8, "processes and threads of uid 65534 (as root, shared by all sandboxes running at once)")
+    processes: int = documented(8, "processes and threads per sandbox (as root each sandbox has a uid of its own; "
+                                   "otherwise they count against this user's processes)")
     open_files: int = documented(64, "open file descriptors per process")
     output_kb: int = documented(1024, "stdout read per program; more is a failure")
     python: str | None = documented(None, "interpreter for the program (default: this one's base interpreter, without the project's venv)")
@@ -160,6 +161,7 @@ class ProgramRun:
     stderr: bytes = field(default=b"", repr=False)
     unsupported: str | None = None  # the tests made a call the checker's protocol cannot carry
     checker_error: str | None = None  # the trusted side failed (a prompt that does not run alone)
+    starved: bool = False  # out of time because other load kept it from the CPU (see ``starved``)
 
 
 # ------------------------------------------------------------------ the bubblewrap command
@@ -304,6 +306,67 @@ def _read(streams: dict, deadline: float, caps: dict, until: str | None = None) 
     return result(False, None)
 
 
+class UidPool:
+    """As root, each running sandbox drops to a uid of its own (from ``FIRST_UID``, owning nothing
+    on the host), so the process limit counts one sandbox's processes and a neighbour cannot
+    exhaust it; a uid returns to the pool when its sandbox has ended."""
+
+    FIRST_UID = 1_900_000_000
+
+    def __init__(self):
+        self.lock, self.free, self.next = threading.Lock(), [], self.FIRST_UID
+
+    def take(self) -> int:
+        with self.lock:
+            if self.free:
+                return self.free.pop()
+            self.next += 1
+            return self.next - 1
+
+    def give(self, uid: int) -> None:
+        with self.lock:
+            self.free.append(uid)
+
+
+UIDS = UidPool()
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _tree(root_pids: list[int]) -> list[int]:
+    """The processes of ``root_pids`` and all their descendants (a sandbox's daemons included:
+    orphans are adopted by the sandbox's own init, a descendant of bwrap)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(entry.path, "stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(entry.name))
+    found, stack = [], list(root_pids)
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack += children.get(pid, [])
+    return found
+
+
+def starved(root_pids: list[int], wall_s: float) -> bool:
+    """Whether a run that ran out of time was kept from the CPU by other load: some process of it
+    still wanted to run, yet all of its processes together had less than half the time in CPU (a
+    program that sleeps is not starved; one whose own processes fill the CPU is not either)."""
+    cpu, runnable = 0.0, False
+    for pid in _tree(root_pids):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = fields[fields.rindex(")") + 2:].split()
+        runnable |= fields[0] == "R"
+        cpu += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return runnable and cpu < 0.5 * wall_s
+
+
 CHECKER = Path(__file__).with_name("checker.py")
 PLAIN = Path(__file__).with_name("plain.py")
 MAX_CALLS = 100_000  # calls of the program per check (HumanEval's tests make about 44)
@@ -313,7 +376,6 @@ def _sandbox_command(config: SandboxConfig, harness_config: dict, files: dict[st
                      scratch: tempfile.TemporaryDirectory | None) -> tuple[list[str], str | None, dict]:
     """(command, cwd, env) that runs the harness on ``files`` (name -> readable fd) in the sandbox."""
     if config.isolation == "bwrap":
-        harness_config["drop_to"] = NOBODY if os.geteuid() == 0 else None
         command = bwrap_command(config, files, [f"{INSIDE}/harness.py", json.dumps(harness_config)])
         return command, None, {"PATH": "/usr/bin:/bin"}
     for name, fd in files.items():
@@ -338,9 +400,10 @@ def run_program(program: str, config: SandboxConfig, timeout_s: float, tests: st
         pipes |= {name: os.pipe() for name in ("request", "reply", "verdict", "checker_stderr")}
     scratch = None if config.isolation == "bwrap" else tempfile.TemporaryDirectory(prefix="rlvr-unisolated-")
     processes, streams, checker_cwd = [], {}, None
+    uid = UIDS.take() if config.isolation == "bwrap" and os.geteuid() == 0 else None
     try:
         harness_config = {"mode": mode, "started_fd": pipes["started"][1], "limits": config.rlimits(timeout_s),
-                          "files": INSIDE, "drop_to": None}
+                          "files": INSIDE, "drop_to": uid}
         sandbox_fds = [*opened.values(), pipes["started"][1]]
         if mode == "serve":
             harness_config |= {"request_fd": pipes["request"][0], "reply_fd": pipes["reply"][1]}
@@ -382,6 +445,7 @@ def run_program(program: str, config: SandboxConfig, timeout_s: float, tests: st
                 deciding.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             timed_out = True
+        load = timed_out and starved([process.pid for process in processes], timeout_s)
         for process in processes:
             _kill(process)  # also ends the sandbox's PID namespace, so no daemon outlives the verdict
         code = deciding.returncode
@@ -391,7 +455,7 @@ def run_program(program: str, config: SandboxConfig, timeout_s: float, tests: st
         unsupported = verdict[len(b"unsupported:"):].decode(errors="replace") if verdict.startswith(b"unsupported:") else None
         checker_error = verdict[len(b"error:"):].decode(errors="replace") if verdict.startswith(b"error:") else None
         return ProgramRun(passed, code, data.get("stdout", b""), timed_out, capped, started=data["started"] == b"1",
-                          stderr=data["stderr"], unsupported=unsupported, checker_error=checker_error)
+                          stderr=data["stderr"], unsupported=unsupported, checker_error=checker_error, starved=load)
     finally:
         for process in processes:
             if process.returncode is None:
@@ -404,6 +468,8 @@ def run_program(program: str, config: SandboxConfig, timeout_s: float, tests: st
             scratch.cleanup()
         if checker_cwd is not None:
             shutil.rmtree(checker_cwd, ignore_errors=True)
+        if uid is not None:
+            UIDS.give(uid)
 
 
 def _feed(process: subprocess.Popen, text: str) -> None:
