@@ -1,24 +1,25 @@
 """Run untrusted code (DESIGN §6) in a bubblewrap sandbox, and decide its verdict outside it.
 
 The policy is an adversary: it is paid for whatever verdict it can forge, so nothing the program
-does can count as a pass except what the parent checks itself (threat model: docs/reliability.md).
+does can count as a pass except what is checked outside its reach (threat model: docs/reliability.md).
 
 Isolation (``isolation="bwrap"``): new PID, network, IPC, UTS, cgroup and mount namespaces; a
 read-only view of ``/usr`` and the interpreter's prefixes and nothing else of the host (no project,
 no ``$HOME``, no ``/etc``, an empty environment); writable only a fresh size-capped ``/tmp`` (the
-working directory) and ``/dev/shm``; ``--die-with-parent`` and a new session. The program runs as
-uid 65534 (``nobody``): as root we let bwrap keep only CAP_SETUID/CAP_SETGID and the harness drops
-to 65534 before any untrusted line runs; as another user bwrap maps it in a user namespace that
-cannot nest another. The harness then sets rlimits (CPU, address space, file size, processes, open
-files, no core). The wall-clock timeout kills bwrap, whose PID namespace dies with it, so nothing
-outlives the verdict. Output is read with a cap.
+working directory) and ``/dev/shm``; ``--die-with-parent`` and a new session. As root the harness
+drops to a uid of the sandbox's own (``UidPool``) before any untrusted line runs, bwrap keeping
+only CAP_SETUID/CAP_SETGID for it; as another user bwrap maps it to 65534 in a user namespace that
+cannot nest another. The harness then sets rlimits (CPU, address space, file size, processes,
+open files, no core). The wall-clock timeout kills bwrap, whose PID namespace dies with it, so
+nothing outlives the verdict; a run that ran out of time because other load held the CPU is
+marked ``starved`` (the verifier judges it again, alone). Output is read with a cap.
 
 Verdicts:
 
-* **assert tests** (HumanEval's ``check(candidate)``, or plain asserts): the harness writes a
-  per-run random token to a pipe only after the program and every test have returned; a pass is
-  that exact token on the pipe *and* exit status 0. ``SystemExit``, ``os._exit``, ``atexit``,
-  ``sys.excepthook``, signals and crashes never produce it.
+* **assert tests** (HumanEval's ``check(candidate)``, or plain asserts): the sandbox only serves
+  calls of the program's functions, in plain data (``plain.py``); the tests run in the trusted
+  checker (``checker.py``), a process of its own that holds no program code, and a pass is its
+  verdict that ``check`` returned.
 * **stdin/stdout tests** (``inputs``/``outputs``): each input runs in its own sandbox and the
   parent compares the output as text, so nothing in the program can vouch for itself.
 """
