@@ -1,5 +1,5 @@
-"""The trusted checker of assert tests: run as its own process (``python -I checker.py CONFIG``),
-it holds no line of the program.
+"""The trusted checker of assert tests: run as its own process (``python -I checker.py FD``, kept
+warm for the next problem), it holds no line of the program.
 
 It executes the problem's trusted prompt (so the tests' helpers are the prompt's, not the
 response's), binds the entry point (and, for plain asserts, every function the tests call that
@@ -150,22 +150,23 @@ def names_to_proxy(tests: str, namespace: dict, entry_point: str | None) -> list
     return sorted(names | ({entry_point} if entry_point else set()))
 
 
-def main() -> int:
-    config = json.loads(sys.argv[1])
-    verdict_fd = config["verdict_fd"]
-    channel = Channel(config["request_fd"], config["reply_fd"])
+def check(config: dict, channel: Channel) -> bytes:
+    """The verdict of one problem: ``pass``, ``unsupported:...``, ``error:...`` or nothing."""
     try:
         loaded = channel.receive()
     except (OSError, EOFError, ValueError):
-        return 1
+        return b""
     if loaded.get("loaded") is not True:
-        return 1
+        return b""
     namespace = {"__name__": "__main__", "__builtins__": builtins}
     try:
-        exec(compile(config["prompt"], "prompt.py", "exec"), namespace)
+        try:
+            code = compile(config["prompt"], "prompt.py", "exec")
+        except SyntaxError:  # a prompt that ends in the bare signature the response continues
+            code = compile(config["prompt"] + "    pass\n", "prompt.py", "exec")
+        exec(code, namespace)
     except Exception as error:  # noqa: BLE001 - a prompt that is not a module: its helpers are missing
-        os.write(verdict_fd, f"error:the problem's prompt does not run on its own ({error!r:.200})".encode())
-        return 2
+        return f"error:the problem's prompt does not run on its own ({error!r:.200})".encode()
     protocol = Protocol(channel, config["max_calls"], namespace)
     for name in names_to_proxy(config["tests"], namespace, config["entry_point"]):
         namespace[name] = (lambda name: lambda *args, **kwargs: protocol.call(name, args, kwargs))(name)
@@ -178,11 +179,31 @@ def main() -> int:
     else:
         passed = True
     if protocol.unsupported:
-        os.write(verdict_fd, f"unsupported:{protocol.unsupported}".encode())
-    elif passed and protocol.broken is None:
-        os.write(verdict_fd, b"pass")
-    return 0
+        return f"unsupported:{protocol.unsupported}".encode()
+    return b"pass" if passed and protocol.broken is None else b""
+
+
+def serve(control_fd: int) -> None:
+    """Check problems one after another, kept warm between them: each arrives on the control
+    socket as four descriptors (its configuration in a memory file, the requests to the sandbox,
+    its replies, the verdict pipe), and every problem gets a fresh namespace. The verifier
+    replaces a checker that ran out of time; end of input ends it."""
+    import socket
+
+    control = socket.socket(fileno=control_fd)
+    while True:
+        message, fds, _, _ = socket.recv_fds(control, 16, 4)
+        if not message or len(fds) != 4:
+            return
+        config_fd, request_fd, reply_fd, verdict_fd = fds
+        try:
+            with os.fdopen(os.dup(config_fd), "rb") as handle:
+                config = json.loads(handle.read())
+            os.write(verdict_fd, check(config, Channel(request_fd, reply_fd)))
+        finally:
+            for fd in fds:
+                os.close(fd)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    serve(int(sys.argv[1]))

@@ -16,6 +16,13 @@ from .sandbox import ProgramRun, SandboxConfig, run_program, same_output
 IMPORT_LINE = re.compile(r"^(?:import|from)\s.*$", re.MULTILINE)
 
 
+def defines_entry_point(problem: dict) -> bool:
+    """Whether the prompt is code that defines the entry point (HumanEval's form), not prose."""
+    entry_point = problem.get("entry_point")
+    return bool(entry_point) and bool(re.search(rf"^\s*def\s+{re.escape(entry_point)}\s*\(", problem.get("prompt", ""),
+                                                re.MULTILINE))
+
+
 def program_of(problem: dict, response: str) -> str:
     """The program a response stands for.
 
@@ -26,8 +33,7 @@ def program_of(problem: dict, response: str) -> str:
     """
     blocks = CODE_BLOCK.findall(response)
     prompt = problem.get("prompt", "")
-    entry_point = problem.get("entry_point")
-    defines_entry = bool(entry_point) and re.search(rf"^\s*def\s+{re.escape(entry_point)}\s*\(", prompt, re.MULTILINE)
+    defines_entry = defines_entry_point(problem)
     if blocks:
         imports = "\n".join(IMPORT_LINE.findall(prompt))
         return f"{imports}\n{blocks[-1]}" if defines_entry and imports else blocks[-1]
@@ -45,7 +51,7 @@ def judge(problem: dict, response: str, config: SandboxConfig, timeout_s: float)
         raise ValueError("the tests define check() but the problem has no entry_point: nothing would call it")
     if "tests" in problem:
         return run_program(program, config, timeout_s, tests=problem["tests"], entry_point=problem.get("entry_point"),
-                           prompt=problem.get("prompt", "") if problem.get("entry_point") else "")
+                           prompt=problem["prompt"] if defines_entry_point(problem) else "")
     if "inputs" not in problem:
         raise KeyError("a code problem needs 'tests' (asserts) or 'inputs' and 'outputs' (stdin/stdout)")
     run = ProgramRun(passed=False, returncode=None)

@@ -33,11 +33,13 @@ import os
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -369,6 +371,52 @@ def starved(root_pids: list[int], wall_s: float) -> bool:
 
 
 CHECKER = Path(__file__).with_name("checker.py")
+
+
+class WarmChecker:
+    """A trusted checker process (``checker.py``) kept for the next problem of the same verifier
+    thread: the interpreter's start-up is paid once, not per problem. It runs with the sandbox's
+    interpreter, so the tests import what the programs may. One that runs out of time is killed
+    and replaced."""
+
+    local = threading.local()
+
+    def __init__(self, python: str):
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.folder = tempfile.mkdtemp(prefix="rlvr-checker-")
+        self.control = parent
+        self.process = subprocess.Popen(
+            [python, "-I", str(CHECKER), str(child.fileno())], cwd=self.folder, pass_fds=(child.fileno(),),
+            env={"PATH": "/usr/bin:/bin", "HOME": self.folder}, start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        child.close()
+        weakref.finalize(self, WarmChecker._close, parent, self.process, self.folder)
+
+    @staticmethod
+    def _close(control, process, folder) -> None:
+        control.close()
+        _kill(process)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    @classmethod
+    def for_this_thread(cls, python: str) -> "WarmChecker":
+        checker = getattr(cls.local, "checker", None)
+        if checker is None or checker.process.poll() is not None:
+            checker = cls.local.checker = cls(python)
+        return checker
+
+    def start(self, config: dict, fds: list[int]) -> None:
+        """Hand over one problem; the verdict comes on the verdict pipe, which closes when it is done."""
+        config_fd = _memfd("checker.json", json.dumps(config))
+        try:
+            socket.send_fds(self.control, [b"check"], [config_fd, *fds])
+        finally:
+            os.close(config_fd)
+
+    def discard(self) -> None:
+        if getattr(self.local, "checker", None) is self:
+            self.local.checker = None
+        WarmChecker._close(self.control, self.process, self.folder)
 PLAIN = Path(__file__).with_name("plain.py")
 MAX_CALLS = 100_000  # calls of the program per check (HumanEval's tests make about 44)
 
@@ -398,9 +446,9 @@ def run_program(program: str, config: SandboxConfig, timeout_s: float, tests: st
     opened = {name: _memfd(name, text) for name, text in texts.items()}
     pipes = {name: os.pipe() for name in ("started", "stderr")}  # name -> (read end, write end)
     if mode == "serve":
-        pipes |= {name: os.pipe() for name in ("request", "reply", "verdict", "checker_stderr")}
+        pipes |= {name: os.pipe() for name in ("request", "reply", "verdict")}
     scratch = None if config.isolation == "bwrap" else tempfile.TemporaryDirectory(prefix="rlvr-unisolated-")
-    processes, streams, checker_cwd = [], {}, None
+    sandbox, streams = None, {}
     uid = UIDS.take() if config.isolation == "bwrap" and os.geteuid() == 0 else None
     try:
         harness_config = {"mode": mode, "started_fd": pipes["started"][1], "limits": config.rlimits(timeout_s),
@@ -414,17 +462,10 @@ def run_program(program: str, config: SandboxConfig, timeout_s: float, tests: st
             command, cwd=cwd, env=env, start_new_session=True, stderr=pipes["stderr"][1], pass_fds=sandbox_fds,
             stdin=subprocess.PIPE if mode == "stdio" else subprocess.DEVNULL,
             stdout=subprocess.PIPE if mode == "stdio" else subprocess.DEVNULL)
-        processes.append(sandbox)
         if mode == "serve":
-            checker_config = {"request_fd": pipes["request"][1], "reply_fd": pipes["reply"][0],
-                              "verdict_fd": pipes["verdict"][1], "prompt": prompt, "tests": tests,
-                              "entry_point": entry_point, "max_calls": MAX_CALLS}
-            checker_cwd = tempfile.mkdtemp(prefix="rlvr-checker-")
-            processes.append(subprocess.Popen(
-                [sys.executable, "-I", str(CHECKER), json.dumps(checker_config)], cwd=checker_cwd,
-                env={"PATH": "/usr/bin:/bin", "HOME": checker_cwd}, start_new_session=True,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=pipes["checker_stderr"][1],
-                pass_fds=(pipes["request"][1], pipes["reply"][0], pipes["verdict"][1])))
+            checker = WarmChecker.for_this_thread(interpreter(config.python)[0])
+            checker.start({"prompt": prompt, "tests": tests, "entry_point": entry_point, "max_calls": MAX_CALLS},
+                          [pipes["request"][1], pipes["reply"][0], pipes["verdict"][1]])
         for name, (read_end, write_end) in list(pipes.items()):
             os.close(write_end)
             if name in ("request", "reply"):
@@ -435,21 +476,22 @@ def run_program(program: str, config: SandboxConfig, timeout_s: float, tests: st
         if mode == "stdio":
             streams["stdout"] = sandbox.stdout
             _feed(sandbox, stdin)
-        caps = {"verdict": 4096, "started": 1, "stderr": 4096, "checker_stderr": 4096, "stdout": config.output_kb << 10}
+        caps = {"verdict": 4096, "started": 1, "stderr": 4096, "stdout": config.output_kb << 10}
         deadline = time.monotonic() + timeout_s
         # the verdict is the checker's, whatever the program's side still does; stdio waits for the program
         data, timed_out, capped = _read(streams, deadline, caps, until="verdict" if mode == "serve" else None)
         capped = capped is not None  # stdout past its cap; stderr past its cap is only dropped
-        deciding = processes[-1]
-        try:
-            if not (timed_out or capped):
-                deciding.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        load = timed_out and starved([process.pid for process in processes], timeout_s)
-        for process in processes:
-            _kill(process)  # also ends the sandbox's PID namespace, so no daemon outlives the verdict
-        code = deciding.returncode
+        if mode == "stdio":
+            try:
+                if not (timed_out or capped):
+                    sandbox.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                timed_out = True
+        load = timed_out and starved([sandbox.pid], timeout_s)  # the checker waits on the program's replies
+        _kill(sandbox)  # also ends the sandbox's PID namespace, so no daemon outlives the verdict
+        if mode == "serve" and timed_out:
+            checker.discard()  # it may be held in the tests or in a call: a fresh one for the next problem
+        code = sandbox.returncode if mode == "stdio" else (None if timed_out else 0)
         ok = code == 0 and not timed_out and not capped
         verdict = data.get("verdict", b"")
         passed = ok and (verdict == b"pass" if mode == "serve" else True)
@@ -458,17 +500,14 @@ def run_program(program: str, config: SandboxConfig, timeout_s: float, tests: st
         return ProgramRun(passed, code, data.get("stdout", b""), timed_out, capped, started=data["started"] == b"1",
                           stderr=data["stderr"], unsupported=unsupported, checker_error=checker_error, starved=load)
     finally:
-        for process in processes:
-            if process.returncode is None:
-                _kill(process)
+        if sandbox is not None and sandbox.returncode is None:
+            _kill(sandbox)
         for stream in streams.values():
             stream.close()
         for fd in [*opened.values(), *(end for ends in pipes.values() for end in ends)]:
             os.close(fd)
         if scratch is not None:
             scratch.cleanup()
-        if checker_cwd is not None:
-            shutil.rmtree(checker_cwd, ignore_errors=True)
         if uid is not None:
             UIDS.give(uid)
 
