@@ -97,8 +97,12 @@ def program(attack: str, body: str) -> str:
 def test_a_forging_program_is_paid_only_for_the_right_answer(verifier, name):
     tests, attack = ATTACKS[name]
     problem = {"prompt": PROMPT, "tests": TESTS[tests], "entry_point": "add_one"}
+    before = verifier.stats["unplain_results"]
     wrong, right = verifier([problem, problem], [program(attack, WRONG), program(attack, RIGHT)])
     assert (wrong, right) == (0.0, 1.0), name
+    forges_a_value = name in ("permissive __eq__", "unittest.mock.ANY", "int subclass that equals all",
+                              "str subclass that equals all")
+    assert verifier.stats["unplain_results"] - before == forges_a_value  # counted where the forge was a value
 
 
 def test_every_test_passes_honest_code_and_fails_a_wrong_answer(verifier):

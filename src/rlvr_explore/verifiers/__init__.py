@@ -89,7 +89,9 @@ class Verifier:
     a worker died), ``timeouts``, ``refusals`` (a program stopped by a sandbox limit: output cap
     or timeout), ``worker_restarts`` (math workers replaced after a timeout or a crash),
     ``unsupported_calls`` (code: assert tests that pass the program what plain data cannot carry,
-    such as a callback; reward 0, with a warning naming the problem), ``load_retries`` (code runs
+    such as a callback; reward 0, with a warning naming the problem), ``unplain_results`` (code:
+    programs that returned what is not plain data: every value forge, or a task whose answer is
+    an object; reward 0), ``load_retries`` (code runs
     out of time while other load held the CPU, judged again alone), ``starved`` (retried runs that
     ran out of time that way again) and, for
     ``exact`` and ``math``, ``answers_<extraction>``: how many graded answers each extraction of
@@ -103,7 +105,8 @@ class Verifier:
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     answer_format: str = "boxed"
     stats: dict = field(default_factory=lambda: {"calls": 0, "errors": 0, "timeouts": 0, "refusals": 0, "worker_restarts": 0,
-                                                 "unsupported_calls": 0, "load_retries": 0, "starved": 0,
+                                                 "unsupported_calls": 0, "unplain_results": 0, "load_retries": 0,
+                                                 "starved": 0,
                                                  "answers_boxed": 0, "answers_last_number": 0, "answers_full": 0,
                                                  "answers_none": 0, "answers_ambiguous": 0})
 
@@ -186,6 +189,8 @@ class Verifier:
             log.warning("%s: its tests make a call the checker cannot carry to the sandbox (reward 0, counted in "
                         "unsupported_calls): %s", problem_name, run.unsupported)
             counted.append("unsupported_calls")
+        if run.unplain:  # every value forge lands here, as would a task whose answer is an object
+            counted.append("unplain_results")
         if run.checker_error:
             log.warning("%s: the trusted checker could not run its tests (reward 0, counted in errors): %s",
                         problem_name, run.checker_error)

@@ -76,11 +76,13 @@ class Protocol:
 
     def __init__(self, channel: Channel, max_calls: int, namespace: dict):
         self.channel, self.max_calls, self.namespace = channel, max_calls, namespace
-        self.calls, self.broken, self.unsupported = 0, None, None
+        self.calls, self.broken, self.unsupported, self.unplain = 0, None, None, None
 
     def fail(self, kind: str, reason: str):
         if kind == "unsupported":
             self.unsupported = self.unsupported or reason
+        elif kind == "unplain":
+            self.unplain = self.unplain or reason
         else:
             self.broken = self.broken or reason
         return RuntimeError(reason)
@@ -100,7 +102,7 @@ class Protocol:
             raise self.fail("broken", f"the program stopped answering ({error})") from None
         try:
             if "unplain" in reply:
-                raise self.fail("broken", f"{name}() returned what is not plain data: {str(reply['unplain'])[:200]}")
+                raise self.fail("unplain", f"{name}() returned what is not plain data: {str(reply['unplain'])[:200]}")
             if "raised" in reply:
                 raise self.exception(str(reply["raised"]), str(reply.get("message", "")))
             value = plain.decode(reply["value"])
@@ -180,7 +182,9 @@ def check(config: dict, channel: Channel) -> bytes:
         passed = True
     if protocol.unsupported:
         return f"unsupported:{protocol.unsupported}".encode()
-    return b"pass" if passed and protocol.broken is None else b""
+    if passed and protocol.broken is None and protocol.unplain is None:
+        return b"pass"
+    return f"unplain:{protocol.unplain}".encode() if protocol.unplain else b""
 
 
 def serve(control_fd: int) -> None:

@@ -164,6 +164,7 @@ class ProgramRun:
     stderr: bytes = field(default=b"", repr=False)
     unsupported: str | None = None  # the tests made a call the checker's protocol cannot carry
     checker_error: str | None = None  # the trusted side failed (a prompt that does not run alone)
+    unplain: str | None = None  # the program returned what is not plain data (a value forge, or an object)
     starved: bool = False  # out of time because other load kept it from the CPU (see ``starved``)
 
 
@@ -497,8 +498,10 @@ def run_program(program: str, config: SandboxConfig, timeout_s: float, tests: st
         passed = ok and (verdict == b"pass" if mode == "serve" else True)
         unsupported = verdict[len(b"unsupported:"):].decode(errors="replace") if verdict.startswith(b"unsupported:") else None
         checker_error = verdict[len(b"error:"):].decode(errors="replace") if verdict.startswith(b"error:") else None
+        unplain = verdict[len(b"unplain:"):].decode(errors="replace") if verdict.startswith(b"unplain:") else None
         return ProgramRun(passed, code, data.get("stdout", b""), timed_out, capped, started=data["started"] == b"1",
-                          stderr=data["stderr"], unsupported=unsupported, checker_error=checker_error, starved=load)
+                          stderr=data["stderr"], unsupported=unsupported, checker_error=checker_error, unplain=unplain,
+                          starved=load)
     finally:
         if sandbox is not None and sandbox.returncode is None:
             _kill(sandbox)
