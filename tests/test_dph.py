@@ -79,7 +79,8 @@ def test_the_trainer_splits_the_prompts_rehearses_and_resumes_alike(tiny_config,
     trainer.run()
     records = read_metrics(cfg.run.out_dir)
     stats = next(r for r in records if r["kind"] == "dph")
-    assert stats["dph_rehearsal_responses"] == len(trainer.rehearsal.texts) == 2 * stats["dph_rehearsed_prompts"]
+    # pi_0 solved each rehearsed prompt in both samples; one correct response per prompt is kept, as the official set
+    assert stats["dph_rehearsal_responses"] == len(trainer.rehearsal.texts) == stats["dph_rehearsed_prompts"] > 0
     train = [r for r in records if r["kind"] == "train"]
     assert all(r["dph_rehearsal_loss"] >= 0 for r in train) and train[-1]["dph_rehearsal_loss"] > 0  # pi moved off pi_0
     saved = (trainer.out / "rehearsal.pt").stat().st_mtime_ns
@@ -119,7 +120,8 @@ def test_dph_prepare_splits_a_verl_parquet_and_stores_pi0s_log_probs(tmp_path, c
 
     code = main(["dph-prepare", "--train-file", str(tmp_path / "train.parquet"), "--model", str(tmp_path / "pi0"),
                  "--out", str(tmp_path / "dph"), "--reward-function", f"{tmp_path / 'reward.py'}:score",
-                 "--presample", "2", "--samples", "3", "--temperature", "0.7", "--max-new-tokens", "4"])
+                 "--presample", "2", "--samples", "3", "--keep-per-prompt", "0", "--temperature", "0.7",
+                 "--max-new-tokens", "4"])
     assert code == 0
     assert "the reward function raised 2 times (scored 0); first: KeyError('no answer')" in caplog.text  # 2 pre-samples
     assert pq.read_table(tmp_path / "dph" / "rl.parquet").to_pylist() == [rows[1], rows[3], rows[4]]
@@ -139,6 +141,15 @@ def test_dph_prepare_splits_a_verl_parquet_and_stores_pi0s_log_probs(tmp_path, c
         expected = torch.log_softmax(logits, -1)[len(prompt) - 1 : -1].gather(1, response[:, None]).squeeze(1)
         torch.testing.assert_close(rehearsal["ref_logp"][i][: len(response)], expected, atol=1e-4, rtol=1e-4)
     assert sorted(prompts) == ["<bos>0+0="] * 3 + ["<bos>2+2="] * 3  # the chat template, one BOS
+
+
+def test_the_rehearsal_set_keeps_the_first_correct_responses_of_each_prompt():
+    from rlvr_explore.train.rehearsal import kept_correct
+
+    correct = torch.tensor([[0, 1, 1, 0, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    assert kept_correct(correct, 1).long().tolist() == [[0, 1, 0, 0, 0], [1, 0, 0, 0, 0], [0] * 5]
+    assert kept_correct(correct, 2).long().tolist() == [[0, 1, 1, 0, 0], [1, 1, 0, 0, 0], [0] * 5]
+    assert torch.equal(kept_correct(correct, 0), correct)  # 0: every correct response
 
 
 def test_dph_prepare_says_what_is_wrong_with_its_input(tmp_path, capsys):

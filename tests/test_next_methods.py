@@ -91,7 +91,17 @@ def test_pkpo_worked_examples():
                                                                               abs=1e-6)
     assert advantages("pkpo", [0.1, 0.5, 0.2, 0.9], pkpo_k=4) == pytest.approx([0, 0, 0, 0.4])
     assert advantages("pkpo", [1, 1, 1, 1], pkpo_k=1, pkpo_baseline="loo") == pytest.approx([-1 / 12] * 4)
-    assert advantages("pkpo", [1, 0, 0, 1], pkpo_k=1) == pytest.approx([0.5, -0.5, -0.5, 0.5])  # k = 1: r - mean
+    # k = 1: the leave-one-out centring of the paper's Eq. 26, r_i - mean of the others
+    assert advantages("pkpo", [1, 0, 0, 1], pkpo_k=1) == pytest.approx([2 / 3, -2 / 3, -2 / 3, 2 / 3])
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 8])
+def test_pkpo_at_k_1_is_leave_one_out_centring(n):
+    rewards = torch.rand(n, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
+    others = [(rewards.sum() - r) / (n - 1) for r in rewards]
+    expected = [float(r - o) for r, o in zip(rewards, others)]
+    assert pkpo_group(rewards, 1).tolist() == pytest.approx(expected, abs=1e-12)
+    assert pkpo_group(torch.tensor([0.7], dtype=torch.float64), 1).tolist() == [0.0]  # nobody to leave out
 
 
 def test_pkpo_k_schedule_and_errors():
@@ -101,7 +111,7 @@ def test_pkpo_k_schedule_and_errors():
     r, g, m = torch.tensor(rewards, dtype=torch.float64), torch.zeros(4, dtype=torch.long), torch.ones(4, 2)
     before = compute_advantages("pkpo", r, g, m, step=9, pkpo_k=4, pkpo_k_switch_step=10)[:, 0]
     after = compute_advantages("pkpo", r, g, m, step=10, pkpo_k=4, pkpo_k_switch_step=10)[:, 0]
-    assert before.tolist() == pytest.approx([1, 0, 0, 0]) and after.tolist() == pytest.approx([0.75, -0.25, -0.25, -0.25])
+    assert before.tolist() == pytest.approx([1, 0, 0, 0]) and after.tolist() == pytest.approx([1, -1 / 3, -1 / 3, -1 / 3])
     with pytest.raises(ValueError, match="1 <= k <= group size; got k=5 for a group of 4"):
         advantages("pkpo", rewards, pkpo_k=5)
     with pytest.raises(ValueError, match="'loo' baseline needs k < group size"):
@@ -177,6 +187,39 @@ def test_grpo_s_worked_example():
     single = compute_advantages("grpo_s", torch.tensor([1.0]), torch.zeros(1, dtype=torch.long), torch.ones(1, 2),
                                 entropy=GTPO_ENTROPY[:1], gtpo_normalize="separate")
     assert single.abs().sum() == 0  # one response: nothing to normalise against
+
+
+@pytest.mark.parametrize("estimator", ["gtpo", "grpo_s"])
+def test_gtpo_separate_normalisation_leaves_one_response_at_zero_not_rounding_noise(estimator):
+    """One correct response among eight: in 'separate' normalisation its polarity holds that one
+    response, whose shaped values are equal in exact arithmetic (a1 + a2 x 1); the rounding in
+    its entropy share must not become +-1 advantages."""
+    g = torch.Generator().manual_seed(3)
+    found_rounding = False
+    for trial in range(200):
+        rewards = torch.zeros(8, dtype=torch.float64)
+        rewards[trial % 8] = 1.0
+        entropy = torch.rand(8, 6, generator=g, dtype=torch.float64) * 3
+        got = compute_advantages(estimator, rewards, torch.zeros(8, dtype=torch.long), torch.ones(8, 6),
+                                 entropy=entropy, gtpo_normalize="separate")
+        assert got[trial % 8].abs().max() < 1e-6, (trial, got[trial % 8])
+        from rlvr_explore.advantages import AdvantageConfig, _gtpo_shape
+
+        shaped = _gtpo_shape(rewards, entropy if estimator == "gtpo" else entropy.mean(1, keepdim=True),
+                             torch.ones(8, 6 if estimator == "gtpo" else 1, dtype=torch.bool), AdvantageConfig())
+        found_rounding |= bool(shaped[trial % 8].std(unbiased=False) > 0)
+    assert found_rounding or estimator == "grpo_s"  # the case that rounding once turned into +-1 does occur
+
+
+@pytest.mark.parametrize("estimator", ["gtpo", "grpo_s"])
+def test_gtpo_groups_with_equal_rewards_get_zero_unless_kept(estimator):
+    entropy = torch.rand(8, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for value in (0.0, 1.0):
+        rewards = torch.full((8,), value, dtype=torch.float64)
+        args = (estimator, rewards, torch.zeros(8, dtype=torch.long), torch.ones(8, 5))
+        assert compute_advantages(*args, entropy=entropy).abs().sum() == 0
+        kept = compute_advantages(*args, entropy=entropy, gtpo_keep_equal_groups=True)
+        assert kept.abs().sum() > 1  # normalised entropy noise, as before the default changed
 
 
 @pytest.mark.parametrize("variant,bonus", [("ucb", [0.4472, 0.7071, 0.7071, 0.4472]),

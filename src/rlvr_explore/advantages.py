@@ -69,9 +69,12 @@ class AdvantageConfig:
         "inverse_entropy", "How incorrect responses share their penalty: 'inverse_entropy' (confident mistakes "
         "penalised more, the Eq. 5 reading), 'entropy' (the v6 caption's reading) or 'none' (-alpha_1 alone).")
     gtpo_normalize: str = documented(
-        "joint", "'joint': one mean and std over all the group's tokens (sequences for GRPO-S); 'separate': per "
-        "polarity, as the third-party 'paper-exact' reading, which cancels alpha_1 r and gives half of the "
-        "correct tokens a negative advantage.")
+        "joint", "'joint' (our own reading, with no source): one mean and std over all the group's tokens "
+        "(sequences for GRPO-S); 'separate': per polarity, as the third-party 'paper-exact' reading, which "
+        "cancels alpha_1 r and gives half of the correct tokens a negative advantage.")
+    gtpo_keep_equal_groups: bool = documented(
+        False, "GTPO / GRPO-S: keep groups whose rewards are all equal (their advantages are then normalised entropy "
+        "noise); by default they get 0, as in GRPO, whose normalisation leaves them no signal.")
 
     outcome_variant: str = documented(
         "ucb_con", "Outcome-based exploration bonus (arXiv 2509.06941): 'ucb' b, 'ucb_mean' b - group mean of b, "
@@ -306,7 +309,8 @@ def _pkpo_weights(n: int, k: int, baseline: str) -> torch.Tensor:
 def pkpo_group(rewards: torch.Tensor, k: int, baseline: str = "loo_minus_one") -> torch.Tensor:
     """PKPO's transformed rewards of one group (any real rewards; binary ones give pass@k): REINFORCE
     with them is an unbiased gradient of max@k (PKPO, arXiv 2505.15201, the sorted-order closed
-    forms). With k = 1 'loo_minus_one' is undefined and falls back to r - mean r."""
+    forms). With k = 1 'loo_minus_one' is undefined and falls back to the leave-one-out centring of
+    the paper's Eq. 26, r_i - mean_{j != i} r_j = (r_i - mean r) n / (n - 1)."""
     n = rewards.numel()
     if not 1 <= k <= n:
         raise ValueError(f"PKPO needs 1 <= k <= group size; got k={k} for a group of {n}")
@@ -314,7 +318,7 @@ def pkpo_group(rewards: torch.Tensor, k: int, baseline: str = "loo_minus_one") -
         raise ValueError(f"PKPO's 'loo' baseline needs k < group size; got k={k} for a group of {n}")
     values = rewards.double()
     if baseline == "loo_minus_one" and k == 1:
-        return values - values.mean()
+        return (values - values.mean()) * (n / (n - 1)) if n > 1 else torch.zeros_like(values)
     order = torch.argsort(values, stable=True)
     transformed = torch.empty_like(values)
     transformed[order] = _pkpo_weights(n, k, baseline).to(values.device) @ values[order]
@@ -383,17 +387,29 @@ def _gtpo_shape(rewards, entropy, active, cfg) -> torch.Tensor:
     return torch.where(positive, shaped, -cfg.gtpo_alpha1 - penalty) * active
 
 
+# a standard deviation this small relative to the values is rounding, not spread: values that are
+# equal in exact arithmetic (one response's tokens in 'separate') must not become +-1
+STD_TOLERANCE = 1e-9
+
+
 def _gtpo_normalize(shaped, active, correct, cfg) -> torch.Tensor:
     """(shaped - mean) / std (population) over the active entries of the group, or of each polarity
-    (``gtpo_normalize``); 0 where the std is 0."""
+    (``gtpo_normalize``); 0 where the std is 0 up to rounding (``STD_TOLERANCE`` of the values'
+    scale)."""
     out = torch.zeros_like(shaped)
     parts = [active] if cfg.gtpo_normalize == "joint" else [active & correct, active & ~correct]
     for part in parts:
         if part.any():
             values = shaped[part]
             std = values.std(unbiased=False)
-            out[part] = (values - values.mean()) / std if std > 0 else torch.zeros_like(values)
+            spread = std > STD_TOLERANCE * values.abs().max().clamp(min=1)
+            out[part] = (values - values.mean()) / std if spread else torch.zeros_like(values)
     return out
+
+
+def _no_signal(rewards: torch.Tensor, cfg) -> bool:
+    """A group whose rewards are all equal, left at 0 unless ``gtpo_keep_equal_groups``."""
+    return not cfg.gtpo_keep_equal_groups and bool((rewards == rewards[0]).all())
 
 
 @register_advantage("gtpo", reads=("entropy",))
@@ -407,6 +423,8 @@ def gtpo(rewards, group_ids, response_mask, cfg, extra):
     for g in range(n_groups):
         members = index == g
         active, r = response_mask[members], rewards[members].double()
+        if _no_signal(r, cfg):
+            continue
         shaped = _gtpo_shape(r, entropy[members], active, cfg)
         correct = is_correct(r, cfg).unsqueeze(-1).expand_as(active)
         adv[members] = _gtpo_normalize(shaped, active, correct, cfg)
@@ -424,6 +442,8 @@ def grpo_s(rewards, group_ids, response_mask, cfg, extra):
     for g in range(n_groups):
         members = index == g
         r = rewards[members].double()
+        if _no_signal(r, cfg):
+            continue
         one = torch.ones(len(r), 1, dtype=torch.bool, device=r.device)
         shaped = _gtpo_shape(r, mean_entropy[members].unsqueeze(-1), one, cfg)
         adv[members] = _gtpo_normalize(shaped, one, is_correct(r, cfg).unsqueeze(-1), cfg).squeeze(-1)

@@ -45,12 +45,13 @@ from rlvr_explore import losses
 from rlvr_explore.candidates import token_stats
 from rlvr_explore.losses.rehearsal import DIVERGENCES, rehearsal_loss
 from rlvr_explore.metrics import rank_logprobs
+from rlvr_explore.train.rehearsal import kept_correct
 from rlvr_explore.train.config import DPHConfig
 
 logger = logging.getLogger(__name__)
 
 # DPHConfig fields the TRL config carries as dph_<name> (beside dph_divergence)
-DPH_FIELDS = ("coef", "alpha", "presample", "samples", "chunk")
+DPH_FIELDS = ("coef", "alpha", "presample", "samples", "keep_per_prompt", "chunk")
 
 # config field -> loss hyper-parameter
 HYPERPARAMETER_FIELDS = {
@@ -90,7 +91,8 @@ class ExploreGRPOConfig(GRPOConfig):
     dph_coef: float | None = field(default=None, metadata={"help": f"weight of the rehearsal term (default {DPHConfig.coef}; official scripts: forward 0.01-0.05, JS 0.05-0.2)."})
     dph_alpha: float | None = field(default=None, metadata={"help": f"a of the alpha divergence, in (0, 1) (default {DPHConfig.alpha})."})
     dph_presample: int | None = field(default=None, metadata={"help": f"pi_0 samples per training prompt; prompts solved (reward > 0.5) in all are rehearsed, not trained with RL (default {DPHConfig.presample}, DPH-RL README)."})
-    dph_samples: int | None = field(default=None, metadata={"help": f"pi_0 samples per rehearsed prompt; the correct ones form the rehearsal set (default {DPHConfig.samples})."})
+    dph_samples: int | None = field(default=None, metadata={"help": f"pi_0 samples per rehearsed prompt, whose correct ones are candidates for the rehearsal set (default {DPHConfig.samples})."})
+    dph_keep_per_prompt: int | None = field(default=None, metadata={"help": f"correct pi_0 responses kept per rehearsed prompt (default {DPHConfig.keep_per_prompt}, as the official set; 0 keeps all)."})
     dph_chunk: int | None = field(default=None, metadata={"help": f"rehearsal responses per optimizer step and process, split over its gradient-accumulation micro-batches (default {DPHConfig.chunk})."})
 
     def __post_init__(self):
@@ -369,7 +371,8 @@ class ExploreGRPOTrainer(GRPOTrainer):
     def _build_rehearsal(self) -> dict:
         """pi_0 samples ``dph_presample`` responses to each training prompt (this process takes every
         n-th); prompts solved in all of them are rehearsed and leave RL; pi_0 then samples
-        ``dph_samples`` responses to each and keeps the correct ones with its token log-probs."""
+        ``dph_samples`` responses to each and keeps the first ``dph_keep_per_prompt`` correct ones
+        with its token log-probs."""
         dph, rows = self.args.dph(), list(range(len(self.train_dataset)))
         mine = rows[self.accelerator.process_index :: self.accelerator.num_processes]
         solved = [row for row, rewards in zip(mine, self._sample_and_score(mine, dph.presample)[-1])
@@ -379,7 +382,7 @@ class ExploreGRPOTrainer(GRPOTrainer):
         data = {name: torch.zeros(0, 1, dtype=torch.long) for name in names} | {"ref_logp": torch.zeros(0, 1)}
         if solved:
             *tensors, rewards = self._sample_and_score(solved, dph.samples)
-            correct = (torch.tensor(rewards).flatten() > 0.5).to(tensors[0].device)
+            correct = kept_correct(torch.tensor(rewards) > 0.5, dph.keep_per_prompt).flatten().to(tensors[0].device)
             data = {name: tensor[correct] for name, tensor in zip(names, tensors)}
             data["ref_logp"] = self._candidate_stats(
                 self.model, torch.cat([data["prompt_ids"], data["completion_ids"]], 1),

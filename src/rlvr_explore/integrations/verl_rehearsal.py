@@ -5,8 +5,9 @@ From verl's training parquet and the initial policy pi_0 (a local model director
 
 1. pi_0 samples ``--presample`` responses per prompt; the reward function scores them; prompts
    solved (reward > 0.5) in all of them are mastered;
-2. pi_0 samples ``--samples`` responses per mastered prompt and keeps the correct ones, with its
-   token log-probs at ``--temperature``;
+2. pi_0 samples ``--samples`` responses per mastered prompt and keeps the first
+   ``--keep-per-prompt`` correct ones (the official set keeps one), with its token log-probs at
+   ``--temperature``;
 3. ``--out`` receives ``rl.parquet`` (the training file without the mastered prompts, columns
    unchanged: verl's ``data.train_files``), ``rehearsal.pt`` (the plugin's ``dph_rehearsal``) and
    ``dph_prepare.json`` (the counts and settings).
@@ -92,7 +93,7 @@ def verl_verifier(rows: list[dict], compute_score: Callable) -> Callable:
 
 def prepare(train_file: str, model_dir: str, out: str, reward_function: str | None = None, presample: int = 8,
             samples: int = 16, temperature: float = 1.0, max_new_tokens: int = 1024, batch_size: int = 64,
-            seed: int = 0) -> dict:
+            seed: int = 0, keep_per_prompt: int = 1) -> dict:
     """Write rl.parquet, rehearsal.pt and dph_prepare.json into ``out``; returns the summary."""
     import pyarrow.parquet as pq
 
@@ -112,7 +113,7 @@ def prepare(train_file: str, model_dir: str, out: str, reward_function: str | No
     problems = [{"prompt": chat_text(row["prompt"], tokenizer, f"{train_file} row {i} 'prompt'"), "row": i}
                 for i, row in enumerate(rows)]
     cfg = Config()
-    cfg.dph.presample, cfg.dph.samples = presample, samples
+    cfg.dph.presample, cfg.dph.samples, cfg.dph.keep_per_prompt = presample, samples, keep_per_prompt
     cfg.dph.validate(prefix="--")
     cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.top_n = temperature, 1.0, 1
     cfg.rollout.max_new_tokens, cfg.eval.batch_size = max_new_tokens, batch_size
@@ -124,7 +125,7 @@ def prepare(train_file: str, model_dir: str, out: str, reward_function: str | No
     pq.write_table(table.take(data["rl_rows"]), folder / "rl.parquet")
     torch.save(rehearsal_tensors(data["rehearsal"]), folder / "rehearsal.pt")
     summary = {**data["stats"], "train_file": str(train_file), "model": str(model_dir), "presample": presample,
-               "samples": samples, "temperature": temperature, "max_new_tokens": max_new_tokens, "seed": seed}
+               "samples": samples, "keep_per_prompt": keep_per_prompt, "temperature": temperature, "max_new_tokens": max_new_tokens, "seed": seed}
     (folder / "dph_prepare.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -142,6 +143,8 @@ def add_parser(sub) -> None:
     parser.add_argument("--presample", type=int, default=8, help="pi_0 samples per prompt; prompts solved in all are "
                                                                   "rehearsed, the others left to RL (DPH-RL README: 8)")
     parser.add_argument("--samples", type=int, default=16, help="pi_0 samples per mastered prompt (official: 16)")
+    parser.add_argument("--keep-per-prompt", type=int, default=1,
+                        help="correct pi_0 responses kept per mastered prompt (official: 1; 0 keeps all)")
     parser.add_argument("--temperature", type=float, default=1.0,
                         help="verl's actor_rollout_ref.rollout.temperature: the log-probs are pi_0's at it")
     parser.add_argument("--max-new-tokens", type=int, default=1024, help="the response length limit: verl's data.max_response_length")
@@ -149,4 +152,4 @@ def add_parser(sub) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=lambda args: print(json.dumps(prepare(
         args.train_file, args.model, args.out, args.reward_function, args.presample, args.samples, args.temperature,
-        args.max_new_tokens, args.batch_size, args.seed), indent=2)))
+        args.max_new_tokens, args.batch_size, args.seed, args.keep_per_prompt), indent=2)))

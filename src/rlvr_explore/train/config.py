@@ -144,7 +144,10 @@ class DPHConfig:
     alpha: float = documented(0.2, "a of the alpha divergence, in (0, 1)")
     presample: int = documented(8, "pi_0 samples per training prompt; prompts solved in all of them are rehearsed, "
                                    "the others trained with RL (DPH-RL README: 8)")
-    samples: int = documented(16, "pi_0 samples per rehearsed prompt; the correct ones form the rehearsal set (official: 16)")
+    samples: int = documented(16, "pi_0 samples per rehearsed prompt, of which the correct ones are candidates for the "
+                                  "rehearsal set (official: 16)")
+    keep_per_prompt: int = documented(1, "correct pi_0 responses kept per rehearsed prompt (the official set keeps one; "
+                                         "0 keeps every correct one)")
     chunk: int = documented(64, "rehearsal responses mixed into each step, split over its mini-batches (official: 256 "
                                 "beside 128 x 16 rollouts)")
 
@@ -161,6 +164,8 @@ class DPHConfig:
         for name in ("presample", "samples", "chunk"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{prefix}{name} must be at least 1, got {getattr(self, name)}")
+        if self.keep_per_prompt < 0:
+            raise ValueError(f"{prefix}keep_per_prompt must be >= 0 (0: all), got {self.keep_per_prompt}")
 
 
 @dataclass

@@ -20,6 +20,12 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
+def kept_correct(correct: torch.Tensor, keep_per_prompt: int) -> torch.Tensor:
+    """(prompts, samples) mask of the correct responses kept: the first ``keep_per_prompt`` of each
+    prompt (DPH-RL's official set keeps one), or all of them with 0."""
+    return correct & (correct.long().cumsum(1) <= keep_per_prompt) if keep_per_prompt else correct
+
+
 def build_rehearsal(model, tokenizer, problems: list[dict], verifier, cfg: Config, generator) -> dict:
     """{'rl_prompts': prompts left to RL, 'rl_rows': their positions in ``problems``, 'rehearsal': a
     Rollout of pi_0's correct responses to the solved prompts (``old_logp`` holds pi_0's log-probs at
@@ -36,9 +42,9 @@ def build_rehearsal(model, tokenizer, problems: list[dict], verifier, cfg: Confi
     if rehearsed:
         rollout, _, rewards = sample_and_verify(model, tokenizer, rehearsed, d.samples, verifier, cfg, generator,
                                                 "dph rehearsal set")
-        correct = torch.tensor(rewards) > 0.5
+        correct = kept_correct((torch.tensor(rewards) > 0.5).view(len(rehearsed), d.samples), d.keep_per_prompt)
         if correct.any():
-            rehearsal = rollout.select(correct.nonzero().squeeze(-1))
+            rehearsal = rollout.select(correct.flatten().nonzero().squeeze(-1))
     stats = {"dph_rehearsed_prompts": len(rehearsed), "dph_rl_prompts": len(rl),
              "dph_rehearsal_responses": 0 if rehearsal is None else len(rehearsal.texts)}
     if rehearsal is None:
