@@ -257,6 +257,25 @@ def test_outcome_batch_penalises_repeated_answers_within_a_group():
                            shaping=["outcome_batch"])
 
 
+def test_outcome_exploration_counts_only_answers_the_verifier_would_accept_as_well_formed():
+    """A bare number or an expression over numbers the prompt does not give is an answer for
+    voting, but not one outcome exploration counts: the count bonus would have an unlimited supply
+    of new wrong answers (arXiv 2509.06941 assumes a small answer space)."""
+    from rlvr_explore.tasks.synthetic import verify_countdown, verify_graph_path
+    from rlvr_explore.train.runtime import extract_answer, outcome_answer
+
+    countdown = {"task": "countdown", "prompt": "3 4 9>21:"}
+    for response, voted, counted in (("57", 57, None), ("99*99", 9801, None), ("3*3", 9, None), ("9", 9, None),
+                                     ("3+4", 7, 7), ("3*4+9", 21, 21), ("9*4-3", 33, 33)):
+        assert (extract_answer(countdown, response), outcome_answer(countdown, response)) == (voted, counted), response
+        assert verify_countdown(countdown["prompt"], response) == float(counted == 21)
+    graph = {"task": "graph_path", "prompt": "ab bc cd ad|ad:"}
+    for response, counted in (("abcd", "abcd"), ("ad", "ad"), ("acd", "acd"), ("axd", None), ("aba", None), ("da", None)):
+        assert outcome_answer(graph, response) == counted, response
+        assert verify_graph_path(graph["prompt"], response) == float(response in ("abcd", "ad"))
+    assert outcome_answer({"prompt": "1+1?"}, "so \\boxed{2}") == "2" and outcome_answer({"prompt": "1+1?"}, "2") is None
+
+
 def test_the_trainer_keeps_outcome_counts_across_steps_and_checkpoints(tiny_config):
     from rlvr_explore.train.rl import RLTrainer
 
@@ -298,3 +317,25 @@ def test_rlvr_explore_methods_lists_the_next_wave(capsys):
     assert {"maxrl", "pkpo", "unlikeliness", "gtpo", "grpo_s"} <= estimators
     assert {"outcome_ucb", "outcome_batch"} <= shaping
     assert "DPH-RL (arXiv 2509.07430), divergences forward, js, alpha" in listed["rehearsal term, added to any loss"]
+
+
+def test_the_packaged_comparison_runs_the_next_wave_in_their_papers_settings():
+    """MaxRL against a control that differs only in the advantage; PKPO at a fixed k beside its
+    annealed schedule; UCB-Con and the batch penalty as separate runs; the unlikeliness reward with
+    its official KL."""
+    from importlib.resources import files
+
+    import yaml
+
+    runs = yaml.safe_load(files("rlvr_explore").joinpath("configs/explore.yaml").read_text())["runs"]
+
+    def without(arm: dict, key: str) -> dict:
+        algorithm = {k: v for k, v in arm["algorithm"].items() if k != key}
+        return {**arm, "algorithm": algorithm}
+
+    assert without(runs["maxrl"], "advantage") == runs["grpo_token_mean"]
+    assert "pkpo_k_switch_step" not in runs["pkpo_fixed_k"]["algorithm"]["advantage_hp"]
+    assert runs["pkpo"]["algorithm"]["advantage_hp"]["pkpo_k_switch_step"] > 0
+    assert runs["outcome_ucb_con"]["algorithm"]["shaping"] == ["outcome_ucb"]
+    assert runs["outcome_batch"]["algorithm"]["shaping"] == ["outcome_batch"]
+    assert runs["unlikeliness"]["algorithm"]["kl_coef"] == 0.1

@@ -271,6 +271,19 @@ def test_outcome_exploration_counts_answers_across_steps_and_checkpoints(local_m
     assert (before_generating[0] if before_generating else resumed.answer_counts) == counts
 
 
+def test_evaluation_reads_the_outcome_counts_but_never_adds_to_them(local_model, tmp_path):
+    settings = dict(advantage="grpo", advantage_shaping=["outcome_ucb"], advantage_hp={"outcome_variant": "ucb_con"})
+    trainer = make_trainer(local_model, tmp_path, "grpo", answer_fn=first_character, **settings)
+    trainer.answer_counts[('"1+1"', "2")] = 3
+    output = {"completion_ids": torch.tensor([[5, 6], [7, 8]])}
+    inputs = [{"prompt": "1+1"}, {"prompt": "1+1"}]
+    trainer.model.eval()
+    evaluation = trainer._answers(inputs, output)
+    assert evaluation["answer_counts"] == trainer.answer_counts and evaluation["answer_counts"] is not trainer.answer_counts
+    trainer.model.train()
+    assert trainer._answers(inputs, output)["answer_counts"] is trainer.answer_counts
+
+
 def test_dph_settings_are_checked_at_config_time(tmp_path):
     with pytest.raises(ValueError, match=r"\['dph_coef'\] would have no effect without dph_divergence"):
         ExploreGRPOConfig(output_dir=str(tmp_path), dph_coef=0.05, use_cpu=True, report_to=[])

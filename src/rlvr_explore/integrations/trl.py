@@ -242,9 +242,11 @@ class ExploreGRPOTrainer(GRPOTrainer):
     def _answers(self, inputs, output) -> dict:
         """Every process's final answers and question ids (the prompt, as JSON) for outcome exploration."""
         texts = self.processing_class.batch_decode(output["completion_ids"], skip_special_tokens=True)
+        # evaluation reads the counts but never adds to them: only training samples are explored
+        counts = self.answer_counts if self.model.training else dict(self.answer_counts)
         return {"answers": gather_object([self.answer_fn(example, text) for example, text in zip(inputs, texts)]),
                 "prompt_ids": gather_object([json.dumps(example["prompt"], sort_keys=True) for example in inputs]),
-                "answer_counts": self.answer_counts}
+                "answer_counts": counts}
 
     def _log_advantages(self, advantages, mask) -> None:
         """Replace the advantages TRL logged for this batch (its completions table) with ours."""

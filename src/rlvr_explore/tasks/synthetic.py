@@ -68,18 +68,25 @@ def countdown_value(text: str) -> int | None:
     return eval(text) if COUNTDOWN_EXPRESSION.fullmatch(text) else None  # the grammar admits nothing else
 
 
-def verify_countdown(prompt: str, response: str) -> float:
-    numbers_text, target_text = prompt.rstrip(":").split(">")
-    available = sorted(int(x) for x in numbers_text.split())
+def countdown_answer(prompt: str, response: str) -> int | None:
+    """The value of a well-formed countdown answer (an expression with an operator over the
+    prompt's numbers, each used at most once), or None for what the verifier refuses before it
+    compares values."""
+    numbers_text, _ = prompt.rstrip(":").split(">")
+    pool = sorted(int(x) for x in numbers_text.split())
     answer = response.strip()
     if not COUNTDOWN_EXPRESSION.fullmatch(answer) or not any(op in answer for op in OPS):
-        return 0.0
-    pool = list(available)
+        return None
     for n in re.findall(r"\d+", answer):  # before evaluating: a response cannot make us multiply huge numbers
         if len(n) > 6 or int(n) not in pool:
-            return 0.0
+            return None
         pool.remove(int(n))
-    return float(countdown_value(answer) == int(target_text))
+    return countdown_value(answer)
+
+
+def verify_countdown(prompt: str, response: str) -> float:
+    value = countdown_answer(prompt, response)
+    return float(value is not None and value == int(prompt.rstrip(":").split(">")[1]))
 
 
 # ------------------------------------------------------------------ graph path
@@ -120,13 +127,21 @@ def graph_path_problem(rng: random.Random, difficulty: int = 2, min_solutions: i
     _too_hard("graph_path", f"difficulty {difficulty} and {min_solutions} paths")
 
 
-def verify_graph_path(prompt: str, response: str) -> float:
+def graph_path_answer(prompt: str, response: str) -> str | None:
+    """A well-formed path (the graph's nodes, each once, from the start to the goal), or None for
+    what the verifier refuses before it checks the edges."""
     edge_text, ends = prompt.rstrip(":").split("|")
-    edges = {frozenset(e) for e in edge_text.split()}
+    nodes = set("".join(edge_text.split()))
     path = response.strip()
-    if len(path) < 2 or len(set(path)) != len(path) or path[0] != ends[0] or path[-1] != ends[1]:
-        return 0.0
-    return float(all(frozenset(pair) in edges for pair in zip(path, path[1:])))
+    if len(path) < 2 or len(set(path)) != len(path) or path[0] != ends[0] or path[-1] != ends[1] or set(path) - nodes:
+        return None
+    return path
+
+
+def verify_graph_path(prompt: str, response: str) -> float:
+    path = graph_path_answer(prompt, response)
+    edges = {frozenset(e) for e in prompt.rstrip(":").split("|")[0].split()}
+    return float(path is not None and all(frozenset(pair) in edges for pair in zip(path, path[1:])))
 
 
 # ------------------------------------------------------------------ registry

@@ -28,7 +28,7 @@ from .checkpoints import (
     save_checkpoint,
 )
 from .runtime import (
-    Progress, RunLogger, build_policy, extract_answer, load_tasks, make_schedule, make_verifier, mixed_precision,
+    Progress, RunLogger, build_policy, load_tasks, make_schedule, make_verifier, mixed_precision, outcome_answer,
     resolve_device, restore_rng, rng_state, save_policy, seed_everything,
 )
 from .sft import nll_loss
@@ -391,7 +391,7 @@ class RLTrainer:
         estimator = a.advantage or losses.get_method(method).advantage
         outcomes = {}  # final answers are extracted only for the steps that read them (outcome exploration)
         if "answers" in adv_lib.inputs_read(estimator, a.shaping):
-            outcomes = {"answers": [extract_answer(p, text) for p, text in zip(problems, rollout.texts)],
+            outcomes = {"answers": [outcome_answer(p, text) for p, text in zip(problems, rollout.texts)],
                         "prompt_ids": [p["prompt"] for p in problems], "answer_counts": self.answer_counts}
         advantages = adv_lib.compute_advantages(
             estimator, rewards, group_ids, mask, shaping=a.shaping, entropy=rollout.entropy, old_logp=rollout.old_logp,

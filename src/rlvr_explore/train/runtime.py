@@ -152,6 +152,22 @@ def extract_answer(problem: dict, response: str):
     return extract_boxed(text) or (text.split()[-1] if text.split() else None)
 
 
+def outcome_answer(problem: dict, response: str):
+    """The answer outcome exploration counts: only a response the verifier would accept as
+    well-formed has one (a countdown expression over the given numbers, a path from the start to
+    the goal over the graph's nodes, a boxed answer), so the answer space stays the small one the
+    method assumes (arXiv 2509.06941); voting keeps ``extract_answer``, which is lenient."""
+    from rlvr_explore.tasks.synthetic import countdown_answer, graph_path_answer
+
+    if problem.get("task") == "countdown":
+        return countdown_answer(problem["prompt"], response)
+    if problem.get("task") == "graph_path":
+        return graph_path_answer(problem["prompt"], response)
+    from rlvr_explore.metrics import extract_boxed
+
+    return extract_boxed(response.strip())
+
+
 # ------------------------------------------------------------------ logging
 
 
