@@ -121,6 +121,11 @@ def test_compare_trains_every_seed_then_reuses_the_runs(tmp_path, capsys):
             assert by_k["pass@4"]["difference"] == pytest.approx(diff.mean())
     for figure in ("pass_at_k.png", "differences.png", "lambda.png", "entropy.png", "reward.png", "unsolvable.png"):
         assert f"figures/{figure}" in html and (out / "figures" / figure).stat().st_size > 1000
+    # planning from this two-seed pilot: nothing is trained, every method is sized at both ends
+    assert main(argv + ["--plan", "--difference", "0.1"]) == 0
+    planned = capsys.readouterr().out.splitlines()
+    assert planned[0].startswith("Planning from a pilot of 2 seeds against grpo") and "seeds for 0.1" in planned[1]
+    assert [line.split()[:2] for line in planned[2:]] == [["casp", "1"], ["casp", "8"], ["rft", "1"], ["rft", "8"]]
 
     for name in ("grpo", "casp"):  # training curves: the mean over seeds of each logged step
         logged = [[r for r in map(json.loads, (out / f"seed{s}" / name / "metrics.jsonl").read_text().splitlines())
@@ -294,6 +299,21 @@ def test_the_detectable_difference_is_detected_about_80_percent_of_the_time():
         low, _ = seed_interval(size + spread())
         found += low > 0
     assert 0.7 <= found / 1000 <= 0.9, (size, found)
+
+
+def test_the_seeds_a_plan_asks_for_detect_the_difference_about_80_percent_of_the_time():
+    from rlvr_explore.metrics import seeds_needed
+
+    rng = np.random.default_rng(5)
+    spread = lambda seeds: rng.normal(0, 0.05, (seeds, 1)) + rng.normal(0, 0.2, (seeds, 64))  # noqa: E731
+    difference = 0.08
+    needed = int(np.median([seeds_needed(spread(4), difference) for _ in range(200)]))  # from 4-seed pilots
+    assert 3 <= needed <= 12
+    found = sum(seed_interval(difference + spread(needed))[0] > 0 for _ in range(1000))
+    assert 0.7 <= found / 1000 <= 0.92, (needed, found)
+    assert seeds_needed(spread(4), 0.3) < seeds_needed(spread(4), 0.03)  # a smaller difference needs more seeds
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        seeds_needed(spread(1), 0.1)
 
 
 def test_the_page_states_the_tables_size_and_correction_only_where_there_are_verdicts():

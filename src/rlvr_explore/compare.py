@@ -219,16 +219,22 @@ def _within(interval: tuple[float, float], lowest: float) -> list[float]:
     return [min(max(float(end), lowest), 1.0) for end in interval]
 
 
+def _final_evaluations(out: Path, runs: list[str], seeds: list[int]) -> tuple[dict, int, dict]:
+    """Each run's final evaluation per seed (the base policy's as ``base``), the samples per
+    problem, and the (seeds, problems) correct counts per run."""
+    finals = {name: [_final_eval(out / f"seed{s}" / name) for s in seeds] for name in runs}
+    finals["base"] = [_start_eval(out / f"seed{s}", runs) for s in seeds]
+    n = finals[runs[0]][0]["details"]["n_samples"]
+    return finals, n, {name: np.array([e["details"]["correct_counts"] for e in evals]) for name, evals in finals.items()}
+
+
 def summarise(out: Path, runs: list[str], seeds: list[int], baseline: str,
               min_seeds: int = metrics.MIN_VERDICT_SEEDS) -> dict:
     """Per run: pass@k over problems and seeds, the final evaluation's diagnostics, its unsolvable
     problems against ``baseline``'s and its training curves; per method: its paired differences to
     ``baseline``. The base policy (step 0 of the first run) is the row ``base``."""
-    finals = {name: [_final_eval(out / f"seed{s}" / name) for s in seeds] for name in runs}
+    finals, n, counts = _final_evaluations(out, runs, seeds)
     first = runs[0]
-    finals["base"] = [_start_eval(out / f"seed{s}", runs) for s in seeds]
-    n = finals[first][0]["details"]["n_samples"]
-    counts = {name: np.array([e["details"]["correct_counts"] for e in evals]) for name, evals in finals.items()}
     unsolvable_ids = {name: [e["details"]["unsolvable_ids"] for e in evals] for name, evals in finals.items()}
     table = {}
     for name, c in counts.items():
@@ -445,10 +451,45 @@ def select_runs(runs: dict, methods: list[str] | None, source: str) -> dict:
     return {m: runs[m] for m in methods}
 
 
+def plan(out: Path, runs: list[str], seeds: list[int], baseline: str, difference: float, power: float = 0.8) -> list[dict]:
+    """From a pilot comparison in ``out`` (its finished runs on ``seeds``): per method and k (1 and
+    n), the smallest difference the pilot's seeds detect with ``power``, and the seeds needed to
+    detect ``difference`` and the observed one, at the pilot's per-seed spread."""
+    if len(seeds) < 2:
+        raise ValueError("--plan needs a pilot of at least 2 seeds: one seed shows no spread between training runs")
+    _, n, counts = _final_evaluations(out, runs, seeds)
+    rows = []
+    for name in [r for r in runs if r != baseline]:
+        for k in (1, n):
+            diff = metrics.paired_pass_at_k_difference(counts[name], counts[baseline], n, k)
+            rows.append({"run": name, "k": k, "observed": float(diff.mean()),
+                         "detectable": metrics.detectable_difference(diff, power),
+                         "seeds_for_difference": metrics.seeds_needed(diff, difference, power),
+                         "seeds_for_observed": metrics.seeds_needed(diff, float(diff.mean()), power)})
+    return rows
+
+
+def print_plan(rows: list[dict], seeds: int, baseline: str, difference: float, power: float = 0.8) -> None:
+    def seeds_text(value):
+        return "more than 200" if value is None else str(value)
+
+    print(f"Planning from a pilot of {seeds} seeds against {baseline} ({power:.0%} power, 95% intervals):")
+    print(f"{'run':24s} {'k':>5s} {'observed':>9s} {'detectable now':>15s} {f'seeds for {difference:g}':>16s} "
+          f"{'seeds for observed':>19s}")
+    for row in rows:
+        print(f"{row['run']:24s} {row['k']:5d} {row['observed']:+9.3f} {row['detectable']:15.3f} "
+              f"{seeds_text(row['seeds_for_difference']):>16s} {seeds_text(row['seeds_for_observed']):>19s}")
+
+
 def run(args) -> int:
     base, runs = load_comparison(args.config)
     runs = select_runs(runs, args.methods, args.config)
-    compare(base, runs, args.seeds, Path(args.out), args.baseline or next(iter(runs)), args.jobs, args.min_seeds)
+    baseline = args.baseline or next(iter(runs))
+    if args.plan:
+        print_plan(plan(Path(args.out), list(runs), args.seeds, baseline, args.difference), len(args.seeds), baseline,
+                   args.difference)
+        return 0
+    compare(base, runs, args.seeds, Path(args.out), baseline, args.jobs, args.min_seeds)
     return 0
 
 
@@ -468,6 +509,11 @@ def add_parser(sub) -> None:
     parser.add_argument("--min-seeds", type=int, default=metrics.MIN_VERDICT_SEEDS,
                         help="seeds needed for a verdict (fewer give intervals and 'no verdict'; default 3: one seed "
                              "leaves out the variation between training runs)")
+    parser.add_argument("--plan", action="store_true",
+                        help="train nothing: from the finished pilot in --out on --seeds (at least 2), the seeds "
+                             "needed for 80%% power at --difference and at each observed difference, and the "
+                             "smallest difference the pilot's seeds detect")
+    parser.add_argument("--difference", type=float, default=0.05, help="the true difference --plan sizes for (default 0.05)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="base policies, then runs, trained at once, each in its own process (set run.threads "
                              "so that jobs x threads fits the cores)")

@@ -12,7 +12,7 @@ from .diagnostics import (
 from .passk import (
     MIN_VERDICT_SEEDS, avg_at_k, benjamini_hochberg, bootstrap_ci, detectable_difference, maj_at_k, majority_answer,
     paired_pass_at_k_difference, pass_at_k, pass_at_k_curve, powers_of_two, rerun_interval, seed_interval,
-    seed_p_value, set_overlaps, student_t_cdf, student_t_quantile, unsolvable, verdict,
+    seed_p_value, seeds_needed, set_overlaps, student_t_cdf, student_t_quantile, unsolvable, verdict,
 )
 
 __all__ = [
@@ -22,7 +22,7 @@ __all__ = [
     "mean_branching_factor", "ngram_redundancy", "paired_pass_at_k_difference", "pass_at_k", "pass_at_k_curve",
     "powers_of_two",
     "probability_bins", "rank_logprobs", "response_quality", "sampled_logprob", "set_overlaps",
-    "rerun_interval", "seed_interval", "seed_p_value", "student_t_cdf", "student_t_quantile", "token_category", "token_replacement_impact",
+    "rerun_interval", "seed_interval", "seed_p_value", "seeds_needed", "student_t_cdf", "student_t_quantile", "token_category", "token_replacement_impact",
     "trajectory_similarity", "unsolvable",
     "verdict",
 ]

@@ -159,16 +159,32 @@ def paired_pass_at_k_difference(method_counts, baseline_counts, n: int, k: int) 
         method_counts.shape)
 
 
+def _detectable(spread: float, seeds: int, power: float, level: float) -> float:
+    """(t_(1+level)/2 + t_power, both at S - 1 degrees of freedom) x spread / sqrt(S)."""
+    return (student_t_quantile((1 + level) / 2, seeds - 1) + student_t_quantile(power, seeds - 1)) * spread / math.sqrt(seeds)
+
+
 def detectable_difference(values: np.ndarray, power: float = 0.8, level: float = 0.95) -> float | None:
     """The smallest true difference that ``seed_interval`` at ``level`` detects with probability
     ``power`` from as many seeds as (seeds, problems) ``values`` has, at their spread:
     (t_(1+level)/2 + t_power) x spread / sqrt(S). None with one seed (no spread between seeds)."""
     values = np.asarray(values, dtype=float)
-    seeds = values.shape[0]
-    if seeds == 1:
-        return None
-    t = student_t_quantile((1 + level) / 2, seeds - 1) + student_t_quantile(power, seeds - 1)
-    return t * _seed_spread(values) / math.sqrt(seeds)
+    return None if values.shape[0] == 1 else _detectable(_seed_spread(values), values.shape[0], power, level)
+
+
+def seeds_needed(values: np.ndarray, difference: float, power: float = 0.8, level: float = 0.95,
+                 most: int = 200) -> int | None:
+    """The fewest seeds with which ``seed_interval`` detects a true ``difference`` with probability
+    ``power``, at the per-seed spread a pilot's (seeds >= 2, problems) ``values`` show; None if more
+    than ``most`` would be needed (or the difference is 0)."""
+    values = np.asarray(values, dtype=float)
+    if values.shape[0] < 2:
+        raise ValueError("planning needs a pilot of at least 2 seeds: one seed shows no spread between runs")
+    spread = _seed_spread(values)
+    for seeds in range(2, most + 1):
+        if _detectable(spread, seeds, power, level) <= abs(difference):
+            return seeds
+    return None
 
 
 def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
