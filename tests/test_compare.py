@@ -330,3 +330,28 @@ def test_the_page_states_the_tables_size_and_correction_only_where_there_are_ver
     assert "1 of the 2 directional verdicts keep their direction" in page and "about 0.120" in page
     assert "p 0.01, q 0.02" in page
     assert "This table makes" not in verdicts_html({**summary, "seeds": [0]})
+
+
+def test_an_aa_run_is_the_baseline_with_other_draws_and_is_marked_as_the_tables_calibration(tiny_config, tmp_path):
+    from rlvr_explore.compare import calibration_runs, load_comparison
+    from rlvr_explore.train.rl import RLTrainer
+
+    for name in ("demo", "explore", "dph_compare"):  # every packaged comparison has one
+        _, runs = load_comparison(name)
+        assert calibration_runs(runs, next(iter(runs))) == ["grpo_aa"], name
+    runs = {"grpo": {"algorithm": {"method": "grpo"}}, "casp": {"algorithm": {"method": "casp"}},
+            "again": {"algorithm": {"method": "grpo"}, "run": {"draws": 2}},
+            "again_casp": {"algorithm": {"method": "casp"}, "run": {"draws": 1}}}
+    assert calibration_runs(runs, "grpo") == ["again"]
+    # other draws: other prompts and samples from the same task split and base policy
+    first = RLTrainer(tiny_config(f"run.out_dir={tmp_path / 'first'}"))
+    other = RLTrainer(tiny_config(f"run.out_dir={tmp_path / 'other'}", "run.draws=1"))
+    assert first.train_problems == other.train_problems and first.eval_problems == other.eval_problems
+    assert first.collect()[0].texts != other.collect()[0].texts
+    from rlvr_explore.compare import verdict_lines
+
+    cell = {"difference": 0.01, "ci_low": -0.02, "ci_high": 0.04, "verdict": "no detectable difference",
+            "p_value": 0.5, "q_value": 0.6}
+    lines = verdict_lines({"baseline": "grpo", "calibration": ["again"],
+                           "verdicts": {"again": {"pass@1": cell}, "casp": {"pass@1": cell}}})
+    assert "A/A calibration check" in lines[0] and "A/A" not in lines[1]

@@ -228,8 +228,24 @@ def _final_evaluations(out: Path, runs: list[str], seeds: list[int]) -> tuple[di
     return finals, n, {name: np.array([e["details"]["correct_counts"] for e in evals]) for name, evals in finals.items()}
 
 
+def calibration_runs(runs: dict, baseline: str) -> list[str]:
+    """The A/A runs: the baseline again with other random draws (``run.draws``) and nothing else
+    changed. Their true difference is 0, so any verdict they get is a false one: the table's
+    calibration check."""
+    def without_draws(overrides):
+        overrides = copy.deepcopy(overrides or {})
+        draws = (overrides.get("run") or {}).pop("draws", 0)
+        if not overrides.get("run", True):
+            overrides.pop("run")
+        return overrides, draws
+
+    reference, reference_draws = without_draws(runs.get(baseline))
+    return [name for name, overrides in runs.items() if name != baseline
+            and without_draws(overrides)[0] == reference and without_draws(overrides)[1] != reference_draws]
+
+
 def summarise(out: Path, runs: list[str], seeds: list[int], baseline: str,
-              min_seeds: int = metrics.MIN_VERDICT_SEEDS) -> dict:
+              min_seeds: int = metrics.MIN_VERDICT_SEEDS, calibration: list[str] = ()) -> dict:
     """Per run: pass@k over problems and seeds, the final evaluation's diagnostics, its unsolvable
     problems against ``baseline``'s and its training curves; per method: its paired differences to
     ``baseline``. The base policy (step 0 of the first run) is the row ``base``."""
@@ -269,7 +285,7 @@ def summarise(out: Path, runs: list[str], seeds: list[int], baseline: str,
     _correct_for_the_table(verdicts, len(seeds) >= min_seeds)
     curves = {name: _training_curves([out / f"seed{s}" / name for s in seeds]) for name in runs}
     return {"seeds": seeds, "min_seeds": min_seeds, "n_samples": n, "problems_per_seed": int(counts[first].shape[1]),
-            "baseline": baseline,
+            "baseline": baseline, "calibration": list(calibration),
             "verdicts": verdicts, "differences": differences, "runs": table, "unsolvable_ids": unsolvable_ids,
             "curves": curves}
 
@@ -298,7 +314,9 @@ def verdict_lines(summary: dict) -> list[str]:
     lines = []
     for name, by_k in summary["verdicts"].items():
         cells = [f"{k} {_verdict_cell(v)}" for k, v in by_k.items()]
-        lines.append(f"{name} vs {summary['baseline']}: " + "; ".join(cells))
+        check = (" [A/A calibration check: the baseline again with other random draws; a verdict here is a false one]"
+                 if name in summary.get("calibration", ()) else "")
+        lines.append(f"{name} vs {summary['baseline']}{check}: " + "; ".join(cells))
     return lines
 
 
@@ -433,7 +451,7 @@ def compare(base, runs: dict, seeds: list[int], out: Path, baseline: str, jobs: 
     claim_directory(out, "compare")
     write_owner(out, "compare")
     _train_all(base, runs, seeds, out, jobs)
-    summary = summarise(out, list(runs), seeds, baseline, min_seeds)
+    summary = summarise(out, list(runs), seeds, baseline, min_seeds, calibration_runs(runs, baseline))
     (out / "comparison.json").write_text(json.dumps(summary, indent=2))
     write_html(summary, out / "comparison.html", report_page)
     write_markdown(summary, out / "comparison.md")

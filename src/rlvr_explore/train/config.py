@@ -30,6 +30,9 @@ from rlvr_explore.verifiers.sandbox import SandboxConfig
 class RunConfig:
     out_dir: str = documented("runs/default", "directory for checkpoints, metrics.jsonl, TensorBoard events and plots")
     seed: int = documented(0, "seed of the task split, the model init and the sampler")
+    draws: int = documented(0, "another stream of the run's random draws (prompts, samples, mini-batch order, and the "
+                               "weights of a model built from scratch) for the same seed's task split and evaluation: "
+                               "a comparison's A/A run is its baseline with draws: 1")
     device: str = documented("auto", "'auto' (cuda when available), 'cpu' or 'cuda'")
     threads: int = documented(0, "torch CPU threads (0: one for models under 5M parameters, whose operations are too "
                                  "small to split, else torch's default)")

@@ -34,6 +34,9 @@ from .runtime import (
 from .sft import nll_loss
 
 
+DRAWS_STRIDE = 1_000_003  # run.draws moves the seed of the random draws this far: no other seed's stream
+
+
 class RLTrainer:
     """One RL run in ``run.out_dir``. ``resume`` continues from the newest intact checkpoint;
     ``overwrite`` replaces a run already there (otherwise refused). Every refusal comes before
@@ -60,7 +63,8 @@ class RLTrainer:
                                     f"{describe_changes(changes)}. "
                                     "Resume with the run's settings (drop those overrides), or pass --accept-changes to "
                                     "continue with these (they are recorded in config_history.jsonl)")
-        seed_everything(cfg.run.seed)
+        draws_seed = cfg.run.seed + DRAWS_STRIDE * cfg.run.draws
+        seed_everything(draws_seed)
         self.device = resolve_device(cfg)
         if init_policy is None and plan.owner is not None:  # a restart from step 0 starts where the run started
             init_policy = plan.owner.get("init")
@@ -69,7 +73,7 @@ class RLTrainer:
         self.model.to(self.device)
         self.train_problems, self.eval_problems = load_tasks(cfg, self.tokenizer, self.model)
         self.verifier = make_verifier(cfg)
-        self.generator = torch.Generator().manual_seed(cfg.run.seed)
+        self.generator = torch.Generator().manual_seed(draws_seed)
         self.optimizer = self._new_optimizer()
         self.scheduler = make_schedule(self.optimizer, cfg, cfg.train.steps * self._updates_per_step())
         self.reference = self._frozen_copy() if cfg.algorithm.kl_coef > 0 else None
