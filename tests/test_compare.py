@@ -264,6 +264,33 @@ def test_p_values_agree_with_the_intervals_and_the_t_distribution():
         assert (seed_p_value(values) < 0.05) == (low > 0 or high < 0)
 
 
+def test_holm_adjusted_p_values():
+    from rlvr_explore.metrics import holm
+
+    # by hand: sorted 0.01, 0.02, 0.04, 0.3 -> 4 x 0.01, max(0.04, 3 x 0.02), max(0.06, 2 x 0.04), max(0.08, 0.3)
+    assert holm([0.04, 0.01, 0.3, 0.02]) == pytest.approx([0.08, 0.04, 0.3, 0.06])
+    assert holm([0.9, 0.3]) == pytest.approx([0.9, 0.6]) and holm([]) == []
+    rng = np.random.default_rng(2)  # under the global null, any rejection in at most 5% of the families
+    families = [holm(rng.uniform(size=6)) for _ in range(4000)]
+    assert np.mean([min(f) < 0.05 for f in families]) <= 0.06
+
+
+def test_primary_verdicts_are_holm_corrected_among_themselves():
+    from rlvr_explore.compare import _correct_for_the_table
+
+    def cell(p):
+        return {"p_value": p, "verdict": "higher"}
+
+    verdicts = {"a": {"pass@1": cell(0.01), "pass@8": cell(0.2)}, "b": {"pass@1": cell(0.03), "pass@8": cell(0.04)},
+                "c": {"pass@1": cell(0.001), "pass@8": cell(0.5)}}
+    _correct_for_the_table(verdicts, True, primary=["a", "b"])
+    assert [verdicts[n][k]["holm_p_value"] for n, k in (("a", "pass@1"), ("a", "pass@8"), ("b", "pass@1"), ("b", "pass@8"))] \
+        == pytest.approx([0.04, 0.2, 0.09, 0.09])
+    assert verdicts["a"]["pass@1"]["primary_verdict"] == "higher"
+    assert verdicts["b"]["pass@1"]["primary_verdict"] == "not distinguishable after Holm's correction"
+    assert "holm_p_value" not in verdicts["c"]["pass@1"]  # not declared primary: Benjamini-Hochberg only
+
+
 def test_benjamini_hochberg_q_values():
     from rlvr_explore.metrics import benjamini_hochberg
 
@@ -337,7 +364,7 @@ def test_an_aa_run_is_the_baseline_with_other_draws_and_is_marked_as_the_tables_
     from rlvr_explore.train.rl import RLTrainer
 
     for name in ("demo", "explore", "dph_compare"):  # every packaged comparison has one
-        _, runs = load_comparison(name)
+        _, runs, _ = load_comparison(name)
         assert calibration_runs(runs, next(iter(runs))) == ["grpo_aa"], name
     runs = {"grpo": {"algorithm": {"method": "grpo"}}, "casp": {"algorithm": {"method": "casp"}},
             "again": {"algorithm": {"method": "grpo"}, "run": {"draws": 2}},

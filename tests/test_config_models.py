@@ -51,7 +51,7 @@ def test_every_packaged_config_is_valid(name):
 def test_every_run_of_a_packaged_comparison_is_valid(name, tmp_path):
     from rlvr_explore.compare import _run_config, load_comparison
 
-    base, runs = load_comparison(name)
+    base, runs, _ = load_comparison(name)
     assert next(iter(runs)) == "grpo"  # the first run is the baseline of every verdict
     for run, overrides in runs.items():
         _run_config(base, 0, tmp_path, run, overrides)

@@ -28,6 +28,7 @@ import multiprocessing
 import signal
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -41,14 +42,22 @@ from rlvr_explore.train.config import (
 TRAINERS = ("rl", "rft")  # a run's optional 'trainer' key: RL steps (the default) or STILL's RFT rounds
 
 
-def load_comparison(path: str | Path) -> tuple[Config, dict[str, dict]]:
-    """A comparison file: ``config``, the settings every stage shares, and ``runs``, each run's name
-    and its overrides of them (plus ``trainer: rft`` for a run of RFT rounds)."""
+class Comparison(NamedTuple):
+    base: Config
+    runs: dict[str, dict]
+    primary: list[str]  # runs whose verdicts were declared primary: Holm-corrected among themselves
+
+
+def load_comparison(path: str | Path) -> Comparison:
+    """A comparison file: ``config``, the settings every stage shares, ``runs``, each run's name
+    and its overrides of them (plus ``trainer: rft`` for a run of RFT rounds), and optionally
+    ``primary``, the runs whose verdicts the comparison is for (declared before the results)."""
     path = resolve_config_path(path)
     data, lines = read_yaml(path)
-    unknown = set(data) - {"config", "runs"}
+    unknown = set(data) - {"config", "runs", "primary"}
     if unknown or "runs" not in data:
-        raise ConfigError(f"{path}: a comparison file has the sections 'config' and 'runs'; found {sorted(data)}")
+        raise ConfigError(f"{path}: a comparison file has the sections 'config', 'runs' and optionally 'primary'; "
+                          f"found {sorted(data)}")
     base = apply_mapping(Config(), data.get("config") or {}, str(path),
                          {k[len("config."):]: v for k, v in lines.items() if k.startswith("config.")})
     runs = data["runs"]
@@ -58,7 +67,10 @@ def load_comparison(path: str | Path) -> tuple[Config, dict[str, dict]]:
         trainer = (overrides or {}).get("trainer", "rl")
         if trainer not in TRAINERS:
             raise ConfigError(f"{path}: runs.{name}.trainer is {trainer!r}; expected one of {', '.join(TRAINERS)}")
-    return base, runs
+    primary = data.get("primary") or []
+    if not isinstance(primary, list) or set(primary) - set(runs) - {"base"}:
+        raise ConfigError(f"{path}: 'primary' must list runs of the file (or 'base'); got {primary!r}")
+    return Comparison(base, runs, primary)
 
 
 def _pass_at_k(counts: np.ndarray, n: int, k: int) -> np.ndarray:
@@ -245,7 +257,7 @@ def calibration_runs(runs: dict, baseline: str) -> list[str]:
 
 
 def summarise(out: Path, runs: list[str], seeds: list[int], baseline: str,
-              min_seeds: int = metrics.MIN_VERDICT_SEEDS, calibration: list[str] = ()) -> dict:
+              min_seeds: int = metrics.MIN_VERDICT_SEEDS, calibration: list[str] = (), primary: list[str] = ()) -> dict:
     """Per run: pass@k over problems and seeds, the final evaluation's diagnostics, its unsolvable
     problems against ``baseline``'s and its training curves; per method: its paired differences to
     ``baseline``. The base policy (step 0 of the first run) is the row ``base``."""
@@ -282,22 +294,31 @@ def summarise(out: Path, runs: list[str], seeds: list[int], baseline: str,
                                               "rerun_interval": None if rerun is None else _within(rerun, -1.0),
                                               "detectable_80": None if detectable is None else round(detectable, 4)}
     verdicts = {name: {key: by_k[key] for key in ("pass@1", f"pass@{n}")} for name, by_k in differences.items()}
-    _correct_for_the_table(verdicts, len(seeds) >= min_seeds)
+    _correct_for_the_table(verdicts, len(seeds) >= min_seeds, primary)
     curves = {name: _training_curves([out / f"seed{s}" / name for s in seeds]) for name in runs}
     return {"seeds": seeds, "min_seeds": min_seeds, "n_samples": n, "problems_per_seed": int(counts[first].shape[1]),
-            "baseline": baseline, "calibration": list(calibration),
+            "baseline": baseline, "calibration": list(calibration), "primary": list(primary),
             "verdicts": verdicts, "differences": differences, "runs": table, "unsolvable_ids": unsolvable_ids,
             "curves": curves}
 
 
-def _correct_for_the_table(verdicts: dict, replicated: bool) -> None:
+def _correct_for_the_table(verdicts: dict, replicated: bool, primary: list[str] = ()) -> None:
     """Benjamini-Hochberg over every verdict of the table (each method at pass@1 and pass@n): each
-    gets its ``q_value`` and an ``adjusted_verdict``, its direction only where q < 0.05."""
+    gets its ``q_value`` and an ``adjusted_verdict``, its direction only where q < 0.05. The
+    verdicts of the ``primary`` runs also get Holm's adjusted p-value among themselves
+    (``holm_p_value``) and a ``primary_verdict`` kept where it is below 0.05."""
+    def adjusted(cell, value, word):
+        return (cell["verdict"] if not replicated or value < 0.05 or cell["verdict"] == "no detectable difference"
+                else f"not distinguishable after {word}")
+
     cells = [v for by_k in verdicts.values() for v in by_k.values()]
     for cell, q in zip(cells, metrics.benjamini_hochberg([c["p_value"] for c in cells])):
         cell["q_value"] = q
-        cell["adjusted_verdict"] = (cell["verdict"] if not replicated or q < 0.05 or cell["verdict"] ==
-                                    "no detectable difference" else "not distinguishable after correction")
+        cell["adjusted_verdict"] = adjusted(cell, q, "correction")
+    declared = [v for name, by_k in verdicts.items() if name in primary for v in by_k.values()]
+    for cell, value in zip(declared, metrics.holm([c["p_value"] for c in declared])):
+        cell["holm_p_value"] = value
+        cell["primary_verdict"] = adjusted(cell, value, "Holm's correction")
 
 
 def _probability(value: float) -> str:
@@ -306,8 +327,9 @@ def _probability(value: float) -> str:
 
 
 def _verdict_cell(v: dict) -> str:
+    holm = f", primary: Holm p {_probability(v['holm_p_value'])}, {v['primary_verdict']}" if "holm_p_value" in v else ""
     return (f"{v['difference']:+.3f} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}] ({v['verdict']}; "
-            f"p {_probability(v['p_value'])}, q {_probability(v['q_value'])})")
+            f"p {_probability(v['p_value'])}, q {_probability(v['q_value'])}{holm})")
 
 
 def verdict_lines(summary: dict) -> list[str]:
@@ -439,9 +461,10 @@ def write_markdown(summary: dict, path: Path) -> None:
 
 
 def compare(base, runs: dict, seeds: list[int], out: Path, baseline: str, jobs: int = 1,
-            min_seeds: int = metrics.MIN_VERDICT_SEEDS, report_page: str | None = None) -> dict:
+            min_seeds: int = metrics.MIN_VERDICT_SEEDS, report_page: str | None = None, primary: list[str] = ()) -> dict:
     """Train what is not finished, then write ``comparison.json``, ``.html`` (linking to
-    ``report_page``, a page the caller writes) and ``.md`` in ``out``."""
+    ``report_page``, a page the caller writes) and ``.md`` in ``out``; the ``primary`` runs'
+    verdicts are Holm-corrected among themselves."""
     if jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
     if baseline not in runs and baseline != "base":
@@ -451,7 +474,7 @@ def compare(base, runs: dict, seeds: list[int], out: Path, baseline: str, jobs: 
     claim_directory(out, "compare")
     write_owner(out, "compare")
     _train_all(base, runs, seeds, out, jobs)
-    summary = summarise(out, list(runs), seeds, baseline, min_seeds, calibration_runs(runs, baseline))
+    summary = summarise(out, list(runs), seeds, baseline, min_seeds, calibration_runs(runs, baseline), list(primary))
     (out / "comparison.json").write_text(json.dumps(summary, indent=2))
     write_html(summary, out / "comparison.html", report_page)
     write_markdown(summary, out / "comparison.md")
@@ -500,14 +523,15 @@ def print_plan(rows: list[dict], seeds: int, baseline: str, difference: float, p
 
 
 def run(args) -> int:
-    base, runs = load_comparison(args.config)
+    base, runs, primary = load_comparison(args.config)
     runs = select_runs(runs, args.methods, args.config)
     baseline = args.baseline or next(iter(runs))
     if args.plan:
         print_plan(plan(Path(args.out), list(runs), args.seeds, baseline, args.difference), len(args.seeds), baseline,
                    args.difference)
         return 0
-    compare(base, runs, args.seeds, Path(args.out), baseline, args.jobs, args.min_seeds)
+    compare(base, runs, args.seeds, Path(args.out), baseline, args.jobs, args.min_seeds,
+            primary=[name for name in primary if name in runs or name == "base"])
     return 0
 
 

@@ -18,13 +18,14 @@ from rlvr_explore.report.html import build_report
 def run(args) -> int:
     started = time.time()
     source = args.config or "demo"
-    base, runs = load_comparison(source)
+    base, runs, primary = load_comparison(source)
     runs = select_runs(runs, args.methods, source)
     out = Path(args.out)
     baseline = next(iter(runs))
     print(f"[demo] {len(runs)} runs from an SFT base policy on {base.task.name}, seed{'s' if len(args.seeds) > 1 else ''} "
           f"{', '.join(map(str, args.seeds))} -> {out}", flush=True)
-    summary = compare(base, runs, args.seeds, out, baseline, args.jobs, report_page="report/index.html")
+    summary = compare(base, runs, args.seeds, out, baseline, args.jobs, report_page="report/index.html",
+                      primary=[name for name in primary if name in runs])
     run_dirs = [out / f"seed{args.seeds[0]}" / name for name in runs]
     report = build_report(run_dirs, out / "report" / "index.html", comparison=summary,
                           title="rlvr-explore demo: does exploration survive RL?", comparison_page="../comparison.html")
