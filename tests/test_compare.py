@@ -382,3 +382,14 @@ def test_an_aa_run_is_the_baseline_with_other_draws_and_is_marked_as_the_tables_
     lines = verdict_lines({"baseline": "grpo", "calibration": ["again"],
                            "verdicts": {"again": {"pass@1": cell}, "casp": {"pass@1": cell}}})
     assert "A/A calibration check" in lines[0] and "A/A" not in lines[1]
+
+
+def test_a_shared_evaluation_set_is_stated_on_the_page():
+    from rlvr_explore.compare import verdicts_html
+
+    cell = {"difference": 0.01, "ci_low": -0.02, "ci_high": 0.04, "verdict": "no detectable difference",
+            "adjusted_verdict": "no detectable difference", "p_value": 0.5, "q_value": 0.6, "detectable_80": 0.05}
+    summary = {"seeds": [0, 1, 2], "min_seeds": 3, "problems_per_seed": 40, "baseline": "grpo",
+               "verdicts": {"casp": {"pass@1": cell}}}
+    assert "same 40 problems" not in verdicts_html({**summary, "shared_problems": False})
+    assert "Every seed is evaluated on the same 40 problems" in verdicts_html({**summary, "shared_problems": True})

@@ -1,5 +1,7 @@
 """``rlvr-explore compare``: methods trained from the same base policy on several seeds, with
-verdicts whose intervals account for both the problems and the seeds.
+verdicts whose intervals account for both the problems and the seeds (with a dataset file, every
+seed is evaluated on the same problems: the intervals are then about this evaluation set, and the
+page says so).
 
 For each seed, a base policy is fine-tuned (SFT) once, then every run of the comparison file
 trains from it with the same rollout budget and is evaluated on the same problems (the seed
@@ -257,7 +259,8 @@ def calibration_runs(runs: dict, baseline: str) -> list[str]:
 
 
 def summarise(out: Path, runs: list[str], seeds: list[int], baseline: str,
-              min_seeds: int = metrics.MIN_VERDICT_SEEDS, calibration: list[str] = (), primary: list[str] = ()) -> dict:
+              min_seeds: int = metrics.MIN_VERDICT_SEEDS, calibration: list[str] = (), primary: list[str] = (),
+              shared_problems: bool = False) -> dict:
     """Per run: pass@k over problems and seeds, the final evaluation's diagnostics, its unsolvable
     problems against ``baseline``'s and its training curves; per method: its paired differences to
     ``baseline``. The base policy (step 0 of the first run) is the row ``base``."""
@@ -298,6 +301,7 @@ def summarise(out: Path, runs: list[str], seeds: list[int], baseline: str,
     curves = {name: _training_curves([out / f"seed{s}" / name for s in seeds]) for name in runs}
     return {"seeds": seeds, "min_seeds": min_seeds, "n_samples": n, "problems_per_seed": int(counts[first].shape[1]),
             "baseline": baseline, "calibration": list(calibration), "primary": list(primary),
+            "shared_problems": shared_problems,
             "verdicts": verdicts, "differences": differences, "runs": table, "unsolvable_ids": unsolvable_ids,
             "curves": curves}
 
@@ -363,9 +367,12 @@ def verdicts_html(summary: dict) -> str:
             + (f" With these seeds, a difference of about {detectable[len(detectable) // 2]:.3f} (median over the "
                f"table) is detected with 80% power; smaller true differences are often missed." if detectable else "")
             + "</p>") if cells and len(seeds) >= needed else ""  # with no verdict, nothing to correct
+    shared = (f"<p>Every seed is evaluated on the same {summary['problems_per_seed']} problems (a dataset file): "
+              "the intervals cover the variation between training runs on this evaluation set, not over problems in "
+              "general; another set of problems may differ more.</p>") if summary.get("shared_problems") else ""
     return (f"<h2>Verdicts</h2><p>Mean paired difference over {summary['problems_per_seed']} problems × {len(seeds)} "
             f"seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}), 95% {interval}; {rule}</p>"
-            f"<ul>{items}</ul>{size}")
+            f"<ul>{items}</ul>{shared}{size}")
 
 
 def _figures(summary: dict, directory: Path) -> list[tuple[str, str]]:
@@ -474,7 +481,8 @@ def compare(base, runs: dict, seeds: list[int], out: Path, baseline: str, jobs: 
     claim_directory(out, "compare")
     write_owner(out, "compare")
     _train_all(base, runs, seeds, out, jobs)
-    summary = summarise(out, list(runs), seeds, baseline, min_seeds, calibration_runs(runs, baseline), list(primary))
+    summary = summarise(out, list(runs), seeds, baseline, min_seeds, calibration_runs(runs, baseline), list(primary),
+                        shared_problems=base.task.dataset is not None)
     (out / "comparison.json").write_text(json.dumps(summary, indent=2))
     write_html(summary, out / "comparison.html", report_page)
     write_markdown(summary, out / "comparison.md")
