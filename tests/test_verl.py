@@ -1032,15 +1032,13 @@ def padded_logits(packed_logits, data):
     return out
 
 
-def cpu_engine(model):
-    """verl's FSDPEngineWithLMHead with the parts that need a GPU, FSDP or a process group replaced:
-    the model forward (TinyPackedModel on the packed ids), the optimizer and the data-parallel
-    group. prepare_model_outputs, train_batch, infer_batch and forward_backward_batch are verl's,
+def single_rank_engine(model):
+    """verl's FSDPEngineWithLMHead on one CPU rank: the optimizer, FSDP and the data-parallel group
+    replaced; train_batch, infer_batch, forward_backward_batch and prepare_model_outputs are verl's,
     with our hooks."""
     import verl.workers.engine.fsdp.transformer_impl as impl
-    from verl.utils import tensordict_utils as tu
 
-    class CPUEngine(impl.FSDPEngineWithLMHead):
+    class SingleRankEngine(impl.FSDPEngineWithLMHead):
         def __init__(self):
             self.use_ulysses_sp, self.ulysses_sequence_parallel_size = False, 1
             self.engine_config = types.SimpleNamespace(entropy_checkpointing=False, entropy_from_logits_with_chunking=False)
@@ -1066,6 +1064,14 @@ def cpu_engine(model):
         def _gradient_sync_context(self, is_last_micro_batch):
             return contextlib.nullcontext()
 
+    return SingleRankEngine
+
+
+def cpu_engine(model):
+    """``single_rank_engine`` whose model forward is TinyPackedModel on the packed ids."""
+    from verl.utils import tensordict_utils as tu
+
+    class CPUEngine(single_rank_engine(model)):
         def forward_step(self, micro_batch, loss_function, forward_only):
             ids = micro_batch["input_ids"].values()
             output_args = {"input_ids_rmpad_rolled": torch.roll(ids, -1), "pad_size": 0, "temperature_is_one": True,
@@ -1150,40 +1156,16 @@ def tiny_hf_model(vocab: int):
 
 
 def hf_engine(model, autocast_dtype):
-    """verl's FSDPEngineWithLMHead whose own forward_step runs: its prepare_model_inputs (packing
-    or padding, temperature per token), the model under its autocast, prepare_model_outputs and the
-    loss; only the FSDP wrapping, the optimizer and the process group are left out."""
-    import verl.workers.engine.fsdp.transformer_impl as impl
-
-    class Engine(impl.FSDPEngineWithLMHead):
+    """``single_rank_engine`` whose own forward_step runs: verl's prepare_model_inputs (packing or
+    padding, temperature per token), the model under its autocast, prepare_model_outputs and the
+    loss."""
+    class Engine(single_rank_engine(model)):
         def __init__(self):
+            super().__init__()
             self.module, self._autocast_dtype, self.pad_to_length = model, autocast_dtype, False
-            self.use_ulysses_sp, self.ulysses_sequence_parallel_size = False, 1
-            self.engine_config = types.SimpleNamespace(entropy_checkpointing=False, entropy_from_logits_with_chunking=False)
 
         def _get_packed_pad_size(self, length):
             return 0
-
-        def get_data_parallel_group(self):
-            return None
-
-        def get_data_parallel_size(self):
-            return 1
-
-        def get_data_parallel_rank(self):
-            return 0
-
-        def is_mp_src_rank_with_outputs(self):
-            return True
-
-        def optimizer_zero_grad(self):
-            model.zero_grad(set_to_none=True)
-
-        def optimizer_step(self):
-            return 0.0
-
-        def _gradient_sync_context(self, is_last_micro_batch):
-            return contextlib.nullcontext()
 
     return Engine()
 
