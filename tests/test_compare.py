@@ -363,9 +363,10 @@ def test_an_aa_run_is_the_baseline_with_other_draws_and_is_marked_as_the_tables_
     from rlvr_explore.compare import calibration_runs, load_comparison
     from rlvr_explore.train.rl import RLTrainer
 
-    for name in ("demo", "explore", "dph_compare"):  # every packaged comparison has one
+    for name in ("demo", "explore", "dph_compare", "unlikeliness_compare"):  # every packaged comparison has one
         _, runs, _ = load_comparison(name)
-        assert calibration_runs(runs, next(iter(runs))) == ["grpo_aa"], name
+        baseline = next(iter(runs))
+        assert calibration_runs(runs, baseline) == [f"{baseline}_aa"], name
     runs = {"grpo": {"algorithm": {"method": "grpo"}}, "casp": {"algorithm": {"method": "casp"}},
             "again": {"algorithm": {"method": "grpo"}, "run": {"draws": 2}},
             "again_casp": {"algorithm": {"method": "casp"}, "run": {"draws": 1}}}

@@ -35,7 +35,7 @@ def test_overrides_and_yaml_exponents(tmp_path):
         load_config("nonexistent")
 
 
-COMPARISONS = ("demo", "explore", "dph_compare")  # comparison files: a shared config and named runs
+COMPARISONS = ("demo", "explore", "dph_compare", "unlikeliness_compare")  # comparison files: a shared config and named runs
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in PACKAGED.glob("*.yaml") if p.stem not in COMPARISONS))
@@ -52,7 +52,8 @@ def test_every_run_of_a_packaged_comparison_is_valid(name, tmp_path):
     from rlvr_explore.compare import _run_config, load_comparison
 
     base, runs, _ = load_comparison(name)
-    assert next(iter(runs)) == "grpo"  # the first run is the baseline of every verdict
+    first = next(iter(runs))  # the first run is the baseline of every verdict: a GRPO run
+    assert runs[first]["algorithm"]["method"] == "grpo" and "advantage" not in runs[first]["algorithm"]
     for run, overrides in runs.items():
         _run_config(base, 0, tmp_path, run, overrides)
 
