@@ -179,3 +179,16 @@ def test_the_decoder_caps_depth_and_size():
         decode(deep)
     with pytest.raises(NotPlain):
         loads(b"[" * 100_000 + b"]" * 100_000)
+
+
+def test_tests_or_prompts_that_do_not_run_are_errors_not_silent_zeros(verifier, caplog):
+    before = verifier.stats["errors"]
+    broken_tests = {"prompt": PROMPT, "tests": "def check(candidate)\n    assert candidate(1) == 2\n",
+                    "entry_point": "add_one"}
+    # a fenced response is the whole program, so only the checker runs this prompt
+    broken_prompt = {"prompt": "raise RuntimeError('not a module')\n\ndef add_one(x):\n", "tests": TESTS["equality"],
+                     "entry_point": "add_one"}
+    fenced = "```python\ndef add_one(x):\n    return x + 1\n```"
+    assert verifier([broken_tests, broken_prompt], [RIGHT, fenced]) == [0.0, 0.0]
+    assert verifier.stats["errors"] == before + 2
+    assert "tests do not compile" in caplog.text and "prompt does not run on its own" in caplog.text

@@ -169,11 +169,15 @@ def check(config: dict, channel: Channel) -> bytes:
         exec(code, namespace)
     except Exception as error:  # noqa: BLE001 - a prompt that is not a module: its helpers are missing
         return f"error:the problem's prompt does not run on its own ({error!r:.200})".encode()
+    try:
+        tests = compile(config["tests"], "tests.py", "exec")
+    except SyntaxError as error:  # the data set's fault, not the program's: said, never a silent 0
+        return f"error:the problem's tests do not compile ({error!r:.200})".encode()
     protocol = Protocol(channel, config["max_calls"], namespace)
     for name in names_to_proxy(config["tests"], namespace, config["entry_point"]):
         namespace[name] = (lambda name: lambda *args, **kwargs: protocol.call(name, args, kwargs))(name)
     try:
-        exec(compile(config["tests"], "tests.py", "exec"), namespace)
+        exec(tests, namespace)
         if config["entry_point"]:
             namespace["check"](namespace[config["entry_point"]])
     except BaseException:  # noqa: BLE001 - a failed test, or the program's error
