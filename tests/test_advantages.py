@@ -132,3 +132,17 @@ def test_dynamic_sampling_and_overlong_penalty():
     assert informative_groups(rewards, groups).tolist() == [False, False, True, True, False, False]
     penalty = overlong_penalty(torch.tensor([10, 16, 18, 20, 25]), max_length=20, cache_length=4)
     assert penalty.tolist() == pytest.approx([0.0, 0.0, -0.5, -1.0, -1.0])
+
+
+def test_a_name_registered_twice_is_refused():
+    from rlvr_explore import losses
+    from rlvr_explore.advantages import register_advantage, register_shaping
+    from rlvr_explore.losses.core import register_loss
+
+    with pytest.raises(ValueError, match="advantage estimator 'grpo' is registered already"):
+        register_advantage("grpo")(lambda *args: None)
+    with pytest.raises(ValueError, match="shaping step 'outcome_ucb' is registered already"):
+        register_shaping("outcome_ucb")(lambda *args: None)
+    with pytest.raises(ValueError, match=r"policy loss \['casp'\] is registered already"):
+        register_loss("casp", "a second CaSP")(lambda inputs, cfg: None)
+    assert losses.get_method("casp").source != "a second CaSP"

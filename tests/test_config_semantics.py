@@ -141,3 +141,12 @@ def test_help_config_prints_what_set_accepts_and_none_means_null():
     assert pasted > 60 and "  path: null  #" in describe()
     assert load_config(None, ["model.path=None"]).model.path is None
     assert load_config(None, ["model.path=null"]).model.path is None
+
+
+def test_a_loss_that_needs_more_candidates_than_the_rollout_keeps_is_refused_at_load():
+    from rlvr_explore.train.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"algorithm.loss.top_n=5 needs rollout.top_n >= 5.*got rollout.top_n=3"):
+        load_config(None, ["algorithm.method=casp", "algorithm.loss={top_n: 5}", "rollout.top_n=3"])
+    assert load_config(None, ["algorithm.method=casp", "algorithm.loss={top_n: 3}", "rollout.top_n=3"])
+    assert load_config(None, ["algorithm.method=grpo", "rollout.top_n=1"])  # GRPO reads no candidates

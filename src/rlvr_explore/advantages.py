@@ -47,7 +47,7 @@ class AdvantageConfig:
     position_scale: float = documented(15.0, "m, the slope of the position sigmoid (STILL §4.4.2).")
     position_shift: float = documented(
         0.5, "n, the centre of the position sigmoid. STILL's text prints n = -0.5 with r = m (l - n), which "
-        "saturates the sigmoid over the whole response; DESIGN §3 centres it at 0.5."
+        "saturates the sigmoid over the whole response and makes the bonus a constant; we centre it at 0.5."
     )
     position_window: tuple[int, int] = documented((200, 300), "Steps [start, end) in which the position bonus applies (STILL §4.4.2).")
     pkpo_k: int = documented(4, "k of PKPO's pass@k / max@k transform, 1 <= k <= group size (PKPO, arXiv 2505.15201).")
@@ -129,26 +129,28 @@ SHAPINGS: dict[str, Callable] = {}
 READS: dict[str, frozenset[str]] = {}  # estimator or shaping step -> inputs it needs
 
 
-def register_advantage(name: str, reads: tuple[str, ...] = ()):
-    """``reads``: what the estimator needs beyond rewards, groups and mask (``old_logp``,
-    ``entropy``, ``step``), so an integration knows what to collect (:func:`inputs_read`)."""
+def _registrar(registry: dict, kind: str, name: str, reads: tuple[str, ...]):
     def wrap(fn):
-        ESTIMATORS[name] = fn
+        if name in READS:  # one namespace for estimators and shaping steps; a second definition is a mistake
+            raise ValueError(f"{kind} {name!r} is registered already ({(ESTIMATORS | SHAPINGS)[name].__module__})")
+        registry[name] = fn
         READS[name] = frozenset(reads)
         return fn
 
     return wrap
+
+
+def register_advantage(name: str, reads: tuple[str, ...] = ()):
+    """``reads``: what the estimator needs beyond rewards, groups and mask (``old_logp``,
+    ``entropy``, ``step``), so an integration knows what to collect (:func:`inputs_read`). A name
+    registered twice is an error."""
+    return _registrar(ESTIMATORS, "advantage estimator", name, reads)
 
 
 def register_shaping(name: str, reads: tuple[str, ...] = ()):
     """``reads`` as for :func:`register_advantage`; ``answers`` (with the prompt ids and the answer
     counts) is extracted only for the steps that read it."""
-    def wrap(fn):
-        SHAPINGS[name] = fn
-        READS[name] = frozenset(reads)
-        return fn
-
-    return wrap
+    return _registrar(SHAPINGS, "shaping step", name, reads)
 
 
 def inputs_read(estimator: str, shaping=()) -> frozenset[str]:

@@ -1,7 +1,7 @@
 """Everything that runs the policy: batched KV-cached sampling (:func:`sample`) and the
 teacher-forced pass the losses differentiate (:func:`score`).
 
-Layout (DESIGN §2): prompts left-padded, responses right-padded. ``response_mask`` covers the
+Layout (docs/architecture.md, the data flow): prompts left-padded, responses right-padded. ``response_mask`` covers the
 generated tokens including the closing EOS; a response cut at ``max_new_tokens`` has none.
 Both functions return the candidate statistics of ``rlvr_explore.candidates`` at the sampling
 temperature, so ``old_logp`` from :func:`sample` and ``logp`` from :func:`score` are the same

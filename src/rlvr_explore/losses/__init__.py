@@ -5,7 +5,7 @@
 ...                                    response_mask=..., response_ids=..., topn_logp=...,
 ...                                    topn_ids=..., entropy=..., alpha=0.01, lam=1.1)
 
-Every method is one short module of this package (see DESIGN §3 and docs/methods.md).
+Every method is one short module of this package (see docs/methods.md).
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def policy_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The scalar loss of ``method`` on one (micro-)batch, and detached metrics.
 
-    Tensors follow DESIGN §2 ((B, T), ``topn_*`` (B, T, N), ``rewards`` (B,)); ``advantages`` may
+    Tensors follow the padded layout of docs/architecture.md ((B, T), ``topn_*`` (B, T, N), ``rewards`` (B,)); ``advantages`` may
     be (B,); pass the optional ones the method needs. ``num_tokens``/``num_seqs`` are the global batch's counts
     (:func:`batch_normalizers`) so that micro-batch losses add up to the full-batch loss;
     ``token_gate`` is a precomputed global selection (:func:`token_gate`). Hyper-parameters are the

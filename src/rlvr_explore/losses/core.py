@@ -3,7 +3,7 @@
 A registered loss is a pure function ``token_loss(inputs, cfg) -> (loss (B, T), metrics)``
 returning the per-token loss; :func:`rlvr_explore.losses.policy_loss` adds the entropy bonus and
 the KL term and reduces with :func:`aggregate`, the one aggregation helper every loss goes
-through. Notation follows DESIGN §3: r_t = exp(logp_t - old_logp_t), A the advantage.
+through. Notation follows docs/methods.md: r_t = exp(logp_t - old_logp_t), A the advantage.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mea
 
 @dataclass
 class LossInputs:
-    """Tensors of one (micro-)batch in the padded layout of DESIGN §2 (all (B, T) unless noted)."""
+    """Tensors of one (micro-)batch in the padded layout of docs/architecture.md (all (B, T) unless noted)."""
 
     logp: torch.Tensor
     old_logp: torch.Tensor
@@ -148,6 +148,9 @@ def register_loss(name: str, source: str, *, keys=(), defaults=None, advantage="
     """
 
     def wrap(fn: TokenLoss) -> TokenLoss:
+        taken = {name, *aliases} & (set(LOSSES) | set(ALIASES))
+        if taken:
+            raise ValueError(f"policy loss {sorted(taken)} is registered already: a second definition would replace it")
         unknown = set(keys) | set(defaults or {})
         unknown -= set(LOSS_CONFIG_KEYS)
         if unknown:

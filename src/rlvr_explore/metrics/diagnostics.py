@@ -1,4 +1,4 @@
-"""Exploration diagnostics as pure functions over tensors (DESIGN §4).
+"""Exploration diagnostics as pure functions over tensors (docs/methods.md, "Diagnostics").
 
 They read the tensors the trainer already has (masks, log-probs, top-N, entropy, logits) and
 are used from the trainer's logging, the integrations, and on saved rollouts alike.

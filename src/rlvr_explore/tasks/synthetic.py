@@ -1,5 +1,5 @@
 """Built-in verifiable tasks generated from a seed, each with several distinct correct answers
-per prompt so that pass@k at large k and answer diversity mean something (DESIGN §6).
+per prompt so that pass@k at large k and answer diversity mean something (docs/architecture.md).
 
 * ``countdown``: reach a target with + - * over some of the given numbers, each used at most once.
   ``difficulty`` is the count of numbers (2..5); a target is drawn from the values reachable in

@@ -450,9 +450,13 @@ def validate(cfg: Config) -> None:
         need(key in accepted, f"algorithm.loss: unknown key {key!r} for {' / '.join(methods)}; accepted: {', '.join(accepted)}")
     try:  # the values too, now rather than at the first step
         spec = losses.get_method(a.method)
-        losses.core.make_config(spec, spec.select(a.loss))
+        loss_config = losses.core.make_config(spec, spec.select(a.loss))
     except (TypeError, ValueError) as error:
         need(False, f"algorithm.loss: {error}")
+    # the scoring pass gives the loss rollout.top_n candidates: a loss asking for more would fail at its first update
+    need("topn" not in spec.reads or loss_config.top_n <= r.top_n,
+         f"algorithm.loss.top_n={loss_config.top_n} needs rollout.top_n >= {loss_config.top_n} (the candidates the "
+         f"trainer keeps per token), got rollout.top_n={r.top_n}")
     try:
         advantages.checked_config(a.advantage_hp)
     except ValueError as error:

@@ -1,4 +1,4 @@
-"""The RL loop (DESIGN §2): prompts -> rollout -> verifier -> advantages -> PPO epochs over
+"""The RL loop (docs/architecture.md): prompts -> rollout -> verifier -> advantages -> PPO epochs over
 mini-batches (micro-batches accumulate) -> optimizer; SPS IRL phases, DAPO dynamic sampling,
 KL reference and its ProRL reset, evaluation, checkpoints and ``--resume``.
 """

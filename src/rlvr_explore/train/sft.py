@@ -1,4 +1,4 @@
-"""Supervised fine-tuning: the base policy of the demo (DESIGN §6), the SFT step of RFT, and the
+"""Supervised fine-tuning: the base policy of the demo, the SFT step of RFT, and the
 NLL minimisation of SPS's IRL phase all use :func:`nll_loss`."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Run untrusted code (DESIGN §6) in a bubblewrap sandbox, and decide its verdict outside it.
+"""Run untrusted code in a bubblewrap sandbox, and decide its verdict outside it.
 
 The policy is an adversary: it is paid for whatever verdict it can forge, so nothing the program
 does can count as a pass except what is checked outside its reach (threat model: docs/reliability.md).
