@@ -150,3 +150,15 @@ def test_a_loss_that_needs_more_candidates_than_the_rollout_keeps_is_refused_at_
         load_config(None, ["algorithm.method=casp", "algorithm.loss={top_n: 5}", "rollout.top_n=3"])
     assert load_config(None, ["algorithm.method=casp", "algorithm.loss={top_n: 3}", "rollout.top_n=3"])
     assert load_config(None, ["algorithm.method=grpo", "rollout.top_n=1"])  # GRPO reads no candidates
+
+
+def test_advantage_settings_the_estimator_does_not_read_are_refused_at_load():
+    from rlvr_explore.train.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"\['pkpo_k'\] are not read by the estimator 'grpo' \(it reads correct_threshold, eps\)"):
+        load_config(None, ["algorithm.method=grpo", "algorithm.advantage_hp={pkpo_k: 8}"])
+    with pytest.raises(ConfigError, match=r"\['outcome_b0'\] are not read by the estimator 'grpo' with shaping \['outcome_batch'\]"):
+        load_config(None, ["algorithm.shaping=[outcome_batch]", "algorithm.advantage_hp={outcome_b0: 0.3}"])
+    assert load_config(None, ["algorithm.advantage=pkpo", "algorithm.advantage_hp={pkpo_k: 4}"])
+    assert load_config(None, ["algorithm.shaping=[outcome_ucb]", "algorithm.advantage_hp={outcome_b0: 0.3}"])
+    assert load_config(None, ["algorithm.method=w_reinforce", "algorithm.advantage_hp={w_reinforce_lambda: 0.1}"])

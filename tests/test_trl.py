@@ -354,3 +354,9 @@ def test_dph_rehearses_what_the_initial_policy_solves_through_trl(local_model, t
     args.output_dir = str(tmp_path / "elsewhere")
     with pytest.raises(FileNotFoundError, match="rehearsal set is missing"):
         again._prepare_rehearsal(resumed=True)
+
+
+def test_advantage_settings_the_estimator_does_not_read_are_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"advantage_hp: \['pkpo_k'\] are not read by advantage='grpo'"):
+        ExploreGRPOConfig(output_dir=str(tmp_path), advantage="grpo", advantage_hp={"pkpo_k": 4}, use_cpu=True)
+    assert ExploreGRPOConfig(output_dir=str(tmp_path), advantage="pkpo", advantage_hp={"pkpo_k": 4}, use_cpu=True)

@@ -235,6 +235,11 @@ def test_contract_a_run_that_needs_a_refused_seam_stops_at_start_up(late_seams, 
         plugin.check_run(config("rlvr_casp", strategy="megatron"), plugin.LEGACY)
     with pytest.raises(RuntimeError, match="no method 'nonesuch'"):
         plugin.check_run(config("rlvr_nonesuch"), plugin.V1)
+    estimating = config("vanilla")
+    estimating.algorithm.adv_estimator = "rlvr_grpo"
+    monkeypatch.setenv("RLVR_EXPLORE_HP", "{pkpo_k: 4}")
+    with pytest.raises(RuntimeError, match=r"\['pkpo_k'\] are not read by algorithm.adv_estimator=rlvr_grpo"):
+        plugin.check_run(estimating, plugin.V1)
 
 
 def test_contract_advantage_signature():

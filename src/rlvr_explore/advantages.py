@@ -127,30 +127,42 @@ Estimator = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, AdvantageConfig,
 ESTIMATORS: dict[str, Estimator] = {}
 SHAPINGS: dict[str, Callable] = {}
 READS: dict[str, frozenset[str]] = {}  # estimator or shaping step -> inputs it needs
+KEYS: dict[str, frozenset[str]] = {}  # estimator or shaping step -> the advantage_hp keys it reads
+COMMON_KEYS = frozenset({"eps", "correct_threshold"})  # read by most estimators
 
 
-def _registrar(registry: dict, kind: str, name: str, reads: tuple[str, ...]):
+def _registrar(registry: dict, kind: str, name: str, reads: tuple[str, ...], keys: tuple[str, ...]):
     def wrap(fn):
         if name in READS:  # one namespace for estimators and shaping steps; a second definition is a mistake
             raise ValueError(f"{kind} {name!r} is registered already ({(ESTIMATORS | SHAPINGS)[name].__module__})")
+        unknown = set(keys) - set(ADVANTAGE_CONFIG_KEYS)
+        if unknown:
+            raise ValueError(f"{kind} {name!r} declares unknown keys {sorted(unknown)}")
         registry[name] = fn
         READS[name] = frozenset(reads)
+        KEYS[name] = frozenset(keys) | COMMON_KEYS
         return fn
 
     return wrap
 
 
-def register_advantage(name: str, reads: tuple[str, ...] = ()):
+def register_advantage(name: str, reads: tuple[str, ...] = (), keys: tuple[str, ...] = ()):
     """``reads``: what the estimator needs beyond rewards, groups and mask (``old_logp``,
-    ``entropy``, ``step``), so an integration knows what to collect (:func:`inputs_read`). A name
-    registered twice is an error."""
-    return _registrar(ESTIMATORS, "advantage estimator", name, reads)
+    ``entropy``, ``step``), so an integration knows what to collect (:func:`inputs_read`);
+    ``keys``: the ``advantage_hp`` keys it reads beside ``COMMON_KEYS``. A name registered twice
+    is an error."""
+    return _registrar(ESTIMATORS, "advantage estimator", name, reads, keys)
 
 
-def register_shaping(name: str, reads: tuple[str, ...] = ()):
-    """``reads`` as for :func:`register_advantage`; ``answers`` (with the prompt ids and the answer
-    counts) is extracted only for the steps that read it."""
-    return _registrar(SHAPINGS, "shaping step", name, reads)
+def register_shaping(name: str, reads: tuple[str, ...] = (), keys: tuple[str, ...] = ()):
+    """``reads`` and ``keys`` as for :func:`register_advantage`; ``answers`` (with the prompt ids
+    and the answer counts) is extracted only for the steps that read it."""
+    return _registrar(SHAPINGS, "shaping step", name, reads, keys)
+
+
+def keys_read(estimator: str, shaping=()) -> frozenset[str]:
+    """The ``advantage_hp`` keys an estimator and its shaping steps read: any other is set in vain."""
+    return frozenset().union(KEYS.get(estimator, COMMON_KEYS), *(KEYS.get(step, frozenset()) for step in shaping))
 
 
 def inputs_read(estimator: str, shaping=()) -> frozenset[str]:
@@ -232,7 +244,7 @@ def nsr(rewards, group_ids, response_mask, cfg, extra):
     return broadcast(torch.where(is_correct(rewards, cfg), 0.0, -1.0).double(), response_mask)
 
 
-@register_advantage("w_reinforce")
+@register_advantage("w_reinforce", keys=("w_reinforce_lambda",))
 def w_reinforce(rewards, group_ids, response_mask, cfg, extra):
     """A = +lambda for correct, -1 for incorrect; no baseline (Zhu et al. 2025)."""
     correct = is_correct(rewards, cfg)
@@ -256,7 +268,7 @@ def passk_group_advantages(n: int, c: int, k: int) -> tuple[float, float]:
     return float(1 - rho) / sigma, float(1 - rho - all_wrong_with_me) / sigma
 
 
-@register_advantage("passk_adv")
+@register_advantage("passk_adv", keys=("passk_k",))
 def passk_adv(rewards, group_ids, response_mask, cfg, extra):
     """Pass@k advantages of Chen et al. (2025b), group by group."""
     index, n_groups = group_index(group_ids)
@@ -327,7 +339,7 @@ def pkpo_group(rewards: torch.Tensor, k: int, baseline: str = "loo_minus_one") -
     return transformed
 
 
-@register_advantage("pkpo", reads=("step",))
+@register_advantage("pkpo", reads=("step",), keys=("pkpo_k", "pkpo_baseline", "pkpo_k_switch_step"))
 def pkpo(rewards, group_ids, response_mask, cfg, extra):
     """PKPO's pass@k / max@k transform per group, no std normalisation; k = 1 from
     ``pkpo_k_switch_step`` on (PKPO, arXiv 2505.15201)."""
@@ -343,7 +355,7 @@ def pkpo(rewards, group_ids, response_mask, cfg, extra):
     return broadcast(adv, response_mask)
 
 
-@register_advantage("unlikeliness", reads=("old_logp",))
+@register_advantage("unlikeliness", reads=("old_logp",), keys=("unlikeliness_beta", "unlikeliness_keep_saturated"))
 def unlikeliness(rewards, group_ids, response_mask, cfg, extra):
     """GRPO on r~_i = r_i (1 - beta rank_i / G), rank_i the place of the response's mean token
     log-prob under the old policy among its group's (0 = least likely, stable on ties): correct
@@ -414,7 +426,7 @@ def _no_signal(rewards: torch.Tensor, cfg) -> bool:
     return not cfg.gtpo_keep_equal_groups and bool((rewards == rewards[0]).all())
 
 
-@register_advantage("gtpo", reads=("entropy",))
+@register_advantage("gtpo", reads=("entropy",), keys=("gtpo_alpha1", "gtpo_alpha2", "gtpo_o_minus", "gtpo_normalize", "gtpo_keep_equal_groups"))
 def gtpo(rewards, group_ids, response_mask, cfg, extra):
     """Token-level entropy-weighted advantages of GTPO (arXiv 2508.04349): the reward is shared out
     over each position's correct responses in proportion to their (detached) old-policy entropy,
@@ -433,7 +445,7 @@ def gtpo(rewards, group_ids, response_mask, cfg, extra):
     return adv
 
 
-@register_advantage("grpo_s", reads=("entropy",))
+@register_advantage("grpo_s", reads=("entropy",), keys=("gtpo_alpha1", "gtpo_alpha2", "gtpo_o_minus", "gtpo_normalize", "gtpo_keep_equal_groups"))
 def grpo_s(rewards, group_ids, response_mask, cfg, extra):
     """GRPO-S (arXiv 2508.04349): GTPO at the sequence level, each response's mean token entropy
     in place of the token's, normalised over the group's responses, then broadcast (the
@@ -461,7 +473,7 @@ def _need(extra: dict, name: str, step: str):
     return extra[name]
 
 
-@register_shaping("entropy_adv", reads=("entropy",))
+@register_shaping("entropy_adv", reads=("entropy",), keys=("entropy_adv_alpha", "entropy_adv_kappa"))
 def entropy_adv(advantages, response_mask, group_ids, cfg, extra):
     """A'_t = A_t + min(alpha sg(H_t), |A_t| / kappa) (Cheng et al. 2025)."""
     entropy = _need(extra, "entropy", "entropy_adv").detach().to(advantages.dtype)
@@ -469,7 +481,7 @@ def entropy_adv(advantages, response_mask, group_ids, cfg, extra):
     return (advantages + bonus) * response_mask
 
 
-@register_shaping("ppl_shaping", reads=("old_logp",))
+@register_shaping("ppl_shaping", reads=("old_logp",), keys=("ppl_alpha",))
 def ppl_shaping(advantages, response_mask, group_ids, cfg, extra):
     """A'_i = A_i (1 - alpha w_i), w_i = (ln PPL_i - mu_g) / sigma_g under the old policy (STILL Eq. 7, 11)."""
     log_ppl = -response_mean(_need(extra, "old_logp", "ppl_shaping").detach(), response_mask)
@@ -478,7 +490,7 @@ def ppl_shaping(advantages, response_mask, group_ids, cfg, extra):
     return advantages * (1.0 - cfg.ppl_alpha * weight).unsqueeze(-1).to(advantages.dtype)
 
 
-@register_shaping("position_bonus", reads=("step",))
+@register_shaping("position_bonus", reads=("step",), keys=("position_gamma", "position_direction", "position_scale", "position_shift", "position_window"))
 def position_bonus(advantages, response_mask, group_ids, cfg, extra):
     """A'_t = A_t + sign(A_t) min(b_t, |A_t| / 2), b_t = gamma sigmoid(d m (l_t - n)), inside the
     step window only (STILL Eq. 8, 12)."""
@@ -503,7 +515,7 @@ def _answer_keys(extra: dict, step: str, cfg: AdvantageConfig) -> list:
             for prompt, answer in zip(prompt_ids, answers)]
 
 
-@register_shaping("outcome_ucb", reads=("answers",))
+@register_shaping("outcome_ucb", reads=("answers",), keys=("outcome_variant", "outcome_coef", "outcome_b0", "outcome_unparsed"))
 def outcome_ucb(advantages, response_mask, group_ids, cfg, extra):
     """A' = A + c bonus_i with b_i = min(1, N(x, a_i)^-1/2), N the times answer a_i was seen for
     question x over training, this batch included (so N >= 1); bonus b (UCB), b - group mean of b
@@ -528,7 +540,7 @@ def outcome_ucb(advantages, response_mask, group_ids, cfg, extra):
     return (advantages + cfg.outcome_coef * bonus.to(advantages).unsqueeze(-1)) * response_mask
 
 
-@register_shaping("outcome_batch", reads=("answers",))
+@register_shaping("outcome_batch", reads=("answers",), keys=("outcome_batch_coef", "outcome_unparsed"))
 def outcome_batch(advantages, response_mask, group_ids, cfg, extra):
     """A' = A - c_batch (1/n) sum_{j != i} 1{a_i = a_j} over the response's group of n: answers the
     group repeats are penalised (outcome-based exploration's batch exploration, arXiv 2509.06941)."""

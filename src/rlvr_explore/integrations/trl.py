@@ -120,6 +120,11 @@ class ExploreGRPOConfig(GRPOConfig):
                 adv_lib.checked_config(self.advantage_hp)
             except ValueError as error:
                 raise ValueError(f"advantage_hp: {error}") from None
+            read = adv_lib.keys_read(self.advantage, self.advantage_shaping or ())
+            unread = sorted(set(self.advantage_hp) - read)
+            if unread:
+                raise ValueError(f"advantage_hp: {unread} are not read by advantage={self.advantage!r} with "
+                                 f"advantage_shaping={list(self.advantage_shaping or ())} (it reads {', '.join(sorted(read))})")
 
     def _dph_given(self) -> dict:
         """The ``dph_*`` fields set, by ``DPHConfig`` name."""

@@ -1009,7 +1009,11 @@ def needs_of_run(config) -> dict[str, str]:
     estimator = selected_estimator(config.algorithm.adv_estimator)
     if estimator is not None:
         needs["losses"] = needs.get("losses", f"algorithm.adv_estimator={PREFIX}{estimator}")
-        shaping, _ = advantage_settings()
+        shaping, hp = advantage_settings()
+        unread = sorted(set(hp) - adv_lib.keys_read(estimator, shaping))
+        if unread:
+            raise RuntimeError(f"RLVR_EXPLORE_HP: {unread} are not read by algorithm.adv_estimator={PREFIX}{estimator}"
+                               f"{' with shaping ' + str(list(shaping)) if shaping else ''}")
         reads = adv_lib.inputs_read(estimator, shaping)
         if reads:
             needs["advantage_inputs"] = f"algorithm.adv_estimator={PREFIX}{estimator}" + (

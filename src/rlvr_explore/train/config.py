@@ -466,6 +466,11 @@ def validate(cfg: Config) -> None:
              f"algorithm.advantage {a.advantage!r} unknown; available: {', '.join(sorted(advantages.ESTIMATORS))}")
     for step in a.shaping:
         need(step in advantages.SHAPINGS, f"algorithm.shaping step {step!r} unknown; available: {', '.join(sorted(advantages.SHAPINGS))}")
+    estimator = a.advantage or losses.get_method(a.method).advantage
+    read = advantages.keys_read(estimator, a.shaping)
+    unread = sorted(set(a.advantage_hp) - read)
+    need(not unread, f"algorithm.advantage_hp: {unread} are not read by the estimator {estimator!r}"
+                     f"{' with shaping ' + str(list(a.shaping)) if a.shaping else ''} (it reads {', '.join(sorted(read))})")
     need(cfg.task.dataset is not None or cfg.task.name in TASKS, f"task.name {cfg.task.name!r} unknown; built-in: {', '.join(TASKS)}")
     need(cfg.task.verifier in ("builtin", "exact", "math", "code"), f"task.verifier must be builtin, exact, math or code, got {cfg.task.verifier!r}")
     need(cfg.task.answer_format in ANSWER_FORMATS,
