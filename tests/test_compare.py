@@ -344,7 +344,7 @@ def test_the_seeds_a_plan_asks_for_detect_the_difference_about_80_percent_of_the
 
 
 def test_the_page_states_the_tables_size_and_correction_only_where_there_are_verdicts():
-    from rlvr_explore.compare import verdicts_html
+    from rlvr_explore.report.verdicts import verdicts_html
 
     cell = {"difference": 0.1, "ci_low": 0.02, "ci_high": 0.18, "p_value": 0.01, "q_value": 0.02,
             "verdict": "higher", "adjusted_verdict": "higher", "detectable_80": 0.12}
@@ -376,7 +376,7 @@ def test_an_aa_run_is_the_baseline_with_other_draws_and_is_marked_as_the_tables_
     other = RLTrainer(tiny_config(f"run.out_dir={tmp_path / 'other'}", "run.draws=1"))
     assert first.train_problems == other.train_problems and first.eval_problems == other.eval_problems
     assert first.collect()[0].texts != other.collect()[0].texts
-    from rlvr_explore.compare import verdict_lines
+    from rlvr_explore.report.verdicts import verdict_lines
 
     cell = {"difference": 0.01, "ci_low": -0.02, "ci_high": 0.04, "verdict": "no detectable difference",
             "p_value": 0.5, "q_value": 0.6}
@@ -386,7 +386,7 @@ def test_an_aa_run_is_the_baseline_with_other_draws_and_is_marked_as_the_tables_
 
 
 def test_a_shared_evaluation_set_is_stated_on_the_page():
-    from rlvr_explore.compare import verdicts_html
+    from rlvr_explore.report.verdicts import verdicts_html
 
     cell = {"difference": 0.01, "ci_low": -0.02, "ci_high": 0.04, "verdict": "no detectable difference",
             "adjusted_verdict": "no detectable difference", "p_value": 0.5, "q_value": 0.6, "detectable_80": 0.05}

@@ -28,6 +28,13 @@ def _methods(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from rlvr_explore.report.html import build_report
+
+    print(f"report written to {build_report(args.runs, args.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rlvr_explore import __version__, bench, compare
     from rlvr_explore.integrations import verl_rehearsal
@@ -48,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_parser(sub)
     compare.add_parser(sub)
     verl_rehearsal.add_parser(sub)
+    report = sub.add_parser("report", help="HTML report comparing run directories")
+    report.add_argument("runs", nargs="+", help="run directories (with metrics.jsonl and eval/)")
+    report.add_argument("--out", default="report/index.html", help="HTML file to write (figures go beside it)")
+    report.set_defaults(func=_report)
     demo = sub.add_parser("demo", help="the main job: SFT a base policy, train GRPO and CaSP from it, evaluate, report")
     demo.add_argument("--config", default=None, metavar="FILE", help="a comparison file (default: the packaged configs/demo.yaml)")
     demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")

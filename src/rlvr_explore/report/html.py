@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from rlvr_explore import metrics
-from rlvr_explore.compare import verdicts_html
+from rlvr_explore.report.verdicts import verdicts_html
 from rlvr_explore.train.checkpoints import claim_directory, write_owner
 from rlvr_explore.train.runtime import read_metrics
 

@@ -1,4 +1,4 @@
-"""`rlvr-explore sft | train | rft | eval | report`: each reads a YAML config (``--config``) and
+"""`rlvr-explore sft | train | rft | eval`: each reads a YAML config (``--config``) and
 ``--set key.sub=value`` overrides; ``--help-config`` lists every field with its help."""
 
 from __future__ import annotations
@@ -114,14 +114,6 @@ def _eval(args) -> int:
     return 0
 
 
-def _report(args) -> int:
-    from rlvr_explore.report.html import build_report
-
-    path = build_report(args.runs, args.out)
-    print(f"report written to {path}")
-    return 0
-
-
 def add_parsers(sub) -> None:
     p = sub.add_parser("sft", help="supervised fine-tuning on a task's solutions (the base policy)")
     _common(p)
@@ -147,7 +139,3 @@ def add_parsers(sub) -> None:
     p.add_argument("--model", required=True, metavar="DIR", help="saved policy directory")
     p.add_argument("--out", metavar="FILE", help="also write the full result as JSON")
     p.set_defaults(func=_eval)
-    p = sub.add_parser("report", help="HTML report comparing run directories")
-    p.add_argument("runs", nargs="+", help="run directories (with metrics.jsonl and eval/)")
-    p.add_argument("--out", default="report/index.html", help="HTML file to write (figures go beside it)")
-    p.set_defaults(func=_report)
