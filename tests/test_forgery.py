@@ -121,11 +121,13 @@ def test_the_protocol_carries_mutation_iterators_and_exceptions(verifier):
     raises = {"prompt": "class Negative(Exception):\n    pass\n\n\ndef root(x):\n    '''sqrt, Negative below 0.'''\n",
               "tests": "def check(candidate):\n    assert candidate(4.0) == 2.0\n    try:\n        candidate(-1.0)\n"
                        "    except Negative:\n        pass\n    else:\n        assert False\n"
-                       "    try:\n        candidate('x')\n    except TypeError:\n        pass\n    else:\n        assert False\n",
+                       "    try:\n        candidate('x')\n    except TypeError:\n        pass\n    else:\n        assert False\n"
+                       "    try:\n        candidate(None)\n    except KeyError:\n        pass\n    else:\n        assert False\n",
               "entry_point": "root"}
     rewards = verifier([sorts, iterate, raises],
                        ["    xs.sort()\n", "    yield from range(n)\n",
-                        "    if x < 0:\n        raise Negative(x)\n    return x ** 0.5\n"])
+                        "    if x is None:\n        raise KeyError(x)\n    if x < 0:\n        raise Negative(x)\n"
+                        "    return x ** 0.5\n"])
     assert rewards == [1.0, 1.0, 1.0]
 
 

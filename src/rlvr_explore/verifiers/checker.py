@@ -100,11 +100,11 @@ class Protocol:
             reply = self.channel.receive()
         except (OSError, EOFError, ValueError) as error:
             raise self.fail("broken", f"the program stopped answering ({error})") from None
+        if "raised" in reply:  # the program's own exception, for the tests to expect or not
+            raise self.exception(str(reply["raised"]), str(reply.get("message", "")))
+        if "unplain" in reply:
+            raise self.fail("unplain", f"{name}() returned what is not plain data: {str(reply['unplain'])[:200]}")
         try:
-            if "unplain" in reply:
-                raise self.fail("unplain", f"{name}() returned what is not plain data: {str(reply['unplain'])[:200]}")
-            if "raised" in reply:
-                raise self.exception(str(reply["raised"]), str(reply.get("message", "")))
             value = plain.decode(reply["value"])
             self.write_back(args, plain.decode(reply["args"]) if "args" in reply else None)
         except (plain.NotPlain, KeyError) as error:
