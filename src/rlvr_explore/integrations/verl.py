@@ -797,6 +797,21 @@ def _rebind_ppo_loss(original, module):
     return replacement
 
 
+def make_startup_check(original, trainer: str):
+    """The trainer's start (v1 ``init``, legacy ``init_workers``), after ``check_run`` (below)."""
+    def start(self):
+        check_run(self.config, trainer)
+        return original(self)
+
+    start.rlvr_explore_original = original
+    return start
+
+
+def _original_only(make, *args):
+    """A seam's ``wrap`` for a hook made from verl's original alone (and fixed ``args``)."""
+    return lambda original, module: make(original, *args)
+
+
 def _wrap_prepare_model_outputs(original, module):
     from verl.utils import tensordict_utils
 
@@ -853,27 +868,27 @@ SEAMS = (
          wrap=_wrap_train_batch),
     Seam(RAY_TRAINER, "compute_advantage", ("data", "adv_estimator", "gamma", "lam", "num_repeat",
                                             "norm_adv_by_std_in_grpo", "config"), "advantage_inputs",
-         wrap=lambda original, module: make_compute_advantage(original)),  # both trainers call it
+         wrap=_original_only(make_compute_advantage)),  # both trainers call it
     Seam(RAY_TRAINER, "RayPPOTrainer._compute_old_log_prob", ("self", "batch"), "advantage_inputs", LEGACY,
-         lambda original, module: make_compute_old_log_prob(original)),
+         _original_only(make_compute_old_log_prob)),
     Seam(RAY_TRAINER, "RayPPOTrainer._save_checkpoint", ("self",), "answer_counts", LEGACY,
-         lambda original, module: make_save_checkpoint(original)),
+         _original_only(make_save_checkpoint)),
     Seam(RAY_TRAINER, "RayPPOTrainer._load_checkpoint", ("self",), "answer_counts", LEGACY,
-         lambda original, module: make_load_checkpoint(original)),
+         _original_only(make_load_checkpoint)),
     Seam(RAY_TRAINER, "RayPPOTrainer._update_actor", ("self", "batch"), "rehearsal", LEGACY,
-         lambda original, module: make_update_actor(original)),
+         _original_only(make_update_actor)),
     Seam(RAY_TRAINER, "RayPPOTrainer.init_workers", ("self",), "startup", LEGACY,
-         lambda original, module: make_startup_check(original, LEGACY)),
+         _original_only(make_startup_check, LEGACY)),
     Seam(V1_TRAINER, "PPOTrainer._compute_advantage", ("self", "batch", "metrics"), "advantage_inputs", V1,
          make_v1_compute_advantage),
     Seam(V1_TRAINER, "PPOTrainer._save_checkpoint", ("self",), "answer_counts", V1,
-         lambda original, module: make_save_checkpoint(original)),
+         _original_only(make_save_checkpoint)),
     Seam(V1_TRAINER, "PPOTrainer._load_checkpoint", ("self",), "answer_counts", V1,
-         lambda original, module: make_load_checkpoint(original)),
+         _original_only(make_load_checkpoint)),
     Seam(V1_TRAINER, "PPOTrainer._update_actor", ("self", "batch", "metrics"), "rehearsal", V1,
-         lambda original, module: make_v1_update_actor(original)),
+         _original_only(make_v1_update_actor)),
     Seam(V1_TRAINER, "PPOTrainer.init", ("self",), "startup", V1,
-         lambda original, module: make_startup_check(original, V1)),
+         _original_only(make_startup_check, V1)),
 )
 # seam name -> why it was left alone; the names of the seams that fit (wrapped, or checked when only called)
 REFUSED: dict[str, str] = {}
@@ -1062,15 +1077,6 @@ def check_run(config, trainer: str) -> None:
     if needs:  # one line in the driver's log of what the run takes from the plugin
         print(f"rlvr-explore on verl {verl_version()}'s {trainer} trainer: {', '.join(sorted(set(needs.values())))}; "
               f"hooks: {', '.join(seam.name for seam in used)}", flush=True)
-
-
-def make_startup_check(original, trainer: str):
-    def start(self):
-        check_run(self.config, trainer)
-        return original(self)
-
-    start.rlvr_explore_original = original
-    return start
 
 
 try:  # loaded by verl's entry-point discovery: register now; without verl, importing is harmless

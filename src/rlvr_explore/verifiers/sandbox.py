@@ -280,7 +280,7 @@ def _kill(process: subprocess.Popen) -> None:
 def _read(streams: dict, deadline: float, caps: dict, until: str | None = None) -> tuple[dict[str, bytes], bool, str | None]:
     """Read ``streams`` (name -> pipe) to EOF (of all, or of ``until``) or the deadline: (data,
     timed out, the stream that went past its cap). A stream past its cap stops the reading, except
-    the stderr streams, whose excess is dropped."""
+    stderr, whose excess is dropped."""
     selector = selectors.DefaultSelector()
     for name, pipe in streams.items():
         selector.register(pipe, selectors.EVENT_READ, name)
@@ -288,7 +288,7 @@ def _read(streams: dict, deadline: float, caps: dict, until: str | None = None) 
 
     def result(timed_out: bool, capped: str | None):
         selector.close()
-        return {k: bytes(v[: caps[k]]) if k.endswith("stderr") else bytes(v) for k, v in data.items()}, timed_out, capped
+        return {k: bytes(v[: caps[k]]) if k == "stderr" else bytes(v) for k, v in data.items()}, timed_out, capped
 
     while selector.get_map():
         left = deadline - time.monotonic()
@@ -301,11 +301,10 @@ def _read(streams: dict, deadline: float, caps: dict, until: str | None = None) 
                 if key.data == until:
                     return result(False, None)
                 continue
-            dropped = key.data.endswith("stderr")
-            if dropped and len(data[key.data]) > caps[key.data]:
+            if key.data == "stderr" and len(data["stderr"]) > caps["stderr"]:
                 continue
             data[key.data] += chunk
-            if len(data[key.data]) > caps[key.data] and not dropped:
+            if len(data[key.data]) > caps[key.data] and key.data != "stderr":
                 return result(False, key.data)
     return result(False, None)
 
@@ -336,42 +335,42 @@ UIDS = UidPool()
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _tree(root_pids: list[int]) -> list[int]:
-    """The processes of ``root_pids`` and all their descendants (a sandbox's daemons included:
-    orphans are adopted by the sandbox's own init, a descendant of bwrap)."""
-    children: dict[int, list[int]] = {}
+def _process_stats() -> dict[int, list[str]]:
+    """Every process's ``/proc/<pid>/stat`` fields after its name: state, parent, ..., CPU times."""
+    stats = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
                 stat = Path(entry.path, "stat").read_text()
             except OSError:
                 continue
-            children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(entry.name))
-    found, stack = [], list(root_pids)
-    while stack:
-        pid = stack.pop()
-        found.append(pid)
-        stack += children.get(pid, [])
-    return found
+            stats[int(entry.name)] = stat[stat.rindex(")") + 2:].split()
+    return stats
 
 
 def starved(root_pids: list[int], wall_s: float) -> bool:
     """Whether a run that ran out of time was kept from the CPU by other load: some process of it
     still wanted to run, yet all of its processes together had less than half the time in CPU (a
-    program that sleeps is not starved; one whose own processes fill the CPU is not either)."""
-    cpu, runnable = 0.0, False
-    for pid in _tree(root_pids):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = fields[fields.rindex(")") + 2:].split()
-        runnable |= fields[0] == "R"
-        cpu += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    program that sleeps is not starved; one whose own processes fill the CPU is not either). Its
+    processes are ``root_pids`` and all their descendants (a sandbox's daemons included: orphans
+    are adopted by the sandbox's own init, a descendant of bwrap)."""
+    stats = _process_stats()
+    children: dict[int, list[int]] = {}
+    for pid, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(pid)
+    cpu, runnable, stack = 0.0, False, list(root_pids)
+    while stack:
+        pid = stack.pop()
+        stack += children.get(pid, [])
+        if pid in stats:
+            runnable |= stats[pid][0] == "R"
+            cpu += (int(stats[pid][11]) + int(stats[pid][12])) / CLOCK_TICKS
     return runnable and cpu < 0.5 * wall_s
 
 
 CHECKER = Path(__file__).with_name("checker.py")
+PLAIN_SOURCE = Path(__file__).with_name("plain.py").read_text()  # copied into every assert-test sandbox
+MAX_CALLS = 100_000  # calls of the program per check (HumanEval's tests make about 44)
 
 
 class WarmChecker:
@@ -418,18 +417,17 @@ class WarmChecker:
         if getattr(self.local, "checker", None) is self:
             self.local.checker = None
         WarmChecker._close(self.control, self.process, self.folder)
-PLAIN = Path(__file__).with_name("plain.py")
-MAX_CALLS = 100_000  # calls of the program per check (HumanEval's tests make about 44)
 
 
-def _sandbox_command(config: SandboxConfig, harness_config: dict, files: dict[str, int],
+def _sandbox_command(config: SandboxConfig, harness_config: dict, texts: dict[str, str], files: dict[str, int],
                      scratch: tempfile.TemporaryDirectory | None) -> tuple[list[str], str | None, dict]:
-    """(command, cwd, env) that runs the harness on ``files`` (name -> readable fd) in the sandbox."""
+    """(command, cwd, env) that runs the harness on ``texts`` (name -> text), in the sandbox from
+    ``files`` (the same, as readable fds), unisolated from a scratch folder."""
     if config.isolation == "bwrap":
         command = bwrap_command(config, files, [f"{INSIDE}/harness.py", json.dumps(harness_config)])
         return command, None, {"PATH": "/usr/bin:/bin"}
-    for name, fd in files.items():
-        Path(scratch.name, name).write_bytes(os.pread(fd, 1 << 30, 0))
+    for name, text in texts.items():
+        Path(scratch.name, name).write_text(text, encoding="utf-8", errors="surrogatepass")
     harness_config["files"] = scratch.name
     command = [interpreter(config.python)[0], "-I", f"{scratch.name}/harness.py", json.dumps(harness_config)]
     return command, scratch.name, {"PATH": "/usr/bin:/bin", "HOME": scratch.name}
@@ -443,7 +441,7 @@ def run_program(program: str, config: SandboxConfig, timeout_s: float, tests: st
     no program code) runs the prompt and the tests against a proxy: it passes only on the
     checker's verdict that ``check`` returned."""
     mode = "stdio" if tests is None else "serve"
-    texts = {"harness.py": HARNESS, "program.py": program} | ({"plain.py": PLAIN.read_text()} if tests is not None else {})
+    texts = {"harness.py": HARNESS, "program.py": program} | ({"plain.py": PLAIN_SOURCE} if tests is not None else {})
     opened = {name: _memfd(name, text) for name, text in texts.items()}
     pipes = {name: os.pipe() for name in ("started", "stderr")}  # name -> (read end, write end)
     if mode == "serve":
@@ -458,7 +456,7 @@ def run_program(program: str, config: SandboxConfig, timeout_s: float, tests: st
         if mode == "serve":
             harness_config |= {"request_fd": pipes["request"][0], "reply_fd": pipes["reply"][1]}
             sandbox_fds += [pipes["request"][0], pipes["reply"][1]]
-        command, cwd, env = _sandbox_command(config, harness_config, opened, scratch)
+        command, cwd, env = _sandbox_command(config, harness_config, texts, opened, scratch)
         sandbox = subprocess.Popen(
             command, cwd=cwd, env=env, start_new_session=True, stderr=pipes["stderr"][1], pass_fds=sandbox_fds,
             stdin=subprocess.PIPE if mode == "stdio" else subprocess.DEVNULL,
@@ -496,12 +494,11 @@ def run_program(program: str, config: SandboxConfig, timeout_s: float, tests: st
         ok = code == 0 and not timed_out and not capped
         verdict = data.get("verdict", b"")
         passed = ok and (verdict == b"pass" if mode == "serve" else True)
-        unsupported = verdict[len(b"unsupported:"):].decode(errors="replace") if verdict.startswith(b"unsupported:") else None
-        checker_error = verdict[len(b"error:"):].decode(errors="replace") if verdict.startswith(b"error:") else None
-        unplain = verdict[len(b"unplain:"):].decode(errors="replace") if verdict.startswith(b"unplain:") else None
+        kind, _, detail = verdict.decode(errors="replace").partition(":")  # the checker's "kind:detail"
+        said = {name: detail if kind == name else None for name in ("unsupported", "error", "unplain")}
         return ProgramRun(passed, code, data.get("stdout", b""), timed_out, capped, started=data["started"] == b"1",
-                          stderr=data["stderr"], unsupported=unsupported, checker_error=checker_error, unplain=unplain,
-                          starved=load)
+                          stderr=data["stderr"], unsupported=said["unsupported"], checker_error=said["error"],
+                          unplain=said["unplain"], starved=load)
     finally:
         if sandbox is not None and sandbox.returncode is None:
             _kill(sandbox)
