@@ -254,9 +254,9 @@ def calibration_runs(runs: dict, baseline: str) -> list[str]:
             overrides.pop("run")
         return overrides, draws
 
-    reference, reference_draws = without_draws(runs.get(baseline))
-    return [name for name, overrides in runs.items() if name != baseline
-            and without_draws(overrides)[0] == reference and without_draws(overrides)[1] != reference_draws]
+    reference = without_draws(runs.get(baseline))
+    return [name for name, (settings, draws) in ((n, without_draws(o)) for n, o in runs.items())
+            if name != baseline and settings == reference[0] and draws != reference[1]]
 
 
 def summarise(out: Path, runs: list[str], seeds: list[int], baseline: str,
@@ -432,7 +432,8 @@ def compare(base, runs: dict, seeds: list[int], out: Path, baseline: str, jobs: 
     claim_directory(out, "compare")
     write_owner(out, "compare")
     _train_all(base, runs, seeds, out, jobs)
-    summary = summarise(out, list(runs), seeds, baseline, min_seeds, calibration_runs(runs, baseline), list(primary),
+    primary = [name for name in primary if name in runs or name == "base"]  # --methods may leave some out
+    summary = summarise(out, list(runs), seeds, baseline, min_seeds, calibration_runs(runs, baseline), primary,
                         shared_problems=base.task.dataset is not None)
     (out / "comparison.json").write_text(json.dumps(summary, indent=2))
     write_html(summary, out / "comparison.html", report_page)
@@ -489,8 +490,7 @@ def run(args) -> int:
         print_plan(plan(Path(args.out), list(runs), args.seeds, baseline, args.difference), len(args.seeds), baseline,
                    args.difference)
         return 0
-    compare(base, runs, args.seeds, Path(args.out), baseline, args.jobs, args.min_seeds,
-            primary=[name for name in primary if name in runs or name == "base"])
+    compare(base, runs, args.seeds, Path(args.out), baseline, args.jobs, args.min_seeds, primary=primary)
     return 0
 
 

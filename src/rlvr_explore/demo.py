@@ -25,7 +25,7 @@ def run(args) -> int:
     print(f"[demo] {len(runs)} runs from an SFT base policy on {base.task.name}, seed{'s' if len(args.seeds) > 1 else ''} "
           f"{', '.join(map(str, args.seeds))} -> {out}", flush=True)
     summary = compare(base, runs, args.seeds, out, baseline, args.jobs, report_page="report/index.html",
-                      primary=[name for name in primary if name in runs])
+                      primary=primary)
     run_dirs = [out / f"seed{args.seeds[0]}" / name for name in runs]
     report = build_report(run_dirs, out / "report" / "index.html", comparison=summary,
                           title="rlvr-explore demo: does exploration survive RL?", comparison_page="../comparison.html")
