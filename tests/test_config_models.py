@@ -44,7 +44,7 @@ def test_every_packaged_config_is_valid(name):
     from rlvr_explore import losses
 
     spec = losses.get_method(cfg.algorithm.method)
-    losses.core.make_config(spec, {k: v for k, v in cfg.algorithm.loss.items()})
+    losses.bind(spec, cfg.algorithm.loss)
 
 
 @pytest.mark.parametrize("name", COMPARISONS)

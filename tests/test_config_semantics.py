@@ -155,9 +155,9 @@ def test_a_loss_that_needs_more_candidates_than_the_rollout_keeps_is_refused_at_
 def test_advantage_settings_the_estimator_does_not_read_are_refused_at_load():
     from rlvr_explore.train.config import ConfigError, load_config
 
-    with pytest.raises(ConfigError, match=r"\['pkpo_k'\] are not read by the estimator 'grpo' \(it reads correct_threshold, eps\)"):
+    with pytest.raises(ConfigError, match=r"\['pkpo_k'\] are not read by algorithm.advantage='grpo' \(it reads correct_threshold, eps\)"):
         load_config(None, ["algorithm.method=grpo", "algorithm.advantage_hp={pkpo_k: 8}"])
-    with pytest.raises(ConfigError, match=r"\['outcome_b0'\] are not read by the estimator 'grpo' with shaping \['outcome_batch'\]"):
+    with pytest.raises(ConfigError, match=r"\['outcome_b0'\] are not read by algorithm.advantage='grpo' with algorithm.shaping=\['outcome_batch'\]"):
         load_config(None, ["algorithm.shaping=[outcome_batch]", "algorithm.advantage_hp={outcome_b0: 0.3}"])
     assert load_config(None, ["algorithm.advantage=pkpo", "algorithm.advantage_hp={pkpo_k: 4}"])
     assert load_config(None, ["algorithm.shaping=[outcome_ucb]", "algorithm.advantage_hp={outcome_b0: 0.3}"])

@@ -144,7 +144,7 @@ def test_dph_prepare_splits_a_verl_parquet_and_stores_pi0s_log_probs(tmp_path, c
 
 
 def test_the_rehearsal_set_keeps_the_first_correct_responses_of_each_prompt():
-    from rlvr_explore.train.rehearsal import kept_correct
+    from rlvr_explore.losses.rehearsal import kept_correct
 
     correct = torch.tensor([[0, 1, 1, 0, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]], dtype=torch.bool)
     assert kept_correct(correct, 1).long().tolist() == [[0, 1, 0, 0, 0], [1, 0, 0, 0, 0], [0] * 5]

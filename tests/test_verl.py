@@ -74,7 +74,7 @@ def test_contract_registration_names():
 
 @pytest.mark.parametrize("method", LOGPROB_ONLY)
 def test_contract_policy_loss_signature_and_value(method, monkeypatch):
-    if "kl_cov_ratio" in losses.get_method(method).keys:
+    if "kl_cov_ratio" in losses.get_method(method).accepted_keys:
         monkeypatch.setenv("RLVR_EXPLORE_HP", '{"kl_cov_ratio": 0.2}')
     module = stand_in_core_algos()
     plugin.register(module)
@@ -118,11 +118,11 @@ def test_contract_verls_dual_clip_reaches_every_method_that_has_it(method, monke
     for c in (1.5, 1e9):
         config = {"clip_ratio": 0.2, "clip_ratio_c": c, "global_batch_info": {"dp_size": 1}}
         assert plugin.loss_hyperparameters(method, config)["clip_ratio_c"] == c
-        token = plugin._MICRO_BATCH_STATISTICS.set(statistics)
+        token = plugin.MICRO_BATCH_STATISTICS.set(statistics)
         try:
             values[c], _ = module.POLICY_LOSS_REGISTRY[f"rlvr_{method}"](old, stats.logp, adv, mask, "token-mean", config, None)
         finally:
-            plugin._MICRO_BATCH_STATISTICS.reset(token)
+            plugin.MICRO_BATCH_STATISTICS.reset(token)
         expected, _ = losses.policy_loss(method, logp=stats.logp, old_logp=old, advantages=adv, response_mask=mask.bool(),
                                          loss_agg_mode="token-mean", **statistics, **plugin.loss_hyperparameters(method, config))
         torch.testing.assert_close(values[c], expected)
@@ -134,13 +134,13 @@ def test_contract_statistics_needed_reads_the_loss_mode(monkeypatch):
     config = lambda mode: {"policy_loss": {"loss_mode": mode}}  # noqa: E731
     assert plugin.statistics_needed(config("vanilla")) is None
     assert plugin.statistics_needed(config("rlvr_grpo")) is None
-    method, hp, candidates, batch_gate = plugin.statistics_needed(config("rlvr_casp"))
+    method, _, candidates, batch_gate = plugin.statistics_needed(config("rlvr_casp"))
     assert (method, candidates, batch_gate) == ("casp", True, False)  # CaSP's gate is per response by default
     assert plugin.statistics_needed(config("rlvr_forking"))[2:] == (True, True)
     assert plugin.statistics_needed(config("rlvr_kl_cov"))[2:] == (False, True)
     monkeypatch.setenv("RLVR_EXPLORE_HP", '{"quantile_scope": "batch", "top_n": 5}')
-    _, hp, _, batch_gate = plugin.statistics_needed(config("rlvr_casp"))
-    assert batch_gate and hp["top_n"] == 5
+    _, loss, _, batch_gate = plugin.statistics_needed(config("rlvr_casp"))
+    assert batch_gate and loss.config.top_n == 5
 
 
 def test_contract_candidate_columns_equal_token_stats():
@@ -197,9 +197,9 @@ def late_seams(tmp_path, monkeypatch):
                          wrap=lambda original, module: lambda *args: "wrapped"),
              plugin.Seam("late_module", "train_batch", ("self", "data", "loss_function"), "train_batch",
                          wrap=lambda original, module: lambda *args: "wrapped"))
-    monkeypatch.setattr(plugin, "SEAMS", plugin.SEAMS + seams)
-    monkeypatch.setattr(plugin, "FITTED", set(plugin.FITTED))
-    monkeypatch.setattr(plugin, "REFUSED", dict(plugin.REFUSED))
+    monkeypatch.setattr(plugin.seams, "SEAMS", plugin.seams.SEAMS + seams)
+    monkeypatch.setattr(plugin.STATE, "fitted", set(plugin.STATE.fitted))
+    monkeypatch.setattr(plugin.STATE, "refused", dict(plugin.STATE.refused))
     monkeypatch.setattr("sys.meta_path", list(__import__("sys").meta_path))
     return seams
 
@@ -210,7 +210,7 @@ def test_contract_seams_are_fitted_right_after_their_module_is_imported(late_sea
 
     assert late_module.ppo_loss() == "wrapped"  # fitted before anything could import the name
     assert late_module.train_batch(None, None, None) == "verl"  # a changed signature: verl's own, untouched
-    assert "late_module.train_batch" in plugin.REFUSED and "late_module.ppo_loss" in plugin.FITTED
+    assert "late_module.train_batch" in plugin.STATE.refused and "late_module.ppo_loss" in plugin.STATE.fitted
     warning = [r for r in caplog.records if r.levelname == "WARNING" and "late_module.train_batch" in r.getMessage()]
     assert warning and "new_keyword" in warning[0].getMessage() and "batch gates" in warning[0].getMessage()
 
@@ -221,7 +221,7 @@ def test_contract_a_run_that_needs_a_refused_seam_stops_at_start_up(late_seams, 
 
     monkeypatch.delenv("RLVR_EXPLORE_HP", raising=False)
     late = plugin.Seam("late_module", "train_batch", ("self", "data", "loss_function"), "train_batch")
-    monkeypatch.setattr(plugin, "SEAMS", (late,))  # the only seam: the one that did not fit
+    monkeypatch.setattr(plugin.seams, "SEAMS", (late,))  # the only seam: the one that did not fit
     config = lambda mode, strategy="fsdp": namespace({  # noqa: E731
         "actor_rollout_ref": {"actor": {"strategy": strategy, "policy_loss": {"loss_mode": mode}},
                               "model": {"use_fused_kernels": False}},
@@ -298,6 +298,11 @@ def test_bad_environment_hyperparameters_are_named(monkeypatch):
     monkeypatch.setenv("RLVR_EXPLORE_HP", '{"entropy_coeff": 0.01}')
     with pytest.raises(ValueError, match="set through verl's actor.entropy_coeff"):
         plugin.loss_hyperparameters("casp", {})
+    # verl aggregates the loss itself, so these would be ignored there: refused, naming verl's own key
+    monkeypatch.setenv("RLVR_EXPLORE_HP", '{"loss_agg_mode": "token-mean", "max_response_length": 512}')
+    with pytest.raises(ValueError, match="loss_agg_mode is set through verl's actor.loss_agg_mode; "
+                                         "max_response_length is set through verl's actor.loss_scale_factor"):
+        plugin.loss_hyperparameters("casp", {})
 
 
 # ---------------------------------------------------------------- DPH-RL's rehearsal: the driver's side
@@ -340,8 +345,7 @@ def test_contract_update_actor_hook_sends_each_step_its_rehearsal_chunk(tmp_path
     torch.save(stored, path)
     monkeypatch.setenv("RLVR_EXPLORE_HP", json.dumps({"dph_rehearsal": str(path), "dph_chunk": 6, "dph_coef": 0.02,
                                                       "dph_divergence": "js"}))
-    monkeypatch.setattr(plugin, "DRIVER", types.SimpleNamespace(step=None, answer_counts={}, rehearsal=None,
-                                                                rehearsal_path=None))
+    monkeypatch.setattr(plugin.STATE, "driver", plugin.DriverState())
     sent = []
 
     def original(self, batch, reported=True):
@@ -370,7 +374,7 @@ def test_contract_update_actor_hook_sends_each_step_its_rehearsal_chunk(tmp_path
 
 
 def test_contract_a_rehearsal_set_smaller_than_the_chunk_is_drawn_whole_and_repeated():
-    from rlvr_explore.train.config import DPHConfig
+    from rlvr_explore.losses.rehearsal import DPHConfig
 
     stored = rehearsal_set(rows=4)
     chunk = plugin.draw_rehearsal_chunk(stored, DPHConfig(enabled=True, chunk=10), mini_batches=2, seed=0, step=1)
@@ -380,8 +384,7 @@ def test_contract_a_rehearsal_set_smaller_than_the_chunk_is_drawn_whole_and_repe
 
 
 def test_contract_update_actor_hook_without_dph_or_with_an_empty_set(tmp_path, monkeypatch):
-    monkeypatch.setattr(plugin, "DRIVER", types.SimpleNamespace(step=None, answer_counts={}, rehearsal=None,
-                                                                rehearsal_path=None))
+    monkeypatch.setattr(plugin.STATE, "driver", plugin.DriverState())
     seen = []
     hooked = plugin.make_update_actor(lambda self, batch: seen.append(dict(batch.meta_info)) or "verl's output")
     monkeypatch.delenv("RLVR_EXPLORE_HP", raising=False)
@@ -447,16 +450,16 @@ def trainer_stand_in(tmp_path, adv_estimator="rlvr_grpo", step=1, resume_mode="a
 
 def test_contract_answer_counts_survive_a_verl_checkpoint(tmp_path, monkeypatch):
     counts = {("3f2a", "12"): 3, ("3f2a", None): 1, ("9b01", "7"): 2}
-    monkeypatch.setattr(plugin.DRIVER, "answer_counts", dict(counts))
+    monkeypatch.setattr(plugin.STATE.driver, "answer_counts", dict(counts))
     trainer = trainer_stand_in(tmp_path, step=40)
     plugin.make_save_checkpoint(lambda self: None)(trainer)
     assert (tmp_path / "global_step_40" / ANSWER_COUNTS_FILE).exists()
-    monkeypatch.setattr(plugin.DRIVER, "answer_counts", {})
+    monkeypatch.setattr(plugin.STATE.driver, "answer_counts", {})
     trainer.global_steps = 0  # verl's _load_checkpoint sets it from the folder it resumes
     plugin.make_load_checkpoint(lambda self: setattr(self, "global_steps", 40))(trainer)
-    assert plugin.DRIVER.answer_counts == counts
+    assert plugin.STATE.driver.answer_counts == counts
     plugin.make_load_checkpoint(lambda self: setattr(self, "global_steps", 0))(trainer_stand_in(tmp_path / "new"))
-    assert plugin.DRIVER.answer_counts == counts  # training from scratch leaves the driver's counts alone
+    assert plugin.STATE.driver.answer_counts == counts  # training from scratch leaves the driver's counts alone
 
 
 def test_contract_old_log_prob_hook_keeps_the_entropy_only_for_estimators_that_read_it(tmp_path, monkeypatch):
@@ -469,7 +472,7 @@ def test_contract_old_log_prob_hook_keeps_the_entropy_only_for_estimators_that_r
     for estimator, kept in (("rlvr_gtpo", True), ("rlvr_grpo_s", True), ("rlvr_grpo", False), ("gae", False)):
         old_log_prob, mfu = plugin.make_compute_old_log_prob(original)(trainer_stand_in(tmp_path, estimator, step=7), None)
         assert (plugin.ENTROPY_KEY in old_log_prob.batch) == kept and mfu == 0.5
-        assert plugin.DRIVER.step == 6  # verl's first step is 1, ours 0
+        assert plugin.STATE.driver.step == 6  # verl's first step is 1, ours 0
     monkeypatch.setenv("RLVR_EXPLORE_HP", '{"shaping": ["entropy_adv"]}')
     old_log_prob, _ = plugin.make_compute_old_log_prob(original)(trainer_stand_in(tmp_path, "rlvr_grpo"), None)
     assert torch.equal(old_log_prob.batch[plugin.ENTROPY_KEY], entropy)
@@ -526,10 +529,10 @@ def test_real_verl_driver_hands_estimators_what_they_read(estimator, settings, t
 
     assert hasattr(ray_trainer.compute_advantage, "rlvr_explore_original")  # patched by the post-import hook
     monkeypatch.setenv("RLVR_EXPLORE_HP", json.dumps(settings))
-    monkeypatch.setattr(plugin.DRIVER, "answer_counts", {})
+    monkeypatch.setattr(plugin.STATE.driver, "answer_counts", {})
     reference_counts = {}
     for step in (3, 4):  # PKPO's k switches to 1 at step 4
-        monkeypatch.setattr(plugin.DRIVER, "step", step)
+        monkeypatch.setattr(plugin.STATE.driver, "step", step)
         data = rollout_for_the_driver()
         entropy, mask = data.batch[plugin.ENTROPY_KEY].clone(), data.batch["response_mask"]
         ours = ray_trainer.compute_advantage(data, adv_estimator=f"rlvr_{estimator}", config=OmegaConf.create({}))
@@ -544,7 +547,7 @@ def test_real_verl_driver_hands_estimators_what_they_read(estimator, settings, t
     if "shaping" in settings:
         keys = dict(zip(prompt_ids, plugin.prompt_keys(data.batch["prompts"], data.batch["attention_mask"])))
         assert len(set(keys.values())) == 2  # one id per question, the padding left out
-        assert plugin.DRIVER.answer_counts == {(keys[q], a): n for (q, a), n in reference_counts.items()}
+        assert plugin.STATE.driver.answer_counts == {(keys[q], a): n for (q, a), n in reference_counts.items()}
 
 
 def test_real_verl_legacy_old_log_prob_hook_is_what_keeps_the_entropy(monkeypatch):
@@ -590,7 +593,7 @@ def test_real_verl_legacy_old_log_prob_hook_is_what_keeps_the_entropy(monkeypatc
             with pytest.raises(RuntimeError, match=r"rlvr_gtpo reads \['entropy'\]"):
                 ray_trainer.compute_advantage(step, adv_estimator="rlvr_gtpo", config=OmegaConf.create({}))
             continue
-        assert plugin.DRIVER.step == 2
+        assert plugin.STATE.driver.step == 2
         entropy = step.batch[plugin.ENTROPY_KEY].clone()
         torch.testing.assert_close(entropy, step.batch["entropys"])
         ours = ray_trainer.compute_advantage(step, adv_estimator="rlvr_gtpo", config=OmegaConf.create({}))
@@ -681,14 +684,14 @@ def test_real_verl_v1_trainer_hands_estimators_what_they_read(estimator, setting
 
     assert hasattr(trainer_base.PPOTrainer._compute_advantage, "rlvr_explore_original")
     monkeypatch.setenv("RLVR_EXPLORE_HP", json.dumps(settings))
-    monkeypatch.setattr(plugin.DRIVER, "answer_counts", {})
+    monkeypatch.setattr(plugin.STATE.driver, "answer_counts", {})
     reference_counts = {}
     for step in (4, 5):  # verl's global_steps: our steps 3 and 4, where PKPO's k switches to 1
         data, queue = v1_queue(answers_in)
         monkeypatch.setattr(trainer_base, "tq", queue)
         batch = KVBatchMeta(keys=queue.keys, tags=[{}] * B, partition_id="train")
         trainer_base.PPOTrainer._compute_advantage(v1_trainer(estimator, step), batch, {})
-        assert plugin.DRIVER.step == step - 1
+        assert plugin.STATE.driver.step == step - 1
         hp = {k: v for k, v in settings.items() if k != "shaping"}
         mask = data.batch["response_mask"]
         reference = compute_advantages(
@@ -698,7 +701,7 @@ def test_real_verl_v1_trainer_hands_estimators_what_they_read(estimator, setting
             prompt_ids=["q1"] * 3 + ["q2"] * 3, answer_counts=reference_counts, **hp)
         ours = torch.nested.to_padded_tensor(queue.data["advantages"], 0.0)
         torch.testing.assert_close(ours, reference * mask)
-    assert sorted(plugin.DRIVER.answer_counts.values()) == sorted(reference_counts.values())
+    assert sorted(plugin.STATE.driver.answer_counts.values()) == sorted(reference_counts.values())
 
 
 def test_real_verl_v1_trainer_without_the_hook_cannot_reach_the_entropy(monkeypatch):
@@ -758,14 +761,14 @@ def test_real_verl_checkpoints_keep_the_answer_counts(trainer_kind, tmp_path, mo
         save, load = trainer_class._save_checkpoint, trainer_class._load_checkpoint
         if not hooked:
             save, load = save.rlvr_explore_original, load.rlvr_explore_original
-        monkeypatch.setattr(plugin.DRIVER, "answer_counts", dict(counts))
+        monkeypatch.setattr(plugin.STATE.driver, "answer_counts", dict(counts))
         save(trainer_at(40, folder))
         assert (folder / "latest_checkpointed_iteration.txt").read_text() == "40"
-        monkeypatch.setattr(plugin.DRIVER, "answer_counts", {})
+        monkeypatch.setattr(plugin.STATE.driver, "answer_counts", {})
         resumed = trainer_at(0, folder)
         load(resumed)
         assert resumed.global_steps == 40
-        assert plugin.DRIVER.answer_counts == (counts if hooked else {})
+        assert plugin.STATE.driver.answer_counts == (counts if hooked else {})
 
 
 def fresh_verl(script: str, **environment) -> "subprocess.CompletedProcess":
@@ -841,7 +844,7 @@ try:
     outcomes["dph"] = "runs"
 except RuntimeError as error:
     outcomes["dph"] = str(error)
-print(json.dumps({"untouched": untouched, "refused": sorted(plugin.REFUSED), "outcomes": outcomes}))
+print(json.dumps({"untouched": untouched, "refused": sorted(plugin.STATE.refused), "outcomes": outcomes}))
 """
 
 
@@ -1270,13 +1273,13 @@ def test_real_verl_fsdp_engine_rehearses_each_share_with_the_core_gradient(metho
     from verl.utils import tensordict_utils as tu
 
     from rlvr_explore.losses.rehearsal import rehearsal_loss
-    from rlvr_explore.train.config import DPHConfig
+    from rlvr_explore.losses.rehearsal import DPHConfig
 
     if not dist.is_initialized():
         dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     monkeypatch.setattr(impl, "get_device_id", lambda: "cpu")
     monkeypatch.setenv("RLVR_EXPLORE_HP", json.dumps(hp))
-    monkeypatch.setattr(plugin, "ACTOR", types.SimpleNamespace(step=None, updates=0))
+    monkeypatch.setattr(plugin.STATE, "actor", plugin.ActorState())
     vocab = 17
     model = TinyPackedModel(vocab)
     dph = DPHConfig(enabled=True, divergence=divergence, coef=0.05, chunk=6)
@@ -1345,7 +1348,7 @@ def test_real_verl_rehearsal_over_two_data_parallel_ranks_averages_to_the_core_g
     import torch.multiprocessing as mp
 
     from rlvr_explore.losses.rehearsal import rehearsal_loss
-    from rlvr_explore.train.config import DPHConfig
+    from rlvr_explore.losses.rehearsal import DPHConfig
 
     dph = DPHConfig(enabled=True, divergence="forward", coef=0.05, chunk=4)
     chunk = plugin.draw_rehearsal_chunk(rehearsal_set(rows=4, vocab=17), dph, mini_batches=1, seed=0, step=1)
@@ -1400,9 +1403,8 @@ def test_real_verl_driver_update_reaches_the_actor_with_each_mini_batchs_share(t
     monkeypatch.setattr(impl, "get_device_id", lambda: "cpu")
     monkeypatch.setattr(engine_workers, "get_torch_device", lambda: types.SimpleNamespace(
         max_memory_allocated=lambda: 0, max_memory_reserved=lambda: 0))
-    monkeypatch.setattr(plugin, "DRIVER", types.SimpleNamespace(step=None, answer_counts={}, rehearsal=None,
-                                                                rehearsal_path=None))
-    monkeypatch.setattr(plugin, "ACTOR", types.SimpleNamespace(step=None, updates=0))
+    monkeypatch.setattr(plugin.STATE, "driver", plugin.DriverState())
+    monkeypatch.setattr(plugin.STATE, "actor", plugin.ActorState())
     stored = rehearsal_set(rows=8, vocab=17)
     torch.save(stored, tmp_path / "rehearsal.pt")
     monkeypatch.setenv("RLVR_EXPLORE_HP", json.dumps({"dph_rehearsal": str(tmp_path / "rehearsal.pt"), "dph_chunk": 4,

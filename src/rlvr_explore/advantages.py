@@ -595,15 +595,20 @@ def compute_advantages(
     answers: list | None = None,
     prompt_ids: list | None = None,
     answer_counts: dict | None = None,
+    config: AdvantageConfig | None = None,
     **hyperparameters,
 ) -> torch.Tensor:
     """Token advantages (B, T): ``estimator`` then each ``shaping`` step in order. ``answers`` and
-    ``prompt_ids`` (one per response) and the mutable ``answer_counts`` serve the outcome steps."""
+    ``prompt_ids`` (one per response) and the mutable ``answer_counts`` serve the outcome steps.
+    The hyper-parameters come as keywords or, checked once already, as ``config``
+    (a :class:`rlvr_explore.recipe.Recipe` passes its own)."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown advantage estimator {estimator!r}; available: {', '.join(sorted(ESTIMATORS))}")
     unknown_steps = [s for s in shaping if s not in SHAPINGS]
     if unknown_steps:
         raise ValueError(f"unknown advantage shaping {unknown_steps}; available: {', '.join(sorted(SHAPINGS))}")
+    if config is not None and hyperparameters:
+        raise TypeError(f"{sorted(hyperparameters)} would be ignored beside config=: set them in the config")
     bad = sorted(set(hyperparameters) - set(ADVANTAGE_CONFIG_KEYS))
     if bad:
         raise ValueError(f"unknown advantage hyper-parameter(s) {bad}; known: {list(ADVANTAGE_CONFIG_KEYS)}")
@@ -613,8 +618,7 @@ def compute_advantages(
         raise ValueError(f"response_mask must be (B={rewards.shape[0]}, T), got {tuple(response_mask.shape)}")
     if not torch.isfinite(rewards).all():
         raise ValueError("rewards contain NaN or inf")
-    cfg = AdvantageConfig(**hyperparameters)
-    cfg.validate()
+    cfg = config if config is not None else checked_config(hyperparameters)
     mask = response_mask.bool()
     extra = {"entropy": entropy, "old_logp": old_logp, "step": step, "answers": answers, "prompt_ids": prompt_ids,
              "answer_counts": answer_counts}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields
 
 
 def _methods(args) -> int:
@@ -17,8 +16,7 @@ def _methods(args) -> int:
         spec = losses.LOSSES[name]
         aliases = [a for a, target in losses.core.ALIASES.items() if target == name]
         alias_text = f" (alias {', '.join(aliases)})" if aliases else ""
-        defaults = {**{f.name: f.default for f in fields(losses.LossConfig) if f.name in spec.keys}, **spec.defaults}
-        default_text = ", ".join(f"{k}={v}" for k, v in defaults.items())
+        default_text = ", ".join(f"{k}={v}" for k, v in spec.own_defaults().items())
         print(f"  {name}{alias_text}: {spec.source}; advantage '{spec.advantage}'" + (f"; {default_text}" if default_text else ""))
     names = advantages.available()
     print("advantage estimators:", ", ".join(names["estimators"]))

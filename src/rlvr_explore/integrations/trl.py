@@ -43,23 +43,22 @@ from trl import GRPOConfig, GRPOTrainer
 from rlvr_explore import advantages as adv_lib
 from rlvr_explore import losses
 from rlvr_explore.candidates import token_stats
-from rlvr_explore.losses.rehearsal import DIVERGENCES, rehearsal_loss
+from rlvr_explore.losses.rehearsal import DIVERGENCES, DPHConfig, kept_correct, rehearsal_loss
 from rlvr_explore.metrics import rank_logprobs
-from rlvr_explore.train.rehearsal import kept_correct
-from rlvr_explore.train.config import DPHConfig
+from rlvr_explore.recipe import Recipe, resolve
+from rlvr_explore.integrations.spelling import TRL_LOSS_FIELDS
 
 logger = logging.getLogger(__name__)
 
 # DPHConfig fields the TRL config carries as dph_<name> (beside dph_divergence)
 DPH_FIELDS = ("coef", "alpha", "presample", "samples", "keep_per_prompt", "chunk")
 
-# config field -> loss hyper-parameter
-HYPERPARAMETER_FIELDS = {
-    "casp_alpha": "alpha", "casp_top_n": "top_n", "casp_lam": "lam", "entropy_quantile": "q",
-    "quantile_scope": "quantile_scope", "casp_positive_on": "positive_on", "kl_cov_ratio": "kl_cov_ratio",
-    "kl_cov_coef": "kl_cov_coef", "clip_cov_ratio": "clip_cov_ratio", "clip_cov_lb": "clip_cov_lb",
-    "clip_cov_ub": "clip_cov_ub",
-}
+# config field -> loss hyper-parameter, from the one table of every engine's spelling
+HYPERPARAMETER_FIELDS = {field: key for key, field in TRL_LOSS_FIELDS.items()}
+
+# the keys of the built-in trainer's ``algorithm:`` as this config spells them, for error messages
+TRL_NAMES = {"algorithm.loss": "loss settings", "algorithm.advantage": "advantage", "algorithm.shaping": "advantage_shaping",
+             "algorithm.advantage_hp": "advantage_hp"}
 
 
 @dataclass
@@ -107,24 +106,16 @@ class ExploreGRPOConfig(GRPOConfig):
             raise ValueError(f"{ignored} would have no effect with method={self.method!r}"
                              + (" (TRL's own loss: set loss_type instead)" if self.method == "grpo" else "")
                              + f"; it takes {takes or 'none of them'}")
-        losses.core.make_config(spec, self.loss_hyperparameters())
-        if self.advantage is not None and self.advantage not in adv_lib.ESTIMATORS:
-            raise ValueError(f"advantage={self.advantage!r} is not an estimator; one of {', '.join(sorted(adv_lib.ESTIMATORS))}")
-        unknown_steps = sorted(set(self.advantage_shaping or ()) - set(adv_lib.SHAPINGS))
-        if unknown_steps:
-            raise ValueError(f"advantage_shaping: unknown steps {unknown_steps}; available: {', '.join(sorted(adv_lib.SHAPINGS))}")
         if self.advantage is None and (self.advantage_hp or self.advantage_shaping):
             raise ValueError("advantage_hp and advantage_shaping would have no effect without advantage=...")
-        if self.advantage_hp:
-            try:
-                adv_lib.checked_config(self.advantage_hp)
-            except ValueError as error:
-                raise ValueError(f"advantage_hp: {error}") from None
-            read = adv_lib.keys_read(self.advantage, self.advantage_shaping or ())
-            unread = sorted(set(self.advantage_hp) - read)
-            if unread:
-                raise ValueError(f"advantage_hp: {unread} are not read by advantage={self.advantage!r} with "
-                                 f"advantage_shaping={list(self.advantage_shaping or ())} (it reads {', '.join(sorted(read))})")
+        self.recipe()  # every other setting checked now, not at the first step
+
+    def recipe(self) -> Recipe:
+        """The method resolved with these settings (the trainer binds it once); with
+        ``advantage=None`` its estimator part is unused (TRL normalises the rewards itself)."""
+        return resolve(self.method, self.loss_hyperparameters(), advantage=self.advantage,
+                       shaping=tuple(self.advantage_shaping or ()), advantage_hp=self.advantage_hp,
+                       kl_coef=self.beta, entropy_coeff=self.entropy_coef or 0.0, names=TRL_NAMES)
 
     def _dph_given(self) -> dict:
         """The ``dph_*`` fields set, by ``DPHConfig`` name."""
@@ -178,6 +169,10 @@ class ExploreGRPOTrainer(GRPOTrainer):
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, ExploreGRPOConfig):
             raise TypeError("ExploreGRPOTrainer needs an ExploreGRPOConfig (it carries `method`)")
+        if self.args.method != "grpo" and getattr(self, "use_adaptive_entropy", False):
+            raise ValueError(f"method={self.args.method!r} takes a fixed entropy_coef; TRL's adaptive entropy control "
+                             "(entropy_target) changes it on the trainer, which only TRL's own loss (method='grpo') reads")
+        self.recipe = self.args.recipe()  # bound once; kept here, as the config is pickled with checkpoints
         if "answers" in self._advantage_reads() and answer_fn is None:
             raise ValueError(f"advantage_shaping {self.args.advantage_shaping} counts final answers: pass "
                              "ExploreGRPOTrainer(..., answer_fn=lambda example, completion: <its answer or None>)")
@@ -188,9 +183,7 @@ class ExploreGRPOTrainer(GRPOTrainer):
         self._candidates = None
 
     def _advantage_reads(self) -> frozenset[str]:
-        if self.args.advantage is None:
-            return frozenset()
-        return adv_lib.inputs_read(self.args.advantage, self.args.advantage_shaping or ())
+        return self.recipe.advantage_inputs if self.args.advantage is not None else frozenset()
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
@@ -212,9 +205,8 @@ class ExploreGRPOTrainer(GRPOTrainer):
         mask = inputs_read.pop("mask", torch.ones(len(rewards), 1, device=rewards.device))
         if "answers" in reads:
             inputs_read.update(self._answers(inputs, output))
-        advantages = adv_lib.compute_advantages(
-            self.args.advantage, rewards, group_ids, mask, shaping=self.args.advantage_shaping or (),
-            step=self.state.global_step, **inputs_read, **(self.args.advantage_hp or {})).masked_fill(unscorable[:, None], 0.0)
+        advantages = self.recipe.advantages(rewards, group_ids, mask, step=self.state.global_step,
+                                            **inputs_read).masked_fill(unscorable[:, None], 0.0)
         # per-token advantages (B, T) where the estimator reads tokens, as TRL's loss accepts; (B,) otherwise
         advantages = advantages if mask.shape[1] > 1 else advantages[:, 0]
         self._log_advantages(advantages, mask)
@@ -322,10 +314,9 @@ class ExploreGRPOTrainer(GRPOTrainer):
             if mode == "train":
                 num_tokens = num_tokens * accumulation / self.args.steps_per_generation
         loss, metrics = losses.policy_loss(
-            self.args.method, logp=logp, old_logp=old_logp, advantages=inputs["advantages"], response_mask=mask.bool(),
+            self.recipe.loss, logp=logp, old_logp=old_logp, advantages=inputs["advantages"], response_mask=mask.bool(),
             response_ids=completion_ids, topn_logp=topn_logp, topn_ids=topn_ids, entropy=entropy,
-            ref_logp=inputs.get("ref_per_token_logps"), kl_coef=self.beta, entropy_coeff=self.args.entropy_coef or 0.0,
-            num_tokens=num_tokens, num_seqs=num_seqs, **self.args.loss_hyperparameters(),
+            ref_logp=inputs.get("ref_per_token_logps"), num_tokens=num_tokens, num_seqs=num_seqs,
         )
         store = self._metrics[mode]
         for key, value in metrics.items():

@@ -1,37 +1,47 @@
 """Policy losses keyed by name, and the one keyword entry point :func:`policy_loss`.
 
 >>> from rlvr_explore import losses
->>> loss, metrics = losses.policy_loss("casp", logp=..., old_logp=..., advantages=...,
+>>> casp = losses.bind("casp", {"alpha": 0.01, "lam": 1.1})       # validated once
+>>> loss, metrics = losses.policy_loss(casp, logp=..., old_logp=..., advantages=...,
 ...                                    response_mask=..., response_ids=..., topn_logp=...,
-...                                    topn_ids=..., entropy=..., alpha=0.01, lam=1.1)
+...                                    topn_ids=..., entropy=...)
 
-Every method is one short module of this package (see docs/methods.md).
+A method's name with its hyper-parameters as keywords (``policy_loss("casp", ..., alpha=0.01)``)
+binds them on the spot, for a notebook or a test. Every method is one short module of this
+package, found here without a list of them (see docs/methods.md).
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 import torch
 
-from . import casp, cov, forking, gspo, ppo  # noqa: F401  (modules register their losses)
 from .core import (
     AGG_MODES,
     LOSSES,
+    BoundLoss,
     LossConfig,
     LossInputs,
     aggregate,
     available,
     batch_normalizers,
+    bind,
     entropy_gate,
     get_method,
     k3_kl,
-    make_config,
     masked_mean,
     register_loss,
 )
 
+for _module in pkgutil.iter_modules(__path__):  # each module registers its losses as it is imported
+    importlib.import_module(f"{__name__}.{_module.name}")
+
 __all__ = [
-    "AGG_MODES", "LOSSES", "LossConfig", "LossInputs", "aggregate", "available", "batch_normalizers",
-    "entropy_gate", "get_method", "k3_kl", "needs_batch_gate", "statistics_read", "policy_loss", "policy_token_loss", "register_loss", "token_gate",
+    "AGG_MODES", "LOSSES", "BoundLoss", "LossConfig", "LossInputs", "aggregate", "available", "batch_normalizers",
+    "bind", "entropy_gate", "get_method", "k3_kl", "needs_batch_gate", "statistics_read", "policy_loss",
+    "policy_token_loss", "register_loss", "token_gate",
 ]
 
 
@@ -75,47 +85,54 @@ def _split(keywords: dict) -> tuple[dict, dict]:
     return tensors, {k: v for k, v in keywords.items() if k not in tensors}
 
 
-def _prepare(method: str, tensors: dict, hyperparameters: dict):
-    spec = get_method(method)
-    cfg = make_config(spec, hyperparameters)
-    inputs = _validate(LossInputs(**tensors))
-    return spec, cfg, inputs
+def _bound(loss: str | BoundLoss, hyperparameters: dict) -> BoundLoss:
+    """``loss`` as bound: a bound loss as it is (it carries its hyper-parameters already), a
+    name bound with ``hyperparameters``."""
+    if isinstance(loss, BoundLoss):
+        if hyperparameters:
+            raise TypeError(f"loss '{loss.name}' is bound already; {sorted(hyperparameters)} would be ignored: "
+                            "bind them with it (losses.bind)")
+        return loss
+    return bind(loss, hyperparameters)
 
 
-def token_gate(method: str, **tensors_and_hyperparameters) -> torch.Tensor | None:
+def _prepare(loss: str | BoundLoss, tensors_and_hyperparameters: dict) -> tuple[BoundLoss, LossInputs]:
+    tensors, hyperparameters = _split(tensors_and_hyperparameters)
+    return _bound(loss, hyperparameters), _validate(LossInputs(**tensors))
+
+
+def token_gate(loss: str | BoundLoss, **tensors_and_hyperparameters) -> torch.Tensor | None:
     """The method's token selection over the tensors given (None for methods without one).
 
     Call it once on the whole batch and pass slices as ``token_gate=`` to each micro-batch's
     :func:`policy_loss`, so that batch-wide quantiles and covariances see the global batch.
     """
-    spec, cfg, inputs = _prepare(method, *_split(tensors_and_hyperparameters))
-    if spec.gate is None:
+    bound, inputs = _prepare(loss, tensors_and_hyperparameters)
+    if bound.method.gate is None:
         return None
     with torch.no_grad():
-        return spec.gate(inputs, cfg)
+        return bound.method.gate(inputs, bound.config)
 
 
-def statistics_read(method: str, entropy_coeff: float = 0.0) -> frozenset[str]:
-    """The statistics beyond log-probs that ``method`` reads ("entropy", "topn"); an entropy
-    bonus adds the entropy. A scoring pass computes these and nothing else."""
-    reads = get_method(method).reads
-    return reads | {"entropy"} if entropy_coeff else reads
+def statistics_read(loss: str | BoundLoss, **hyperparameters) -> frozenset[str]:
+    """The statistics beyond log-probs that the loss reads ("entropy", "topn"); an entropy bonus
+    (``entropy_coeff``) adds the entropy. A scoring pass computes these and nothing else."""
+    return _bound(loss, hyperparameters).statistics
 
 
-def needs_batch_gate(method: str, **hyperparameters) -> bool:
+def needs_batch_gate(loss: str | BoundLoss, **hyperparameters) -> bool:
     """True when the method's token selection reads other responses (batch quantile, covariance):
     a batch split into micro-batches must then share one :func:`token_gate`."""
-    spec = get_method(method)
-    return spec.gate is not None and spec.batch_wide_gate(make_config(spec, hyperparameters))
+    return _bound(loss, hyperparameters).batch_wide_gate
 
 
-def policy_token_loss(method: str, **tensors_and_hyperparameters) -> tuple[torch.Tensor, torch.Tensor, LossConfig, dict]:
-    """The per-token loss (B, T) of ``method`` with the entropy bonus and the KL term added, the
+def policy_token_loss(loss: str | BoundLoss, **tensors_and_hyperparameters) -> tuple[torch.Tensor, torch.Tensor, LossConfig, dict]:
+    """The per-token loss (B, T) of ``loss`` with the entropy bonus and the KL term added, the
     policy-gradient part alone, the resolved config, and metrics; for engines that aggregate
     with their own helper (verl's ``agg_loss``). Takes the keywords of :func:`policy_loss` (but
     the normalisers); :func:`policy_loss` reduces its result."""
-    tensors, hyperparameters = _split(tensors_and_hyperparameters)
-    spec, cfg, inputs = _prepare(method, tensors, hyperparameters)
+    bound, inputs = _prepare(loss, tensors_and_hyperparameters)
+    spec, cfg = bound.method, bound.config
     if spec.gate is not None and inputs.token_gate is None:
         with torch.no_grad():
             inputs.token_gate = spec.gate(inputs, cfg)
@@ -140,7 +157,7 @@ def policy_token_loss(method: str, **tensors_and_hyperparameters) -> tuple[torch
 
 
 def policy_loss(
-    method: str,
+    loss: str | BoundLoss,
     *,
     logp: torch.Tensor,
     old_logp: torch.Tensor,
@@ -157,17 +174,19 @@ def policy_loss(
     num_seqs: int | None = None,
     **hyperparameters,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The scalar loss of ``method`` on one (micro-)batch, and detached metrics.
+    """The scalar loss of ``loss`` (a :class:`BoundLoss`, or a method's name with its
+    hyper-parameters as keywords) on one (micro-)batch, and detached metrics.
 
     Tensors follow the padded layout of docs/architecture.md ((B, T), ``topn_*`` (B, T, N), ``rewards`` (B,)); ``advantages`` may
     be (B,); pass the optional ones the method needs. ``num_tokens``/``num_seqs`` are the global batch's counts
     (:func:`batch_normalizers`) so that micro-batch losses add up to the full-batch loss;
     ``token_gate`` is a precomputed global selection (:func:`token_gate`). Hyper-parameters are the
-    fields of :class:`LossConfig` that the method takes, including ``loss_agg_mode``,
-    ``kl_coef`` (needs ``ref_logp``) and ``entropy_coeff`` (needs ``entropy`` with gradient).
+    fields of the method's config class (``losses.get_method(name).config``), including
+    ``loss_agg_mode``, ``kl_coef`` (needs ``ref_logp``) and ``entropy_coeff`` (needs ``entropy``
+    with gradient).
     """
     token_loss, pg_token_loss, cfg, metrics = policy_token_loss(
-        method, logp=logp, old_logp=old_logp, advantages=advantages, response_mask=response_mask,
+        loss, logp=logp, old_logp=old_logp, advantages=advantages, response_mask=response_mask,
         response_ids=response_ids, topn_logp=topn_logp, topn_ids=topn_ids, entropy=entropy, ref_logp=ref_logp,
         rewards=rewards, token_gate=token_gate, **hyperparameters)
     mask = response_mask.bool()
@@ -176,7 +195,7 @@ def policy_loss(
         return aggregate(values, mask, cfg.loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs,
                          max_response_length=cfg.max_response_length)
 
-    loss = reduce(token_loss)
+    total = reduce(token_loss)
     metrics["pg_loss"] = reduce(pg_token_loss.detach())
-    metrics["loss"] = loss.detach()
-    return loss, metrics
+    metrics["loss"] = total.detach()
+    return total, metrics

@@ -12,14 +12,39 @@ decisions match GRPO) and its gradient is the top-N smoothed target of Eq. 4:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from .core import clipped_token_loss, entropy_gate, masked_mean, ratio, register_loss
+from rlvr_explore.documented import documented
 
-CASP_KEYS = ("alpha", "top_n", "lam", "q", "quantile_scope", "positive_on")
+from .core import EntropyGateConfig, clipped_token_loss, entropy_gate, masked_mean, ratio, register_loss
 
 
-def _casp(inputs, cfg, weighting: str):
+@dataclass
+class CaspConfig(EntropyGateConfig):
+    """CaSP's settings beside the entropy gate's (q, quantile_scope) and the common ones."""
+
+    alpha: float = documented(0.01, "CaSP smoothing strength in [0, 1] (CaSP §4.1 Eq. 4; App. E: math 0.01, logic 0.005, code 0.05).")
+    top_n: int = documented(3, "N, the number of top candidates CaSP smooths over (CaSP §4.1, App. E: 3).")
+    lam: float = documented(1.1, "lambda_top1 > 1, the rank-1 penalty on negatives (CaSP §4.2 Eq. 5; App. E: math 1.1, logic 1.05).")
+    positive_on: str = documented(
+        "advantage", "CaSP positive branch keys on 'advantage' > 0 (the paper) or 'reward' == 1 (the SimKO code)."
+    )
+
+    def validate(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.top_n < 1:
+            raise ValueError(f"top_n must be >= 1, got {self.top_n}")
+        if self.lam <= 0:
+            raise ValueError(f"lam must be > 0, got {self.lam}")
+        if self.positive_on not in ("advantage", "reward"):
+            raise ValueError(f"positive_on must be 'advantage' or 'reward', got {self.positive_on!r}")
+        super().validate()
+
+
+def _casp(inputs, cfg: CaspConfig, weighting: str):
     inputs.require("casp", "response_ids", "topn_logp", "topn_ids", "entropy")
     if inputs.topn_logp.shape[-1] < cfg.top_n:
         raise ValueError(f"topn_logp has {inputs.topn_logp.shape[-1]} candidates, top_n={cfg.top_n} needs that many")
@@ -55,13 +80,13 @@ def _casp(inputs, cfg, weighting: str):
     return loss, metrics
 
 
-@register_loss("casp", "CaSP (arXiv 2510.14807) §4, Fig. 10, App. E (SimKO)", keys=CASP_KEYS, aliases=("simko",), gate=entropy_gate,
+@register_loss("casp", "CaSP (arXiv 2510.14807) §4, Fig. 10, App. E (SimKO)", config=CaspConfig, aliases=("simko",), gate=entropy_gate,
                batch_wide_gate=lambda cfg: cfg.quantile_scope == "batch", reads=("entropy", "topn"))
 def casp(inputs, cfg):
     return _casp(inputs, cfg, weighting="uniform")
 
 
-@register_loss("casp_softmax", "CaSP (arXiv 2510.14807) App. F.3", keys=CASP_KEYS, gate=entropy_gate,
+@register_loss("casp_softmax", "CaSP (arXiv 2510.14807) App. F.3", config=CaspConfig, gate=entropy_gate,
                batch_wide_gate=lambda cfg: cfg.quantile_scope == "batch", reads=("entropy", "topn"))
 def casp_softmax(inputs, cfg):
     return _casp(inputs, cfg, weighting="softmax")

@@ -1,13 +1,15 @@
 """The pieces every policy loss shares: inputs, hyper-parameters, registry, aggregation.
 
 A registered loss is a pure function ``token_loss(inputs, cfg) -> (loss (B, T), metrics)``
-returning the per-token loss; :func:`rlvr_explore.losses.policy_loss` adds the entropy bonus and
+returning the per-token loss, with ``cfg`` an instance of its config class (``LossConfig`` or a
+subclass in the loss's own module), bound once by :func:`bind`; :func:`rlvr_explore.losses.policy_loss` adds the entropy bonus and
 the KL term and reduces with :func:`aggregate`, the one aggregation helper every loss goes
 through. Notation follows docs/methods.md: r_t = exp(logp_t - old_logp_t), A the advantage.
 """
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field, fields
 from typing import Callable
 
@@ -43,7 +45,9 @@ class LossInputs:
 
 @dataclass
 class LossConfig:
-    """Hyper-parameters of the policy losses. Each method reads the subset it declares."""
+    """The hyper-parameters every policy loss takes. A method with settings of its own declares a
+    subclass in its module (CaSP's ``CaspConfig``), so each field and its check sit beside the
+    code that reads it."""
 
     clip_eps_low: float = documented(0.2, "Lower PPO clip: ratio >= 1 - eps_low (CaSP §2, Eq. 1; DAPO keeps 0.2).")
     clip_eps_high: float = documented(0.2, "Upper PPO clip: ratio <= 1 + eps_high (DAPO 'clip-higher' 0.28, SPS App. B.2).")
@@ -60,63 +64,58 @@ class LossConfig:
         0.0, "beta of the k3 KL to the reference policy; needs ref_logp. CaSP Eq. 1 has the term without a value; "
         "the official SimKO script trains without it.")
     entropy_coeff: float = documented(0.0, "c of the entropy bonus, loss - c * H (CaSP baselines 0.01; two-stage paper (arXiv 2510.04028) App. C.2 1e-4).")
-    alpha: float = documented(0.01, "CaSP smoothing strength in [0, 1] (CaSP §4.1 Eq. 4; App. E: math 0.01, logic 0.005, code 0.05).")
-    top_n: int = documented(3, "N, the number of top candidates CaSP smooths over (CaSP §4.1, App. E: 3).")
-    lam: float = documented(1.1, "lambda_top1 > 1, the rank-1 penalty on negatives (CaSP §4.2 Eq. 5; App. E: math 1.1, logic 1.05).")
-    q: float = documented(
-        0.8, "Entropy quantile of the gate H_t > quantile_q(H) (CaSP §4, App. E tau_0.8; forking tokens top 20%)."
-    )
-    quantile_scope: str = documented(
-        "response", "Where the entropy quantile is taken: 'response' (CaSP App. E) or 'batch' (SimKO, forking)."
-    )
-    positive_on: str = documented(
-        "advantage", "CaSP positive branch keys on 'advantage' > 0 (the paper) or 'reward' == 1 (the SimKO code)."
-    )
-    topn_weighting: str = documented("uniform", "CaSP top-N weights: 'uniform' 1/N (§4.1) or 'softmax' of top-N log-probs (App. F.3).")
-    kl_cov_ratio: float = documented(2e-3, "KL-Cov: fraction k of valid tokens with the largest covariance (Cui et al. 2025).")
-    kl_cov_coef: float = documented(1.0, "KL-Cov: beta_kl of the |logp - old_logp| penalty on selected tokens (Cui et al. 2025).")
-    clip_cov_ratio: float = documented(2e-4, "Clip-Cov: fraction of valid tokens whose gradient is cut (Cui et al. 2025).")
-    clip_cov_lb: float = documented(1.0, "Clip-Cov: lower covariance bound of the candidates (Cui et al. 2025).")
-    clip_cov_ub: float = documented(5.0, "Clip-Cov: upper covariance bound of the candidates (Cui et al. 2025).")
 
     def validate(self) -> None:
+        """ValueError naming the first invalid field; a subclass checks its own fields, then calls this."""
         checks = [
             (self.clip_eps_low >= 0 and self.clip_eps_high >= 0, "clip_eps_low/high must be >= 0"),
             (self.loss_agg_mode in AGG_MODES, f"loss_agg_mode must be one of {AGG_MODES}, got {self.loss_agg_mode!r}"),
             (self.max_response_length is None or self.max_response_length > 0, "max_response_length must be > 0"),
             (self.clip_ratio_c is None or self.clip_ratio_c > 1, f"clip_ratio_c must be > 1 or None, got {self.clip_ratio_c}"),
             (self.kl_coef >= 0, f"kl_coef must be >= 0, got {self.kl_coef}"),
-            (0.0 <= self.alpha <= 1.0, f"alpha must be in [0, 1], got {self.alpha}"),
-            (self.top_n >= 1, f"top_n must be >= 1, got {self.top_n}"),
-            (self.lam > 0, f"lam must be > 0, got {self.lam}"),
-            (0.0 <= self.q <= 1.0, f"q must be in [0, 1], got {self.q}"),
-            (self.quantile_scope in ("response", "batch"), f"quantile_scope must be 'response' or 'batch', got {self.quantile_scope!r}"),
-            (self.positive_on in ("advantage", "reward"), f"positive_on must be 'advantage' or 'reward', got {self.positive_on!r}"),
-            (self.topn_weighting in ("uniform", "softmax"), f"topn_weighting must be 'uniform' or 'softmax', got {self.topn_weighting!r}"),
-            (0.0 < self.kl_cov_ratio <= 1.0, f"kl_cov_ratio must be in (0, 1], got {self.kl_cov_ratio}"),
-            (0.0 < self.clip_cov_ratio <= 1.0, f"clip_cov_ratio must be in (0, 1], got {self.clip_cov_ratio}"),
-            (self.clip_cov_lb < self.clip_cov_ub, "clip_cov_lb must be < clip_cov_ub"),
+            (self.entropy_coeff >= 0, f"entropy_coeff must be >= 0, got {self.entropy_coeff}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
 
 
-LOSS_CONFIG_KEYS = tuple(f.name for f in fields(LossConfig))
-COMMON_KEYS = ("clip_eps_low", "clip_eps_high", "clip_ratio_c", "loss_agg_mode", "max_response_length", "kl_coef", "entropy_coeff")
+@dataclass
+class EntropyGateConfig(LossConfig):
+    """The settings of :func:`entropy_gate`, the token selection CaSP and forking tokens share."""
+
+    q: float = documented(
+        0.8, "Entropy quantile of the gate H_t > quantile_q(H) (CaSP §4, App. E tau_0.8; forking tokens top 20%)."
+    )
+    quantile_scope: str = documented(
+        "response", "Where the entropy quantile is taken: 'response' (CaSP App. E) or 'batch' (SimKO, forking)."
+    )
+
+    def validate(self) -> None:
+        if not 0.0 <= self.q <= 1.0:
+            raise ValueError(f"q must be in [0, 1], got {self.q}")
+        if self.quantile_scope not in ("response", "batch"):
+            raise ValueError(f"quantile_scope must be 'response' or 'batch', got {self.quantile_scope!r}")
+        super().validate()
+
+
+def config_keys(config: type) -> tuple[str, ...]:
+    """The hyper-parameters a config class takes, in declaration order."""
+    return tuple(f.name for f in fields(config))
+
 
 TokenLoss = Callable[[LossInputs, LossConfig], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 
 
 @dataclass(frozen=True)
 class Method:
-    """A registered policy loss: its token-loss function and what it reads."""
+    """A registered policy loss: its token-loss function, its config class and what it reads."""
 
     name: str
     token_loss: TokenLoss
     source: str
-    keys: tuple[str, ...] = ()  # method-specific hyper-parameters beyond COMMON_KEYS
-    defaults: dict = field(default_factory=dict)  # overrides of LossConfig defaults
+    config: type = LossConfig  # the typed hyper-parameters the method takes (a LossConfig subclass)
+    defaults: dict = field(default_factory=dict)  # the method's own defaults for fields of its config
     advantage: str = "grpo"  # the advantage estimator the method is defined with
     gate: Callable | None = None  # (inputs, cfg) -> (B, T) bool token selection from detached statistics
     batch_wide_gate: Callable[[LossConfig], bool] = lambda cfg: False  # does the gate read other responses?
@@ -124,22 +123,65 @@ class Method:
 
     @property
     def accepted_keys(self) -> frozenset[str]:
-        """Every hyper-parameter this method takes: the common ones and its own."""
-        return frozenset(COMMON_KEYS) | frozenset(self.keys)
+        """Every hyper-parameter this method takes: the fields of its config class."""
+        return frozenset(config_keys(self.config))
 
     def select(self, hyperparameters: dict) -> dict:
         """The entries of ``hyperparameters`` that this method takes."""
         return {k: v for k, v in hyperparameters.items() if k in self.accepted_keys}
+
+    def default_config(self) -> LossConfig:
+        """The method's config with nothing set: its class's defaults and its own."""
+        return self.config(**self.defaults)
+
+    def own_defaults(self) -> dict:
+        """What sets the method apart from the common settings: the defaults of its own fields and
+        its own values for common ones."""
+        common = set(config_keys(LossConfig))
+        config = self.default_config()
+        return {key: getattr(config, key) for key in config_keys(self.config) if key not in common or key in self.defaults}
+
+
+@dataclass(frozen=True)
+class BoundLoss:
+    """A policy loss with its hyper-parameters, validated once (:func:`bind`): what an engine holds
+    and passes to :func:`rlvr_explore.losses.policy_loss` for every micro-batch."""
+
+    method: Method
+    config: LossConfig
+
+    @property
+    def name(self) -> str:
+        return self.method.name
+
+    @property
+    def statistics(self) -> frozenset[str]:
+        """The statistics beyond log-probs that the scoring pass computes for this loss ("entropy",
+        "topn"); an entropy bonus adds the entropy."""
+        return self.method.reads | {"entropy"} if self.config.entropy_coeff else self.method.reads
+
+    @property
+    def top_n(self) -> int:
+        """N, the candidates per token the loss reads (0 for a loss that reads none)."""
+        return getattr(self.config, "top_n", 0) if "topn" in self.method.reads else 0
+
+    @property
+    def batch_wide_gate(self) -> bool:
+        """True when the token selection reads other responses (batch quantile, covariance): a
+        batch split into micro-batches must then share one :func:`rlvr_explore.losses.token_gate`."""
+        return self.method.gate is not None and self.method.batch_wide_gate(self.config)
 
 
 LOSSES: dict[str, Method] = {}
 ALIASES: dict[str, str] = {}
 
 
-def register_loss(name: str, source: str, *, keys=(), defaults=None, advantage="grpo", aliases=(), gate=None,
+def register_loss(name: str, source: str, *, config=LossConfig, defaults=None, advantage="grpo", aliases=(), gate=None,
                   batch_wide_gate=None, reads=()):
     """Decorator: add a token-loss function to the registry under ``name`` (and ``aliases``).
 
+    ``config`` is the dataclass of its hyper-parameters (``LossConfig`` or a subclass declared
+    beside the loss), ``defaults`` the method's own values for some of its fields.
     ``gate(inputs, cfg) -> (B, T) bool`` selects tokens from detached batch statistics; the
     selection reaches the token loss as ``inputs.token_gate``. ``batch_wide_gate(cfg)`` says
     whether it reads statistics of other responses (then a split batch must share one gate).
@@ -151,13 +193,14 @@ def register_loss(name: str, source: str, *, keys=(), defaults=None, advantage="
         taken = {name, *aliases} & (set(LOSSES) | set(ALIASES))
         if taken:
             raise ValueError(f"policy loss {sorted(taken)} is registered already: a second definition would replace it")
-        unknown = set(keys) | set(defaults or {})
-        unknown -= set(LOSS_CONFIG_KEYS)
+        if not (isinstance(config, type) and issubclass(config, LossConfig)):
+            raise TypeError(f"loss '{name}': config must be LossConfig or a subclass, got {config!r}")
+        unknown = set(defaults or {}) - set(config_keys(config))
         if unknown:
-            raise ValueError(f"loss '{name}' declares unknown hyper-parameters {sorted(unknown)}")
+            raise ValueError(f"loss '{name}' sets defaults for {sorted(unknown)}, which {config.__name__} does not declare")
         if not set(reads) <= {"entropy", "topn"}:
             raise ValueError(f"loss '{name}' reads unknown statistics {sorted(set(reads) - {'entropy', 'topn'})}")
-        LOSSES[name] = Method(name, fn, source, tuple(keys), dict(defaults or {}), advantage, gate,
+        LOSSES[name] = Method(name, fn, source, config, dict(defaults or {}), advantage, gate,
                               batch_wide_gate or (lambda cfg: False), frozenset(reads))
         for alias in aliases:
             ALIASES[alias] = name
@@ -178,16 +221,28 @@ def available() -> list[str]:
     return sorted([*LOSSES, *ALIASES])
 
 
-def make_config(method: Method, hyperparameters: dict) -> LossConfig:
-    allowed = method.accepted_keys
-    bad = sorted(set(hyperparameters) - allowed)
+def bind(method: str | Method, hyperparameters: dict | None = None) -> BoundLoss:
+    """``method`` with ``hyperparameters`` over its defaults, validated: a key the method does not
+    take is refused with the keys it does take."""
+    spec = method if isinstance(method, Method) else get_method(method)
+    hyperparameters = dict(hyperparameters or {})
+    bad = sorted(set(hyperparameters) - spec.accepted_keys)
     if bad:
         raise ValueError(
-            f"hyper-parameter(s) {bad} do not apply to loss '{method.name}'; it takes {sorted(allowed)}"
+            f"hyper-parameter(s) {bad} do not apply to loss '{spec.name}'; it takes {sorted(spec.accepted_keys)}"
         )
-    cfg = LossConfig(**{**method.defaults, **hyperparameters})
-    cfg.validate()
-    return cfg
+    config = spec.config(**{**spec.defaults, **hyperparameters})
+    config.validate()
+    return BoundLoss(spec, config)
+
+
+def key_types() -> dict[str, object]:
+    """The type of every loss hyper-parameter, over all registered config classes (a key has one
+    type wherever it is declared), to type-check a config file's ``algorithm.loss``."""
+    types: dict[str, object] = {}
+    for spec in LOSSES.values():
+        types.update(typing.get_type_hints(spec.config))
+    return types
 
 
 # ---------------------------------------------------------------- aggregation
@@ -295,7 +350,7 @@ def linear_quantile(values: torch.Tensor, mask: torch.Tensor, q: float) -> torch
     return result.masked_fill(count == 0, float("nan"))
 
 
-def entropy_gate(inputs: LossInputs, cfg: LossConfig) -> torch.Tensor:
+def entropy_gate(inputs: LossInputs, cfg: EntropyGateConfig) -> torch.Tensor:
     """w_t = 1[H_t > quantile_q(H)] over the response's valid tokens (``scope='response'``) or
     over all valid tokens of the batch (``scope='batch'``); strict '>' (CaSP §4, App. E)."""
     inputs.require("an entropy-gated loss", "entropy")

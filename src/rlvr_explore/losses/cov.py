@@ -8,11 +8,39 @@ its slices as ``token_gate``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from rlvr_explore.candidates import at_least_fp32
+from rlvr_explore.documented import documented
 
-from .core import clipped_token_loss, masked_mean, ratio, register_loss
+from .core import LossConfig, clipped_token_loss, masked_mean, ratio, register_loss
+
+
+@dataclass
+class KLCovConfig(LossConfig):
+    kl_cov_ratio: float = documented(2e-3, "KL-Cov: fraction k of valid tokens with the largest covariance (Cui et al. 2025).")
+    kl_cov_coef: float = documented(1.0, "KL-Cov: beta_kl of the |logp - old_logp| penalty on selected tokens (Cui et al. 2025).")
+
+    def validate(self) -> None:
+        if not 0.0 < self.kl_cov_ratio <= 1.0:
+            raise ValueError(f"kl_cov_ratio must be in (0, 1], got {self.kl_cov_ratio}")
+        super().validate()
+
+
+@dataclass
+class ClipCovConfig(LossConfig):
+    clip_cov_ratio: float = documented(2e-4, "Clip-Cov: fraction of valid tokens whose gradient is cut (Cui et al. 2025).")
+    clip_cov_lb: float = documented(1.0, "Clip-Cov: lower covariance bound of the candidates (Cui et al. 2025).")
+    clip_cov_ub: float = documented(5.0, "Clip-Cov: upper covariance bound of the candidates (Cui et al. 2025).")
+
+    def validate(self) -> None:
+        if not 0.0 < self.clip_cov_ratio <= 1.0:
+            raise ValueError(f"clip_cov_ratio must be in (0, 1], got {self.clip_cov_ratio}")
+        if not self.clip_cov_lb < self.clip_cov_ub:
+            raise ValueError("clip_cov_lb must be < clip_cov_ub")
+        super().validate()
 
 
 def token_covariance(advantages: torch.Tensor, logp: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
@@ -48,7 +76,7 @@ def clip_cov_selection(inputs, cfg) -> torch.Tensor:
     return chosen.reshape(mask.shape)
 
 
-@register_loss("kl_cov", "Cui et al. 2025 (STILL §4.3)", keys=("kl_cov_ratio", "kl_cov_coef"), gate=kl_cov_selection,
+@register_loss("kl_cov", "Cui et al. 2025 (STILL §4.3)", config=KLCovConfig, gate=kl_cov_selection,
                batch_wide_gate=lambda cfg: True)
 def kl_cov(inputs, cfg):
     """Selected tokens: -A r + beta_kl |logp - old_logp|; all others: unclipped -A r."""
@@ -63,7 +91,7 @@ def kl_cov(inputs, cfg):
 CLIP_COV_DEFAULTS = {"clip_eps_low": 1.0, "clip_eps_high": 1.0}
 
 
-@register_loss("clip_cov", "Cui et al. 2025 (STILL §4.3)", keys=("clip_cov_ratio", "clip_cov_lb", "clip_cov_ub"),
+@register_loss("clip_cov", "Cui et al. 2025 (STILL §4.3)", config=ClipCovConfig,
                defaults=CLIP_COV_DEFAULTS, gate=clip_cov_selection,
                batch_wide_gate=lambda cfg: True)
 def clip_cov(inputs, cfg):

@@ -3,10 +3,10 @@ through tokens whose entropy is in the top (1 - q) of the batch; normalisation i
 
 from __future__ import annotations
 
-from .core import clipped_token_loss, entropy_gate, masked_mean, ratio, register_loss
+from .core import EntropyGateConfig, clipped_token_loss, entropy_gate, masked_mean, ratio, register_loss
 
 
-@register_loss("forking", "Wang et al. 2025; CaSP §5.1 baseline", keys=("q", "quantile_scope"), defaults={"quantile_scope": "batch"}, gate=entropy_gate,
+@register_loss("forking", "Wang et al. 2025; CaSP §5.1 baseline", config=EntropyGateConfig, defaults={"quantile_scope": "batch"}, gate=entropy_gate,
                batch_wide_gate=lambda cfg: cfg.quantile_scope == "batch", reads=("entropy",))
 def forking(inputs, cfg):
     mask, gate = inputs.response_mask.bool(), inputs.token_gate

@@ -13,11 +13,53 @@ the loss is f(u): no ratio, no clip, no advantage. Over pi_0's samples E[f(u)] i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+from rlvr_explore.documented import documented
 
 from .core import k3_kl
 
 DIVERGENCES = ("forward", "js", "alpha")
+
+
+@dataclass
+class DPHConfig:
+    enabled: bool = documented(False, "DPH-RL rehearsal (arXiv 2509.07430): a mass-covering divergence to the initial "
+                                      "policy on responses it solved, collected once, added to any loss")
+    divergence: str = documented("forward", "forward (KL(pi_0 || pi)), js or alpha (DPH-RL's generators)")
+    coef: float = documented(0.01, "weight of the rehearsal term (official scripts: forward 0.01-0.05, JS 0.05-0.2)")
+    alpha: float = documented(0.2, "a of the alpha divergence, in (0, 1)")
+    presample: int = documented(8, "pi_0 samples per training prompt; prompts solved in all of them are rehearsed, "
+                                   "the others trained with RL (DPH-RL README: 8)")
+    samples: int = documented(16, "pi_0 samples per rehearsed prompt, of which the correct ones are candidates for the "
+                                  "rehearsal set (official: 16)")
+    keep_per_prompt: int = documented(1, "correct pi_0 responses kept per rehearsed prompt (the official set keeps one; "
+                                         "0 keeps every correct one)")
+    chunk: int = documented(64, "rehearsal responses mixed into each step, split over its mini-batches (official: 256 "
+                                "beside 128 x 16 rollouts)")
+
+    def validate(self, prefix: str = "dph.") -> None:
+        """ValueError naming the first invalid field as ``prefix + name`` (the TRL config's fields are ``dph_*``)."""
+        if self.divergence not in DIVERGENCES:
+            raise ValueError(f"{prefix}divergence={self.divergence!r}: one of {', '.join(DIVERGENCES)}")
+        if self.coef < 0:
+            raise ValueError(f"{prefix}coef must be >= 0, got {self.coef}")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"{prefix}alpha must be in (0, 1), got {self.alpha}")
+        for name in ("presample", "samples", "chunk"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{prefix}{name} must be at least 1, got {getattr(self, name)}")
+        if self.keep_per_prompt < 0:
+            raise ValueError(f"{prefix}keep_per_prompt must be >= 0 (0: all), got {self.keep_per_prompt}")
+
+
+@torch.no_grad()
+def kept_correct(correct: torch.Tensor, keep_per_prompt: int) -> torch.Tensor:
+    """(prompts, samples) mask of the correct responses kept for the rehearsal set: the first
+    ``keep_per_prompt`` of each prompt (DPH-RL's official set keeps one), or all of them with 0."""
+    return correct & (correct.long().cumsum(1) <= keep_per_prompt) if keep_per_prompt else correct
 
 
 def rehearsal_token_divergence(logp: torch.Tensor, ref_logp: torch.Tensor, divergence: str = "forward",

@@ -11,8 +11,6 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
 from rlvr_explore import metrics
 from rlvr_explore.report.verdicts import verdicts_html
 from rlvr_explore.train.checkpoints import claim_directory, write_owner
@@ -33,11 +31,10 @@ def run_label(run_dir: Path) -> str:
         return run_dir.name
     from rlvr_explore.advantages import AdvantageConfig
     from rlvr_explore.losses import get_method
-    from rlvr_explore.losses.core import LossConfig
 
     method = algorithm.get("method", "")
     try:
-        defaults = {**asdict(LossConfig()), **get_method(method).defaults, **asdict(AdvantageConfig())}
+        defaults = {**asdict(get_method(method).default_config()), **asdict(AdvantageConfig())}
     except (KeyError, ValueError):
         defaults = {}
     settings = {**algorithm.get("loss", {}), **algorithm.get("advantage_hp", {})}

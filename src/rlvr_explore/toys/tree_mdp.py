@@ -82,7 +82,7 @@ def train_one(cfg: TreeMDPConfig, seed: int) -> dict:
     generator = torch.Generator().manual_seed(seed)
     table = (cfg.init_std * torch.randn(len(PREFIXES), len(ACTIONS), generator=generator)).requires_grad_()
     optimizer = torch.optim.Adam([table], lr=cfg.lr)
-    spec = losses.get_method(cfg.method)
+    bound = losses.bind(cfg.method, {**cfg.loss_hp, "entropy_coeff": cfg.entropy_coeff})
     n = cfg.group_size * cfg.groups_per_step
     group_ids = torch.arange(cfg.groups_per_step).repeat_interleave(cfg.group_size)
     mask = torch.ones(n, HORIZON, dtype=torch.bool)
@@ -91,12 +91,12 @@ def train_one(cfg: TreeMDPConfig, seed: int) -> dict:
         actions = sample(table, n, generator)
         rewards = reward(actions)
         logits = table[_state_indices(actions)]  # (n, 3, 4)
-        stats = token_stats(logits, actions, top_n=min(cfg.loss_hp.get("top_n", 3), len(ACTIONS)))
-        advantages = adv_lib.compute_advantages(spec.advantage, rewards, group_ids, mask)
+        stats = token_stats(logits, actions, top_n=min(getattr(bound.config, "top_n", 3), len(ACTIONS)))
+        advantages = adv_lib.compute_advantages(bound.method.advantage, rewards, group_ids, mask)
         loss, _ = losses.policy_loss(
-            cfg.method, logp=stats.logp, old_logp=stats.logp.detach(), advantages=advantages,
+            bound, logp=stats.logp, old_logp=stats.logp.detach(), advantages=advantages,
             response_mask=mask, response_ids=actions, topn_logp=stats.topn_logp, topn_ids=stats.topn_ids,
-            entropy=stats.entropy, rewards=rewards, entropy_coeff=cfg.entropy_coeff, **cfg.loss_hp,
+            entropy=stats.entropy, rewards=rewards,
         )
         optimizer.zero_grad()
         loss.backward()
@@ -110,14 +110,13 @@ def train_one(cfg: TreeMDPConfig, seed: int) -> dict:
 
 def run(cfg: TreeMDPConfig, seeds: list[int]) -> dict:
     """Train one policy per seed; the summary holds per-seed results, their means and the config."""
-    spec = losses.get_method(cfg.method)  # fail early, listing the available methods
-    resolved = asdict(losses.core.make_config(spec, {**cfg.loss_hp, "entropy_coeff": cfg.entropy_coeff}))
+    bound = losses.bind(cfg.method, {**cfg.loss_hp, "entropy_coeff": cfg.entropy_coeff})  # fails early, naming the fault
     runs = [train_one(cfg, seed) for seed in seeds]
     return {
         "toy": "tree-mdp",
         "config": asdict(cfg),
-        "loss_config": spec.select(resolved),
-        "advantage": spec.advantage,
+        "loss_config": asdict(bound.config),
+        "advantage": bound.method.advantage,
         "seeds": [{k: v for k, v in r.items() if k != "train_reward"} for r in runs],
         "mean_accuracy": sum(r["accuracy"] for r in runs) / len(runs),
         "mean_modes": sum(r["modes"] for r in runs) / len(runs),

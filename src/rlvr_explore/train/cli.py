@@ -1,5 +1,6 @@
 """`rlvr-explore sft | train | rft | eval`: each reads a YAML config (``--config``) and
-``--set key.sub=value`` overrides; ``--help-config`` lists every field with its help."""
+``--set key.sub=value`` overrides; ``--help-config`` lists every field with its help, and
+``--help-config --method casp`` the keys one method reads."""
 
 from __future__ import annotations
 
@@ -9,29 +10,31 @@ import sys
 from pathlib import Path
 
 from .checkpoints import read_owner
-from .config import describe, load_config, resolve_config, to_dict
-
-
-class _HelpConfig(argparse.Action):
-    def __init__(self, option_strings, dest, **kwargs):
-        super().__init__(option_strings, dest, nargs=0, help="print every config field with its default and help, then exit")
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        print(describe())
-        parser.exit()
+from .config import describe, describe_method, load_config, resolve_config, to_dict
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML config (see configs/)")
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="overrides, applied in order; may repeat. E.g. algorithm.method=casp algorithm.loss.alpha=0.3")
-    p.add_argument("--help-config", action=_HelpConfig)
+    p.add_argument("--help-config", action="store_true",
+                   help="print every config field with its default and help (with --method, the keys of that method), then exit")
+    p.add_argument("--method", metavar="NAME", help="with --help-config: the method whose keys to list")
     p.add_argument("--print-config", action="store_true", help="print the resolved config (file + overrides) as YAML, then exit")
 
 
 def _load(args):
-    """The resolved config, or None after printing it for --print-config. ``train --resume``
-    without ``--config`` starts from the run's own config.json, then applies the overrides."""
+    """The resolved config, or None after printing it for --print-config or the help of
+    --help-config. ``train --resume`` without ``--config`` starts from the run's own config.json,
+    then applies the overrides."""
+    if args.method is not None and not args.help_config:
+        raise SystemExit(f"--method {args.method} goes with --help-config; to train it, set algorithm.method={args.method}")
+    if args.help_config:
+        try:
+            print(describe_method(args.method) if args.method else describe())
+        except ValueError as error:
+            raise SystemExit(f"--method: {error}") from None
+        return None
     out = Path(resolve_config(args.config, args.set).run.out_dir)  # the defaults alone may not validate
     saved = out / "config.json"
     if getattr(args, "resume", False) and args.config is None and saved.exists() and (read_owner(out) or {}).get("kind") == "rl":
@@ -101,6 +104,8 @@ def _eval(args) -> int:
     cfg = _load(args)
     if cfg is None:
         return 0
+    if args.model is None:
+        raise SystemExit("eval: --model DIR is required (a saved policy directory)")
     model, tokenizer = build_policy(cfg, args.model)
     model.to(resolve_device(cfg))
     _, eval_problems = load_tasks(cfg, tokenizer, model, with_train=False)
@@ -136,6 +141,6 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=_rft)
     p = sub.add_parser("eval", help="pass@1..n, avg@n, maj@n and diagnostics of a saved policy")
     _common(p)
-    p.add_argument("--model", required=True, metavar="DIR", help="saved policy directory")
+    p.add_argument("--model", metavar="DIR", help="saved policy directory (required)")
     p.add_argument("--out", metavar="FILE", help="also write the full result as JSON")
     p.set_defaults(func=_eval)

@@ -22,6 +22,8 @@ from pathlib import Path
 import yaml
 
 from rlvr_explore.documented import documented
+from rlvr_explore.losses.rehearsal import DPHConfig
+from rlvr_explore.recipe import ALGORITHM_LEVEL_KEYS, AlgorithmConfig
 from rlvr_explore.verifiers import ANSWER_FORMATS
 from rlvr_explore.verifiers.sandbox import SandboxConfig
 
@@ -80,29 +82,6 @@ class RolloutConfig:
 
 
 @dataclass
-class AlgorithmConfig:
-    method: str = documented("grpo", "policy loss, any of `rlvr-explore methods`")
-    advantage: str | None = documented(None, "advantage estimator (default: the method's own)")
-    shaping: list = documented([], "advantage shaping steps in order: entropy_adv, ppl_shaping, position_bonus, "
-                                   "outcome_ucb, outcome_batch")
-    loss: dict = documented({}, "loss hyper-parameters, e.g. {alpha: 0.01, lam: 1.1} (docs/methods.md)")
-    advantage_hp: dict = documented({}, "advantage hyper-parameters, e.g. {passk_k: 4} (docs/methods.md)")
-    kl_coef: float = documented(0.0, "beta of the k3 KL to the reference model (CaSP §2: 0.001); > 0 loads a reference")
-    entropy_coeff: float = documented(0.0, "entropy bonus c (CaSP baseline 0.01)")
-    ppo_epochs: int = documented(1, "passes over each step's rollouts")
-    mini_batch_size: int = documented(128, "responses per optimizer step (CaSP App. E: 256 of 1024 for math)")
-    micro_batch_size: int = documented(64, "responses per forward/backward; gradients accumulate over a mini-batch")
-    micro_batch_tokens: int = documented(0, "if > 0, also at most this many padded tokens (responses x their longest "
-                                            "prompt + response) per forward/backward, as verl's use_dynamic_bsz: "
-                                            "short responses share a pass, long ones get fewer rows")
-    dynamic_sampling: bool = documented(False, "DAPO: drop groups whose rewards are all equal and resample (SPS App. B.2)")
-    max_resample: int = documented(3, "DAPO: extra sampling rounds to refill the batch")
-    warmup_method: str | None = documented(None, "method used for the first warmup_method_steps (CaSP logic tasks: 50 steps of grpo)")
-    warmup_method_steps: int = documented(0, "steps of warmup_method before switching to method")
-    kl_reset_every: int = documented(0, "ProRL (STILL §4.3): every M steps reference <- policy and optimizer state reset; 0 off")
-
-
-@dataclass
 class OptimConfig:
     lr: float = documented(1e-4, "AdamW learning rate (CaSP App. E: 1e-6 for 7B models)")
     weight_decay: float = documented(0.0, "AdamW weight decay")
@@ -136,39 +115,6 @@ class EvalConfig:
     batch_size: int = documented(1024, "responses sampled at once (at most)")
     memory_fraction: float = documented(0.8, "on a GPU, fewer responses at once where their KV cache and next-token "
                                              "work would not fit in this fraction of its free memory; 0: batch_size alone")
-
-
-@dataclass
-class DPHConfig:
-    enabled: bool = documented(False, "DPH-RL rehearsal (arXiv 2509.07430): a mass-covering divergence to the initial "
-                                      "policy on responses it solved, collected once, added to any loss")
-    divergence: str = documented("forward", "forward (KL(pi_0 || pi)), js or alpha (DPH-RL's generators)")
-    coef: float = documented(0.01, "weight of the rehearsal term (official scripts: forward 0.01-0.05, JS 0.05-0.2)")
-    alpha: float = documented(0.2, "a of the alpha divergence, in (0, 1)")
-    presample: int = documented(8, "pi_0 samples per training prompt; prompts solved in all of them are rehearsed, "
-                                   "the others trained with RL (DPH-RL README: 8)")
-    samples: int = documented(16, "pi_0 samples per rehearsed prompt, of which the correct ones are candidates for the "
-                                  "rehearsal set (official: 16)")
-    keep_per_prompt: int = documented(1, "correct pi_0 responses kept per rehearsed prompt (the official set keeps one; "
-                                         "0 keeps every correct one)")
-    chunk: int = documented(64, "rehearsal responses mixed into each step, split over its mini-batches (official: 256 "
-                                "beside 128 x 16 rollouts)")
-
-    def validate(self, prefix: str = "dph.") -> None:
-        """ValueError naming the first invalid field as ``prefix + name`` (the TRL config's fields are ``dph_*``)."""
-        from rlvr_explore.losses.rehearsal import DIVERGENCES
-
-        if self.divergence not in DIVERGENCES:
-            raise ValueError(f"{prefix}divergence={self.divergence!r}: one of {', '.join(DIVERGENCES)}")
-        if self.coef < 0:
-            raise ValueError(f"{prefix}coef must be >= 0, got {self.coef}")
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"{prefix}alpha must be in (0, 1), got {self.alpha}")
-        for name in ("presample", "samples", "chunk"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{prefix}{name} must be at least 1, got {getattr(self, name)}")
-        if self.keep_per_prompt < 0:
-            raise ValueError(f"{prefix}keep_per_prompt must be >= 0 (0: all), got {self.keep_per_prompt}")
 
 
 @dataclass
@@ -240,13 +186,17 @@ def _type_ok(value, annotation) -> bool:
     return isinstance(value, annotation)
 
 
-def _mapping_schema(dotted: str):
-    """The dataclass whose fields type the keys of a mapping setting (the losses' and the
-    estimators' hyper-parameters), so a wrong type is named where it was written."""
+def _mapping_schema(dotted: str) -> dict | None:
+    """The type of each key of a mapping setting (the losses' and the estimators'
+    hyper-parameters), so a wrong type is named where it was written."""
+    from rlvr_explore import losses
     from rlvr_explore.advantages import AdvantageConfig
-    from rlvr_explore.losses.core import LossConfig
 
-    return {"algorithm.loss": LossConfig, "algorithm.advantage_hp": AdvantageConfig}.get(dotted)
+    if dotted == "algorithm.loss":
+        return losses.core.key_types()
+    if dotted == "algorithm.advantage_hp":
+        return typing.get_type_hints(AdvantageConfig)
+    return None
 
 
 def _checked(value, annotation, dotted: str, line: str):
@@ -280,9 +230,8 @@ def _merge(target, values: dict, where: str, lines: dict) -> None:
             continue
         if isinstance(current, dict) and isinstance(value, dict):
             # mappings merge key by key, so an override changes what it names and nothing else; null removes a key
-            schema = _mapping_schema(dotted)
-            if schema is not None:
-                types_ = typing.get_type_hints(schema)
+            types_ = _mapping_schema(dotted)
+            if types_ is not None:
                 value = {k: v if v is None or k not in types_ else
                          _checked(v, types_[k], f"{dotted}.{k}", f", line {lines[f'{dotted}.{k}']}" if f"{dotted}.{k}" in lines else line)
                          for k, v in value.items()}
@@ -434,7 +383,7 @@ def _where_set(cfg: Config, message: str) -> str:
 
 
 def validate(cfg: Config) -> None:
-    from rlvr_explore import advantages, losses
+    from rlvr_explore.recipe import recipes
     from rlvr_explore.tasks.synthetic import TASKS
 
     def need(ok: bool, message: str):
@@ -442,35 +391,15 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"config: {message}{_where_set(cfg, message)}")
 
     a, r, t = cfg.algorithm, cfg.rollout, cfg.train
-    methods = [m for m in (a.method, a.warmup_method) if m]
-    for method in methods:
-        need(method in losses.available(), f"algorithm.method {method!r} is not a registered loss; available: {', '.join(losses.available())}")
-    accepted = sorted(frozenset().union(*(losses.get_method(m).accepted_keys for m in methods)))
-    for key in a.loss:
-        need(key in accepted, f"algorithm.loss: unknown key {key!r} for {' / '.join(methods)}; accepted: {', '.join(accepted)}")
-    try:  # the values too, now rather than at the first step
-        spec = losses.get_method(a.method)
-        loss_config = losses.core.make_config(spec, spec.select(a.loss))
-    except (TypeError, ValueError) as error:
-        need(False, f"algorithm.loss: {error}")
-    # the scoring pass gives the loss rollout.top_n candidates: a loss asking for more would fail at its first update
-    need("topn" not in spec.reads or loss_config.top_n <= r.top_n,
-         f"algorithm.loss.top_n={loss_config.top_n} needs rollout.top_n >= {loss_config.top_n} (the candidates the "
-         f"trainer keeps per token), got rollout.top_n={r.top_n}")
+    need(a.kl_coef >= 0 and a.entropy_coeff >= 0, "algorithm.kl_coef and algorithm.entropy_coeff must be >= 0")
     try:
-        advantages.checked_config(a.advantage_hp)
+        method_recipes = recipes(a)
     except ValueError as error:
-        need(False, f"algorithm.advantage_hp: {error}")
-    if a.advantage is not None:
-        need(a.advantage in advantages.ESTIMATORS,
-             f"algorithm.advantage {a.advantage!r} unknown; available: {', '.join(sorted(advantages.ESTIMATORS))}")
-    for step in a.shaping:
-        need(step in advantages.SHAPINGS, f"algorithm.shaping step {step!r} unknown; available: {', '.join(sorted(advantages.SHAPINGS))}")
-    estimator = a.advantage or losses.get_method(a.method).advantage
-    read = advantages.keys_read(estimator, a.shaping)
-    unread = sorted(set(a.advantage_hp) - read)
-    need(not unread, f"algorithm.advantage_hp: {unread} are not read by the estimator {estimator!r}"
-                     f"{' with shaping ' + str(list(a.shaping)) if a.shaping else ''} (it reads {', '.join(sorted(read))})")
+        need(False, str(error))
+    bound = method_recipes[a.method].loss
+    # the scoring pass gives the loss rollout.top_n candidates: a loss asking for more would fail at its first update
+    need(bound.top_n <= r.top_n, f"algorithm.loss.top_n={bound.top_n} needs rollout.top_n >= {bound.top_n} (the "
+                                 f"candidates the trainer keeps per token), got rollout.top_n={r.top_n}")
     need(cfg.task.dataset is not None or cfg.task.name in TASKS, f"task.name {cfg.task.name!r} unknown; built-in: {', '.join(TASKS)}")
     need(cfg.task.verifier in ("builtin", "exact", "math", "code"), f"task.verifier must be builtin, exact, math or code, got {cfg.task.verifier!r}")
     need(cfg.task.answer_format in ANSWER_FORMATS,
@@ -489,7 +418,6 @@ def validate(cfg: Config) -> None:
          "need 1 <= algorithm.micro_batch_size <= algorithm.mini_batch_size")
     need(a.micro_batch_tokens >= 0, f"algorithm.micro_batch_tokens must be >= 0 (0: by responses only), got {a.micro_batch_tokens}")
     need(a.ppo_epochs >= 1, "algorithm.ppo_epochs must be >= 1")
-    need(a.kl_coef >= 0 and a.entropy_coeff >= 0, "algorithm.kl_coef and algorithm.entropy_coeff must be >= 0")
     need(a.max_resample >= 0 and a.warmup_method_steps >= 0 and a.kl_reset_every >= 0,
          "algorithm.max_resample, warmup_method_steps and kl_reset_every must be >= 0")
     need(cfg.optim.schedule in ("constant", "linear", "cosine"), f"optim.schedule must be constant, linear or cosine, got {cfg.optim.schedule!r}")
@@ -547,6 +475,27 @@ def describe() -> str:
         for f in dataclasses.fields(section.default_factory()):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             lines.append(f"  {f.name}: {_yaml_value(default)}  # {f.metadata['help']}")
+    return "\n".join(lines)
+
+
+def describe_method(name: str) -> str:
+    """The keys ``name`` reads, with their defaults and help: its loss's under ``algorithm.loss``
+    (its config class, declared beside the loss) and its estimator's under ``algorithm.advantage_hp``."""
+    from rlvr_explore import advantages, losses
+
+    spec = losses.get_method(name)
+    config = spec.default_config()
+    lines = [f"{spec.name}: {spec.source}; advantage estimator {spec.advantage!r} (algorithm.advantage replaces it)",
+             f"algorithm.loss ({type(config).__name__}, {spec.token_loss.__module__}):"]
+    for f in dataclasses.fields(config):
+        if f.name not in ALGORITHM_LEVEL_KEYS:
+            lines.append(f"  {f.name}: {_yaml_value(getattr(config, f.name))}  # {f.metadata['help']}")
+    lines.append(f"algorithm (set here, not under loss): "
+                 + ", ".join(f"{key}: {_yaml_value(getattr(config, key))}" for key in ALGORITHM_LEVEL_KEYS))
+    lines.append(f"algorithm.advantage_hp (estimator {spec.advantage!r}; a shaping step adds its own keys):")
+    helps = {f.name: f for f in dataclasses.fields(advantages.AdvantageConfig)}
+    for key in sorted(advantages.keys_read(spec.advantage)):
+        lines.append(f"  {key}: {_yaml_value(helps[key].default)}  # {helps[key].metadata['help']}")
     return "\n".join(lines)
 
 

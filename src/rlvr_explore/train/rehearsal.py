@@ -11,19 +11,13 @@ from pathlib import Path
 
 import torch
 
+from rlvr_explore.losses.rehearsal import kept_correct
 from rlvr_explore.rollout import Rollout
 
 from .config import Config
 from .evaluate import sample_and_verify
 
 log = logging.getLogger(__name__)
-
-
-@torch.no_grad()
-def kept_correct(correct: torch.Tensor, keep_per_prompt: int) -> torch.Tensor:
-    """(prompts, samples) mask of the correct responses kept: the first ``keep_per_prompt`` of each
-    prompt (DPH-RL's official set keeps one), or all of them with 0."""
-    return correct & (correct.long().cumsum(1) <= keep_per_prompt) if keep_per_prompt else correct
 
 
 def build_rehearsal(model, tokenizer, problems: list[dict], verifier, cfg: Config, generator) -> dict:

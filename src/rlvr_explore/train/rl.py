@@ -18,6 +18,7 @@ import torch
 from rlvr_explore import advantages as adv_lib
 from rlvr_explore import losses, metrics
 from rlvr_explore.losses.rehearsal import rehearsal_loss
+from rlvr_explore.recipe import Recipe, recipes
 from rlvr_explore.rollout import NonFiniteError, Rollout, sample, score
 
 from . import rehearsal as rehearsal_data
@@ -66,6 +67,7 @@ class RLTrainer:
         draws_seed = cfg.run.seed + DRAWS_STRIDE * cfg.run.draws
         seed_everything(draws_seed)
         self.device = resolve_device(cfg)
+        self.recipes = recipes(cfg.algorithm)  # the method's (and a warm-up method's), bound once
         if init_policy is None and plan.owner is not None:  # a restart from step 0 starts where the run started
             init_policy = plan.owner.get("init")
         start_from = str(plan.resume_from) if plan.resume_from else init_policy
@@ -151,13 +153,10 @@ class RLTrainer:
         if self.reference is not None and state["reference"] is not None:
             self.reference.load_state_dict(state["reference"])
 
-    def method(self) -> str:
+    def recipe(self) -> Recipe:
+        """The recipe of this step: the warm-up method's for the first ``warmup_method_steps``."""
         a = self.cfg.algorithm
-        return a.warmup_method if a.warmup_method and self.step < a.warmup_method_steps else a.method
-
-    def loss_hp(self, method: str) -> dict:
-        """The configured loss hyper-parameters that ``method`` takes (warm-up methods take fewer)."""
-        return losses.get_method(method).select(self.cfg.algorithm.loss)
+        return self.recipes[a.warmup_method if a.warmup_method and self.step < a.warmup_method_steps else a.method]
 
     # ---------------------------------------------------------------- one RL step
 
@@ -239,9 +238,8 @@ class RLTrainer:
 
     def update(self, rollout: Rollout, rewards: torch.Tensor, advantages: torch.Tensor) -> dict:
         a = self.cfg.algorithm
-        method = self.method()
-        hp = self.loss_hp(method)
-        reads = losses.statistics_read(method, a.entropy_coeff)
+        bound = self.recipe().loss
+        reads = bound.statistics
         dev = self.device
         mask = rollout.response_mask
         ref_logp = None
@@ -265,19 +263,18 @@ class RLTrainer:
                 norm = losses.batch_normalizers(mask[mini])
                 micros = self.micro_batches(rollout, mini)
                 mini = torch.cat(micros)  # the gate below is laid out in the micro-batches' order
-                gate = self._batch_gate(method, hp, reads, rollout, micros, rewards, advantages) if (
-                    len(micros) > 1 and losses.needs_batch_gate(method, **hp)) else None
+                gate = self._batch_gate(bound, reads, rollout, micros, rewards, advantages) if (
+                    len(micros) > 1 and bound.batch_wide_gate) else None
                 start = 0
                 for rows in micros:
                     stats = self._score(self.model, rollout, rows, reads)
                     loss, m = losses.policy_loss(
-                        method, logp=stats.logp, old_logp=rollout.old_logp[rows].to(dev),
+                        bound, logp=stats.logp, old_logp=rollout.old_logp[rows].to(dev),
                         advantages=advantages[rows].to(dev), response_mask=mask[rows].to(dev),
                         response_ids=rollout.response_ids[rows].to(dev), topn_logp=stats.topn_logp,
                         topn_ids=stats.topn_ids, entropy=stats.entropy, rewards=rewards[rows].to(dev),
                         ref_logp=None if ref_logp is None else ref_logp[rows].to(dev),
-                        token_gate=None if gate is None else gate[start : start + len(rows)].to(dev),
-                        kl_coef=a.kl_coef, entropy_coeff=a.entropy_coeff, **norm, **hp)
+                        token_gate=None if gate is None else gate[start : start + len(rows)].to(dev), **norm)
                     loss.backward()
                     start += len(rows)
                     finite = finite & torch.isfinite(loss.detach())
@@ -334,16 +331,16 @@ class RLTrainer:
                                  "Nothing non-finite was saved; --resume continues from the last checkpoint.")
 
     @torch.no_grad()
-    def _batch_gate(self, method, hp, reads, rollout, micros, rewards, advantages):
+    def _batch_gate(self, bound, reads, rollout, micros, rewards, advantages):
         """A batch-wide selection (batch quantile, covariance) over the whole mini-batch under the
         current policy, shared by its micro-batches; rows in the micro-batches' order."""
         mini = torch.cat(micros)
         parts = [self._score(self.model, rollout, rows, reads) for rows in micros]
         cat = lambda name: torch.cat([getattr(p, name).cpu() for p in parts]) if getattr(parts[0], name) is not None else None  # noqa: E731
-        return losses.token_gate(method, logp=cat("logp"), old_logp=rollout.old_logp[mini], advantages=advantages[mini],
+        return losses.token_gate(bound, logp=cat("logp"), old_logp=rollout.old_logp[mini], advantages=advantages[mini],
                                  response_mask=rollout.response_mask[mini], response_ids=rollout.response_ids[mini],
                                  topn_logp=cat("topn_logp"), topn_ids=cat("topn_ids"), entropy=cat("entropy"),
-                                 rewards=rewards[mini], **hp)
+                                 rewards=rewards[mini])
 
     def sps_phase(self, rollout: Rollout, rewards: torch.Tensor, group_ids: torch.Tensor) -> dict:
         """SPS IRL phase (SPS §4, Alg. 1): maximise the likelihood of k low-likelihood rollouts per
@@ -391,17 +388,15 @@ class RLTrainer:
         if rollout is None:
             return {**record, "skipped": 1}
         mask = rollout.response_mask
-        method = self.method()
-        estimator = a.advantage or losses.get_method(method).advantage
+        recipe = self.recipe()
         outcomes = {}  # final answers are extracted only for the steps that read them (outcome exploration)
-        if "answers" in adv_lib.inputs_read(estimator, a.shaping):
+        if "answers" in recipe.advantage_inputs:
             outcomes = {"answers": [outcome_answer(p, text) for p, text in zip(problems, rollout.texts)],
                         "prompt_ids": [p["prompt"] for p in problems], "answer_counts": self.answer_counts}
-        advantages = adv_lib.compute_advantages(
-            estimator, rewards, group_ids, mask, shaping=a.shaping, entropy=rollout.entropy, old_logp=rollout.old_logp,
-            step=self.step, **outcomes, **a.advantage_hp)
+        advantages = recipe.advantages(rewards, group_ids, mask, entropy=rollout.entropy, old_logp=rollout.old_logp,
+                                       step=self.step, **outcomes)
         record.update({
-            "method": method,
+            "method": recipe.method,
             "reward": float(rewards.mean()),
             "accuracy": float((rewards > 0.5).float().mean()),
             "response_length": float(mask.sum(1).float().mean()),
