@@ -43,7 +43,7 @@ from trl import GRPOConfig, GRPOTrainer
 from rlvr_explore import advantages as adv_lib
 from rlvr_explore import losses
 from rlvr_explore.candidates import token_stats
-from rlvr_explore.losses.rehearsal import DIVERGENCES, DPHConfig, kept_correct, rehearsal_loss
+from rlvr_explore.losses.rehearsal import DIVERGENCES, DPHConfig, kept_correct, mastered, rehearsal_loss
 from rlvr_explore.metrics import rank_logprobs
 from rlvr_explore.recipe import Recipe, resolve
 from rlvr_explore.integrations.spelling import TRL_LOSS_FIELDS
@@ -373,8 +373,8 @@ class ExploreGRPOTrainer(GRPOTrainer):
         with its token log-probs."""
         dph, rows = self.args.dph(), list(range(len(self.train_dataset)))
         mine = rows[self.accelerator.process_index :: self.accelerator.num_processes]
-        solved = [row for row, rewards in zip(mine, self._sample_and_score(mine, dph.presample)[-1])
-                  if min(rewards) > 0.5]
+        presampled = torch.tensor(self._sample_and_score(mine, dph.presample)[-1]).view(len(mine), dph.presample)
+        solved = [row for row, solved_all in zip(mine, mastered(presampled).tolist()) if solved_all]
         solved_everywhere = set(gather_object(solved))
         names = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")
         data = {name: torch.zeros(0, 1, dtype=torch.long) for name in names} | {"ref_logp": torch.zeros(0, 1)}

@@ -56,6 +56,13 @@ class DPHConfig:
 
 
 @torch.no_grad()
+def mastered(rewards: torch.Tensor) -> torch.Tensor:
+    """(prompts,) bool from pi_0's pre-sample rewards (prompts, presample): the prompts it solved
+    (reward > 0.5) in every sample, which DPH-RL rehearses instead of training them with RL."""
+    return (rewards > 0.5).all(1)
+
+
+@torch.no_grad()
 def kept_correct(correct: torch.Tensor, keep_per_prompt: int) -> torch.Tensor:
     """(prompts, samples) mask of the correct responses kept for the rehearsal set: the first
     ``keep_per_prompt`` of each prompt (DPH-RL's official set keeps one), or all of them with 0."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from rlvr_explore.losses.rehearsal import kept_correct
+from rlvr_explore.losses.rehearsal import kept_correct, mastered
 from rlvr_explore.rollout import Rollout
 
 from .config import Config
@@ -28,7 +28,7 @@ def build_rehearsal(model, tokenizer, problems: list[dict], verifier, cfg: Confi
     model.eval()
     _, _, rewards = sample_and_verify(model, tokenizer, problems, d.presample, verifier, cfg, generator,
                                       "dph pre-sampling")
-    solved = (torch.tensor(rewards) > 0.5).view(len(problems), d.presample).all(1).tolist()
+    solved = mastered(torch.tensor(rewards).view(len(problems), d.presample)).tolist()
     rehearsed = [p for p, s in zip(problems, solved) if s]
     rl_rows = [i for i, s in enumerate(solved) if not s]
     rl = [problems[i]["prompt"] for i in rl_rows]
