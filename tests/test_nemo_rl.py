@@ -62,3 +62,28 @@ def test_vocab_parallel_logits_are_refused():
     data = data_dict()
     with pytest.raises(NotImplementedError, match="full-vocabulary logits"):
         ExploreLossFn("grpo")(torch.randn(B, S, V), data, 5, 20, vocab_parallel_group=object())
+
+
+def test_casp_candidates_have_one_source_its_top_n():
+    """The candidates computed per token are CaSP's own N (once an argument of its own, which a
+    CaSP top_n could contradict), and a loss reading none gets log-probs alone. CaSP's loss has the
+    same value for any N (its auxiliary ratio equals r in value), so the gradients are compared."""
+    data = data_dict(1)
+    mask = data["token_mask"][:, 1:].bool() & data["sample_mask"].bool()[:, None]
+
+    def gradient(compute):
+        logits = torch.randn(B, S, V, dtype=torch.float64, generator=torch.Generator().manual_seed(3)).requires_grad_()
+        compute(logits).backward()
+        return logits.grad
+
+    def core(logits):
+        stats = token_stats(logits[:, :-1], data["input_ids"][:, 1:], top_n=4)
+        return losses.policy_loss("casp", logp=stats.logp, old_logp=data["prev_logprobs"][:, 1:],
+                                  advantages=data["advantages"][:, 1:], response_mask=mask,
+                                  response_ids=data["input_ids"][:, 1:], topn_logp=stats.topn_logp,
+                                  topn_ids=stats.topn_ids, entropy=stats.entropy, top_n=4, alpha=0.5)[0]
+
+    fn = ExploreLossFn("casp", top_n=4, alpha=0.5)
+    torch.testing.assert_close(gradient(lambda logits: fn(logits, data, mask.any(-1).sum(), mask.sum())[0]),
+                               gradient(core))
+    assert fn.loss.top_n == 4 and ExploreLossFn("grpo").loss.top_n == 0
