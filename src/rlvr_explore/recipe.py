@@ -66,11 +66,6 @@ class Recipe:
         return self.loss.name
 
     @property
-    def statistics(self) -> frozenset[str]:
-        """What the scoring pass computes beyond log-probs for the loss ("entropy", "topn")."""
-        return self.loss.statistics
-
-    @property
     def advantage_inputs(self) -> frozenset[str]:
         """What the estimator and its shaping steps read beyond rewards, groups and mask."""
         return adv_lib.inputs_read(self.estimator, self.shaping)
