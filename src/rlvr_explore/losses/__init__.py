@@ -40,8 +40,7 @@ for _module in pkgutil.iter_modules(__path__):  # each module registers its loss
 
 __all__ = [
     "AGG_MODES", "LOSSES", "BoundLoss", "LossConfig", "LossInputs", "aggregate", "available", "batch_normalizers",
-    "bind", "entropy_gate", "get_method", "k3_kl", "needs_batch_gate", "statistics_read", "policy_loss",
-    "policy_token_loss", "register_loss", "token_gate",
+    "bind", "entropy_gate", "get_method", "k3_kl", "policy_loss", "policy_token_loss", "register_loss", "token_gate",
 ]
 
 
@@ -112,18 +111,6 @@ def token_gate(loss: str | BoundLoss, **tensors_and_hyperparameters) -> torch.Te
         return None
     with torch.no_grad():
         return bound.method.gate(inputs, bound.config)
-
-
-def statistics_read(loss: str | BoundLoss, **hyperparameters) -> frozenset[str]:
-    """The statistics beyond log-probs that the loss reads ("entropy", "topn"); an entropy bonus
-    (``entropy_coeff``) adds the entropy. A scoring pass computes these and nothing else."""
-    return _bound(loss, hyperparameters).statistics
-
-
-def needs_batch_gate(loss: str | BoundLoss, **hyperparameters) -> bool:
-    """True when the method's token selection reads other responses (batch quantile, covariance):
-    a batch split into micro-batches must then share one :func:`token_gate`."""
-    return _bound(loss, hyperparameters).batch_wide_gate
 
 
 def policy_token_loss(loss: str | BoundLoss, **tensors_and_hyperparameters) -> tuple[torch.Tensor, torch.Tensor, LossConfig, dict]:
