@@ -127,17 +127,23 @@ def test_a_finished_run_says_how_to_train_further_and_that_command_works(tmp_pat
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
-    argv = [*CLI, "train", "--set", *TINY, f"run.out_dir={out}", "train.steps=200", "train.save_every=1"]
+    argv = [*CLI, "train", "--set", *TINY, f"run.out_dir={out}", "train.steps=2000", "train.save_every=1"]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    while not list((out / "checkpoints").glob("step_00000[2-9]")) and time.monotonic() < deadline:
+
+    def newest_checkpoint() -> int:  # any step from 2 on: a poll that waits for one window could miss it
+        steps = [int(path.name.split("_")[1]) for path in (out / "checkpoints").glob("step_*") if path.name[5:].isdigit()]
+        return max(steps, default=0)
+
+    while newest_checkpoint() < 2 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be interrupted"
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-2000:]
     assert "Traceback" not in stderr
     message = stderr.strip().splitlines()[-1]
-    assert message.startswith("rlvr-explore train: interrupted at step ") and " of 200; last checkpoint: step " in message
+    assert message.startswith("rlvr-explore train: interrupted at step ") and " of 2000; last checkpoint: step " in message
     command = message.split("Resume with: ")[1]
     assert command == f"rlvr-explore train --resume --set run.out_dir={out}"
     checkpoint = int(message.split("last checkpoint: step ")[1].split(" ")[0])
@@ -145,7 +151,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     line = resumed.stdout.readline()
     resumed.send_signal(signal.SIGINT)
     resumed.communicate(timeout=120)
-    assert line.startswith(f"resumed {out} from its checkpoint at step {checkpoint} of 200")
+    assert line.startswith(f"resumed {out} from its checkpoint at step {checkpoint} of 2000")
     assert os.path.exists(out / "run.json")
 
 
