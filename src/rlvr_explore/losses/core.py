@@ -126,10 +126,6 @@ class Method:
         """Every hyper-parameter this method takes: the fields of its config class."""
         return frozenset(config_keys(self.config))
 
-    def select(self, hyperparameters: dict) -> dict:
-        """The entries of ``hyperparameters`` that this method takes."""
-        return {k: v for k, v in hyperparameters.items() if k in self.accepted_keys}
-
     def default_config(self) -> LossConfig:
         """The method's config with nothing set: its class's defaults and its own."""
         return self.config(**self.defaults)
