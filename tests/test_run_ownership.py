@@ -125,10 +125,16 @@ def test_a_finished_run_says_how_to_train_further_and_that_command_works(tmp_pat
     assert [r["step"] for r in read_metrics(out) if r["kind"] == "train"] == [1, 2]
 
 
+def _default_sigint():
+    """Ctrl-C as a terminal delivers it: a test run in the background (``make test &``) inherits
+    SIGINT ignored, and Python then installs no KeyboardInterrupt handler in the child."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
     argv = [*CLI, "train", "--set", *TINY, f"run.out_dir={out}", "train.steps=2000", "train.save_every=1"]
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     deadline = time.monotonic() + 300
 
     def newest_checkpoint() -> int:  # any step from 2 on: a poll that waits for one window could miss it
@@ -147,7 +153,8 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     command = message.split("Resume with: ")[1]
     assert command == f"rlvr-explore train --resume --set run.out_dir={out}"
     checkpoint = int(message.split("last checkpoint: step ")[1].split(" ")[0])
-    resumed = subprocess.Popen([*CLI, *command.split()[1:]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    resumed = subprocess.Popen([*CLI, *command.split()[1:]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=_default_sigint)
     line = resumed.stdout.readline()
     resumed.send_signal(signal.SIGINT)
     resumed.communicate(timeout=120)
