@@ -21,9 +21,10 @@ from pathlib import Path
 
 import yaml
 
+from rlvr_explore import advantages, losses
 from rlvr_explore.documented import documented
 from rlvr_explore.losses.rehearsal import DPHConfig
-from rlvr_explore.recipe import ALGORITHM_LEVEL_KEYS, AlgorithmConfig
+from rlvr_explore.recipe import ALGORITHM_LEVEL_KEYS, AlgorithmConfig, recipes
 from rlvr_explore.verifiers import ANSWER_FORMATS
 from rlvr_explore.verifiers.sandbox import SandboxConfig
 
@@ -189,13 +190,10 @@ def _type_ok(value, annotation) -> bool:
 def _mapping_schema(dotted: str) -> dict | None:
     """The type of each key of a mapping setting (the losses' and the estimators'
     hyper-parameters), so a wrong type is named where it was written."""
-    from rlvr_explore import losses
-    from rlvr_explore.advantages import AdvantageConfig
-
     if dotted == "algorithm.loss":
         return losses.core.key_types()
     if dotted == "algorithm.advantage_hp":
-        return typing.get_type_hints(AdvantageConfig)
+        return typing.get_type_hints(advantages.AdvantageConfig)
     return None
 
 
@@ -383,7 +381,6 @@ def _where_set(cfg: Config, message: str) -> str:
 
 
 def validate(cfg: Config) -> None:
-    from rlvr_explore.recipe import recipes
     from rlvr_explore.tasks.synthetic import TASKS
 
     def need(ok: bool, message: str):
@@ -481,8 +478,6 @@ def describe() -> str:
 def describe_method(name: str) -> str:
     """The keys ``name`` reads, with their defaults and help: its loss's under ``algorithm.loss``
     (its config class, declared beside the loss) and its estimator's under ``algorithm.advantage_hp``."""
-    from rlvr_explore import advantages, losses
-
     spec = losses.get_method(name)
     config = spec.default_config()
     lines = [f"{spec.name}: {spec.source}; advantage estimator {spec.advantage!r} (algorithm.advantage replaces it)",
@@ -490,7 +485,7 @@ def describe_method(name: str) -> str:
     for f in dataclasses.fields(config):
         if f.name not in ALGORITHM_LEVEL_KEYS:
             lines.append(f"  {f.name}: {_yaml_value(getattr(config, f.name))}  # {f.metadata['help']}")
-    lines.append(f"algorithm (set here, not under loss): "
+    lines.append("algorithm (set here, not under loss): "
                  + ", ".join(f"{key}: {_yaml_value(getattr(config, key))}" for key in ALGORITHM_LEVEL_KEYS))
     lines.append(f"algorithm.advantage_hp (estimator {spec.advantage!r}; a shaping step adds its own keys):")
     helps = {f.name: f for f in dataclasses.fields(advantages.AdvantageConfig)}

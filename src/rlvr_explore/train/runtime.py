@@ -14,10 +14,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from rlvr_explore.metrics import extract_boxed
 from rlvr_explore.models import char_tokenizer, load_policy, tiny_gpt2
 from rlvr_explore.rollout import NonFiniteError
 from rlvr_explore.tasks import characters, generate, load_problems
-from rlvr_explore.tasks.synthetic import countdown_value
+from rlvr_explore.tasks.synthetic import countdown_answer, countdown_value, graph_path_answer
 from rlvr_explore.verifiers import Verifier
 
 from .checkpoints import atomic_dir, nonfinite_tensors
@@ -147,8 +148,6 @@ def extract_answer(problem: dict, response: str):
         return countdown_value(text)
     if problem.get("task") == "graph_path":
         return text or None
-    from rlvr_explore.metrics import extract_boxed
-
     return extract_boxed(text) or (text.split()[-1] if text.split() else None)
 
 
@@ -157,14 +156,10 @@ def outcome_answer(problem: dict, response: str):
     well-formed has one (a countdown expression over the given numbers, a path from the start to
     the goal over the graph's nodes, a boxed answer), so the answer space stays the small one the
     method assumes (arXiv 2509.06941); voting keeps ``extract_answer``, which is lenient."""
-    from rlvr_explore.tasks.synthetic import countdown_answer, graph_path_answer
-
     if problem.get("task") == "countdown":
         return countdown_answer(problem["prompt"], response)
     if problem.get("task") == "graph_path":
         return graph_path_answer(problem["prompt"], response)
-    from rlvr_explore.metrics import extract_boxed
-
     return extract_boxed(response.strip())
 
 
