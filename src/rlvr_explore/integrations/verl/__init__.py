@@ -58,22 +58,16 @@ hyper-parameters and its ``shaping`` steps, e.g. ``{shaping: [outcome_ucb], outc
 
 from __future__ import annotations
 
-from . import driver, engine, registry, rehearsal, seams, settings
-from .driver import (V1_ADVANTAGE_FIELDS, advantage_inputs, make_compute_advantage, make_compute_old_log_prob,
-                     make_load_checkpoint, make_save_checkpoint, make_v1_compute_advantage, parsed_answers, prompt_key,
-                     prompt_keys, selected_estimator, v1_advantage_inputs)
-from .engine import (batch_gate, candidate_columns, gather_rows, make_ppo_loss, make_prepare_model_outputs,
-                     make_train_batch, padded_statistics)
-from .registry import make_advantage_estimator, make_policy_loss, register
-from .rehearsal import (REF_KEY, REHEARSAL_FIELDS, REHEARSAL_KEY, REHEARSAL_METRIC, RehearsalChunk, check_rehearsed,
-                        dph_settings, draw_rehearsal_chunk, load_rehearsal_set, make_update_actor, make_v1_update_actor,
-                        rehearsal_batch, rehearsal_chunk, rehearsal_tensors, verl_rehearsal_loss)
-from .seams import (LEGACY, NEEDS, SEAMS, V1, PatchAfterImport, Seam, check_run, check_version, fit_module, fit_seam,
-                    install, make_startup_check, needs_of_run, settings_refusal, supported_verl, verl_version)
-from .settings import (ANSWER_KEY, CANDIDATE_METHODS, DPH_KEYS, ENTROPY_KEY, ESTIMATORS, GATE_KEY, PREFIX,
-                       VERL_OWNED_KEYS, VERL_WITHOUT_DUAL_CLIP, StatisticsRequest, advantage_settings, bound_loss,
-                       environment_hyperparameters, loss_hyperparameters, selected_method, statistics_needed)
-from .state import ADVANTAGE_INPUTS, MICRO_BATCH_STATISTICS, STATE, ActorState, DriverState, PluginState
+from . import seams
+from .driver import make_compute_old_log_prob, make_load_checkpoint, make_save_checkpoint, prompt_keys
+from .engine import candidate_columns, gather_rows, make_ppo_loss
+from .registry import register
+from .rehearsal import (REHEARSAL_FIELDS, REHEARSAL_KEY, REHEARSAL_METRIC, dph_settings, draw_rehearsal_chunk,
+                        load_rehearsal_set, make_update_actor, rehearsal_batch, rehearsal_tensors)
+from .seams import LEGACY, NEEDS, SEAMS, V1, Seam, check_run, install
+from .settings import (ENTROPY_KEY, ESTIMATORS, VERL_WITHOUT_DUAL_CLIP, advantage_settings,
+                       environment_hyperparameters, loss_hyperparameters, statistics_needed)
+from .state import MICRO_BATCH_STATISTICS, STATE, ActorState, DriverState
 
 try:  # loaded by verl's entry-point discovery: register now; without verl, importing is harmless
     import verl.trainer.ppo.core_algos  # noqa: F401
