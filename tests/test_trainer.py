@@ -238,3 +238,32 @@ def test_unsolvable_overlap_of_many_runs(tmp_path):
     assert counts.tolist()[0] == [3, 2, 0, 1]
     assert (tmp_path / "m.png").samefile(unsolvable_matrix(sets, str(tmp_path / "m.png")))
     assert (tmp_path / "m.png").stat().st_size > 1000
+
+
+def test_bench_trainer_model_floor_runs_every_forward_a_step_needs_and_updates(tmp_path, monkeypatch):
+    """The floor of `bench trainer` is a bound on any trainer only if it does the model's whole work:
+    the prompts' forward, a decoding forward per further token, the scored forward, a backward and a step."""
+    from rlvr_explore import bench, models
+
+    model, tokenizer = bench._tiny_policy(None)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    loaded, load_policy = {}, models.load_policy
+
+    def load_and_count(path, dtype=None):
+        policy, tok = load_policy(path, dtype)
+        loaded["calls"], loaded["before"] = [], [p.detach().clone() for p in policy.parameters()]
+        loaded["policy"] = policy
+        policy.register_forward_hook(lambda module, args, kwargs, out: loaded["calls"].append(kwargs["input_ids"].shape),
+                                     with_kwargs=True)
+        return policy, tok
+
+    monkeypatch.setattr(models, "load_policy", load_and_count)
+    times = bench._model_floor_steps(str(tmp_path), steps=2, completions=16, group=4, new_tokens=5, device="cpu")
+    assert len(times) == 2 and all(cpu > 0 for cpu, _ in times)
+    shapes = loaded["calls"]
+    assert len(shapes) == 2 * (1 + 4 + 1)
+    prompt_width = shapes[0][1]
+    assert shapes[:6] == [(16, prompt_width)] + [(16, 1)] * 4 + [(16, prompt_width + 5)]
+    changed = [not torch.equal(a, b) for a, b in zip(loaded["before"], loaded["policy"].parameters())]
+    assert all(changed)

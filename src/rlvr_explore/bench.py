@@ -16,7 +16,8 @@ builds a real model's architecture (e.g. qwen2.5-0.5b) with random weights, noth
            and settings (prompts in, texts out), at the demo's vocabulary and at Qwen2.5's
            (151,936), and an evaluation batch of 1,024 samples of one problem
   trainer  one RL step of the built-in trainer against TRL's GRPOTrainer and the project's TRL
-           subclass on the same tiny GPT-2, 64 completions of up to 16 tokens per step
+           subclass on the same tiny GPT-2, 64 completions of up to 16 tokens per step; beside
+           them the model's floor: its forwards, backward and optimiser step alone
 """
 
 from __future__ import annotations
@@ -422,13 +423,56 @@ def _builtin_steps(model_dir, steps, completions, group, new_tokens, out, device
     return times
 
 
+def _model_floor_steps(model_dir, steps, completions, group, new_tokens, device):
+    """The model's own work in one step, which every trainer pays: the prompts' forward and
+    ``new_tokens - 1`` cached decoding forwards of every row (no row stops early), then one
+    forward and backward of prompts + responses and an AdamW step; nothing else (no sampling
+    distribution, statistics, reward or bookkeeping). On CUDA under bf16 autocast, as TRL's defaults
+    and the built-in trainer's."""
+    from rlvr_explore.models import load_policy
+    from rlvr_explore.rollout import cache_keyword_of, encode_prompts, position_ids_from_mask
+    from rlvr_explore.tasks import generate
+
+    model, tokenizer = load_policy(model_dir)
+    model.to(device)
+    keyword = cache_keyword_of(model)
+    prompts = [p["prompt"] for p in generate("countdown", completions // group, seed=0) for _ in range(group)]
+    prompt_ids, prompt_mask = (t.to(device) for t in encode_prompts(tokenizer, prompts))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+
+    def decode():
+        attention = prompt_mask.long()
+        out = model(input_ids=prompt_ids, attention_mask=attention, position_ids=position_ids_from_mask(prompt_mask),
+                    use_cache=True, logits_to_keep=1)
+        position, tokens = attention.sum(-1), [out.logits[:, -1].argmax(-1)]
+        for _ in range(new_tokens - 1):
+            attention = torch.cat([attention, attention.new_ones(len(prompts), 1)], 1)
+            out = model(input_ids=tokens[-1][:, None], attention_mask=attention, position_ids=position[:, None],
+                        use_cache=True, **{keyword: out[keyword]})
+            position = position + 1
+            tokens.append(out.logits[:, -1].argmax(-1))
+        return torch.stack(tokens, 1)
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
+            with torch.no_grad():
+                input_ids = torch.cat([prompt_ids, decode()], 1)
+            mask = torch.cat([prompt_mask, torch.ones_like(input_ids[:, prompt_ids.shape[1]:], dtype=torch.bool)], 1)
+            logits = model(input_ids=input_ids, attention_mask=mask.long(), position_ids=position_ids_from_mask(mask)).logits
+            logits[:, prompt_ids.shape[1] - 1:-1].float().log_softmax(-1).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    return [_timed(step) for _ in range(steps)]
+
+
 def bench_trainer(args) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from rlvr_explore.integrations.trl import ExploreGRPOConfig, ExploreGRPOTrainer
 
     model, tokenizer = _bench_policy(args)
-    samples = {"builtin": [], "trl": [], "trl_subclass": []}
+    samples = {"builtin": [], "trl": [], "trl_subclass": [], "model_floor": []}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = str(Path(tmp) / "model")
         model.save_pretrained(model_dir)
@@ -443,6 +487,7 @@ def bench_trainer(args) -> dict:
                                          **shape)[1:]
             samples["trl_subclass"] += _trl_steps(ExploreGRPOTrainer, ExploreGRPOConfig, model_dir, tokenizer,
                                                   out=str(Path(tmp) / "sub"), method="grpo", **shape)[1:]
+            samples["model_floor"] += _model_floor_steps(model_dir, **shape)[1:]
     times = _medians(samples)
     clock = "wall_s" if args.device == "cuda" else "cpu_s"
     return {"what": "one GRPO step: sampling, reward, one update", "device": args.device,
@@ -450,7 +495,9 @@ def bench_trainer(args) -> dict:
                       if args.shape else "GPT-2, 2 layers, width 64"),
             "completions_per_step": args.completions, "group": args.group, "max_new_tokens": args.new_tokens,
             "steps_measured_per_way": len(samples["builtin"]), "times": times,
-            f"steps_per_{clock[:-2]}_s_vs_trl": {name: round(times["trl"][clock] / t[clock], 3) for name, t in times.items()}}
+            f"steps_per_{clock[:-2]}_s_vs_trl": {name: round(times["trl"][clock] / t[clock], 3) for name, t in times.items()},
+            # the most any trainer that runs this model through transformers can be ahead of TRL
+            "model_floor_is": "the model's own forwards, backward and AdamW step of one step, nothing else"}
 
 
 # ---------------------------------------------------------------- command line

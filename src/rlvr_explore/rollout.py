@@ -78,7 +78,7 @@ def encode_prompts(tokenizer, prompts: list[str]) -> tuple[torch.Tensor, torch.T
     return ids, mask
 
 
-def _cache_keyword(model) -> str:
+def cache_keyword_of(model) -> str:
     """transformers >= 5.2x names the KV cache ``cache``; earlier versions ``past_key_values``."""
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
@@ -177,7 +177,7 @@ def sample(model, tokenizer, prompts: list[str], max_new_tokens: int, temperatur
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     batch, eos = len(prompts), tokenizer.eos_token_id
     attention = prompt_mask.long()
-    cache_keyword = _cache_keyword(model)
+    cache_keyword = cache_keyword_of(model)
     # the prompt's last position only: at V = 151,936 the logits of every prompt position cost more than the rest
     last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     out = model(input_ids=prompt_ids, attention_mask=attention, position_ids=position_ids_from_mask(prompt_mask),
