@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install sandbox demo test test-slow test-gpu test-verl bench clean
+.PHONY: install sandbox demo test test-slow test-gpu gpu-wheels test-verl bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ test-slow: $(STAMP) sandbox
 # On a machine with CUDA and its own torch (not the pinned CPU wheel): the tests marked gpu.
 test-gpu:
 	PYTHONPATH=src $(PYTHON) -m pytest -m gpu -p no:cacheprovider
+
+# Before a GPU lease without network: the wheels benchmarks/gpu.sh installs there (carry .whl with the run).
+gpu-wheels:
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl -r benchmarks/gpu-wheels.txt
 
 # The verl plugin against the real verl (CPU is enough); a separate venv, since verl pulls ~2 GB.
 VERL_VENV := .venv-verl

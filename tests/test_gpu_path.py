@@ -190,6 +190,21 @@ def test_bench_loss_from_hidden_states_prints_ratios(capsys):
         assert "--device cuda: no CUDA device is available" in capsys.readouterr().err
 
 
+def test_every_step_of_the_gpu_script_is_a_bench_command_it_accepts():
+    """benchmarks/gpu.sh runs on a short GPU lease: a flag the parser refuses would cost that lease."""
+    import shlex
+    from pathlib import Path
+
+    from rlvr_explore.cli import build_parser
+
+    script = Path(__file__).parents[1] / "benchmarks" / "gpu.sh"
+    steps = [shlex.split(line)[3:] for line in script.read_text().splitlines() if line.startswith("step ")]
+    assert {args[0] for args in steps} == {"loss", "rollout", "trainer"}
+    for args in steps:
+        parsed = build_parser().parse_args(["bench", *args, "--device", "cuda", "--out", "x.json"])
+        assert parsed.which == args[0] and parsed.device == "cuda"
+
+
 # ------------------------------------------------------------------ the sampler's host synchronisations
 
 

@@ -67,22 +67,29 @@ def test_every_loss_trains_through_trl(local_model, tmp_path, method):
     assert moved > 0
 
 
-def test_trl_loss_equals_core_loss_on_identical_tensors(local_model, tmp_path):
-    trainer = make_trainer(local_model, tmp_path, "casp", casp_alpha=0.3, casp_lam=1.4, beta=0.02)
-    model = trainer.model
+def casp_batch(vocab: int) -> dict:
+    """A batch as TRL hands it to the loss: 8 completions of 5 tokens after 6-token prompts."""
     g = torch.Generator().manual_seed(0)
-    B, P, T, V = 8, 6, 5, model.config.vocab_size
+    B, P, T, V = 8, 6, 5, vocab
     prompt_ids = torch.randint(3, V, (B, P), generator=g)
     completion_ids = torch.randint(3, V, (B, T), generator=g)
     completion_mask = torch.ones(B, T, dtype=torch.long)
     completion_mask[2, 3:] = 0
-    inputs = {
+    return {
         "prompt_ids": prompt_ids, "prompt_mask": torch.ones(B, P, dtype=torch.long),
         "completion_ids": completion_ids, "completion_mask": completion_mask,
         "advantages": torch.tensor([1.0, -1.0, 0.5, -0.5, 0.0, 2.0, -2.0, 0.3]),
         "old_per_token_logps": None,
         "ref_per_token_logps": -3.0 + 0.1 * torch.randn(B, T, generator=g),
     }
+
+
+def test_trl_loss_equals_core_loss_on_identical_tensors(local_model, tmp_path):
+    trainer = make_trainer(local_model, tmp_path, "casp", casp_alpha=0.3, casp_lam=1.4, beta=0.02)
+    model = trainer.model
+    inputs = casp_batch(model.config.vocab_size)
+    prompt_ids, completion_ids, completion_mask = inputs["prompt_ids"], inputs["completion_ids"], inputs["completion_mask"]
+    (B, P), T = prompt_ids.shape, completion_ids.shape[1]
     model.train()
     trl_loss = trainer._compute_loss(model, inputs)
 
@@ -96,6 +103,39 @@ def test_trl_loss_equals_core_loss_on_identical_tensors(local_model, tmp_path):
         alpha=0.3, lam=1.4, num_seqs=B * trainer.args.gradient_accumulation_steps)
     torch.testing.assert_close(trl_loss, core_loss, rtol=1e-5, atol=1e-6)
     assert abs(float(core_loss)) > 1e-4
+
+
+def test_casp_through_trl_takes_the_fused_kernels_where_they_serve(local_model, tmp_path, monkeypatch):
+    """On CUDA ``token_stats`` runs the Triton kernels of ``rlvr_explore.fused`` (forced here, under
+    Triton's interpreter): the subclass's CaSP loss reaches them forward and backward, with the
+    loss and gradients of the block path."""
+    pytest.importorskip("triton")
+    from rlvr_explore import candidates, fused
+
+    # float32 logits (TRL autocasts to bf16 by default, even on a CPU), so the two paths agree to float32's tolerance
+    trainer = make_trainer(local_model, tmp_path, "casp", casp_alpha=0.3, casp_lam=1.4, bf16=False)
+    model, inputs = trainer.model, casp_batch(trainer.model.config.vocab_size)
+    model.train()
+    assert fused.works_on(torch.device("cpu"))  # its one-time self-check calls the kernels too
+    calls = []
+    for name in ("forward", "backward"):
+        monkeypatch.setattr(fused, name, lambda *a, _run=getattr(fused, name), _name=name, **k:
+                            calls.append(_name) or _run(*a, **k))
+
+    def loss_and_gradients(way):
+        monkeypatch.setattr(candidates, "FUSED", way)
+        model.zero_grad()
+        loss = trainer._compute_loss(model, inputs)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    blocks_loss, blocks_grads = loss_and_gradients("never")
+    assert calls == []
+    kernels_loss, kernels_grads = loss_and_gradients("always")
+    assert calls == ["forward", "backward"]
+    torch.testing.assert_close(kernels_loss, blocks_loss)
+    for a, b in zip(kernels_grads, blocks_grads):
+        torch.testing.assert_close(a, b)
 
 
 def test_unknown_method_fails_at_config_time(tmp_path):

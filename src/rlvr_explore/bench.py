@@ -472,7 +472,7 @@ def bench_trainer(args) -> dict:
     from rlvr_explore.integrations.trl import ExploreGRPOConfig, ExploreGRPOTrainer
 
     model, tokenizer = _bench_policy(args)
-    samples = {"builtin": [], "trl": [], "trl_subclass": [], "model_floor": []}
+    samples = {"builtin": [], "trl": [], "trl_subclass": [], "trl_subclass_casp": [], "model_floor": []}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = str(Path(tmp) / "model")
         model.save_pretrained(model_dir)
@@ -487,6 +487,9 @@ def bench_trainer(args) -> dict:
                                          **shape)[1:]
             samples["trl_subclass"] += _trl_steps(ExploreGRPOTrainer, ExploreGRPOConfig, model_dir, tokenizer,
                                                   out=str(Path(tmp) / "sub"), method="grpo", **shape)[1:]
+            # CaSP through TRL against TRL's own GRPO: the fast statistics path's cost in TRL's loop
+            samples["trl_subclass_casp"] += _trl_steps(ExploreGRPOTrainer, ExploreGRPOConfig, model_dir, tokenizer,
+                                                       out=str(Path(tmp) / "casp"), method="casp", **shape)[1:]
             samples["model_floor"] += _model_floor_steps(model_dir, **shape)[1:]
     times = _medians(samples)
     clock = "wall_s" if args.device == "cuda" else "cpu_s"
