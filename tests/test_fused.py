@@ -56,6 +56,51 @@ def test_the_kernels_give_the_block_paths_values_and_gradients(monkeypatch, voca
     torch.testing.assert_close(got_grad, ref_grad)
 
 
+def test_strided_response_ids_give_the_block_paths_values_and_gradients(monkeypatch):
+    """A one-token completion cut from a longer row (TRL's ``ids[:, -1:]``) flattens to a strided
+    view of the ids: the kernels must read each row's own id, not its neighbour's memory."""
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(4, 1, 300, generator=g)
+    ids = torch.randint(300, (4, 9), generator=g)[:, -1:]
+    assert not ids.reshape(-1).is_contiguous()
+    weights = (torch.randn(4, 1, generator=g), torch.randn(4, 1, generator=g), torch.randn(4, 1, 3, generator=g))
+    (ref, ref_grad), (got, got_grad) = both_paths(
+        monkeypatch, lambda: statistics_and_gradient(logits, ids, 3, True, 1.0, weights))
+    torch.testing.assert_close(got.logp, ref.logp)
+    torch.testing.assert_close(got_grad, ref_grad)
+
+
+def test_masked_logits_give_the_block_paths_log_probs_top_n_and_gradients(monkeypatch):
+    """-inf logits (masked tokens), down to a whole tile of them at the start of a row: the
+    log-normaliser, log-probs, top-N and their gradient are those of the blocks. (Both paths give
+    NaN entropy there: p log p reads 0 * -inf.)"""
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(3, 2, 9000, generator=g)
+    logits[0, :, 100:200] = float("-inf")
+    logits[1, :, :5000] = float("-inf")  # more than the first tile
+    ids = torch.randint(5000, 9000, (3, 2), generator=g)
+    weights = (torch.randn(3, 2, generator=g), torch.zeros(3, 2), torch.randn(3, 2, 3, generator=g))
+    (ref, ref_grad), (got, got_grad) = both_paths(
+        monkeypatch, lambda: statistics_and_gradient(logits, ids, 3, False, 1.0, weights))
+    assert torch.isfinite(ref.logp).all() and torch.isfinite(ref_grad).all()
+    torch.testing.assert_close(got.logp, ref.logp)
+    torch.testing.assert_close(got.topn_logp, ref.topn_logp)
+    assert torch.equal(got.topn_ids, ref.topn_ids)
+    torch.testing.assert_close(got_grad, ref_grad)
+
+
+def test_an_id_outside_the_vocabulary_gives_nan_not_another_rows_logit(monkeypatch):
+    """The blocks' gather refuses such an id; the kernels cannot raise, so they give NaN (which the
+    trainer's non-finite checks name) and leave the other rows as they were."""
+    monkeypatch.setattr(candidates, "FUSED", "always")
+    g = torch.Generator().manual_seed(6)
+    logits = torch.randn(1, 4, 300, generator=g)
+    ids = torch.tensor([[5, -100, 300, 7]])
+    logp = token_stats(logits, ids, top_n=0, entropy=False).logp
+    assert logp[0, 1:3].isnan().all()
+    torch.testing.assert_close(logp[0, [0, 3]], logits[0, [0, 3]].log_softmax(-1)[[0, 1], [5, 7]])
+
+
 def test_bf16_logits_give_float32_statistics_and_a_bf16_gradient(monkeypatch):
     g = torch.Generator().manual_seed(1)
     logits = (torch.randn(3, 4, 300, generator=g) * 2).bfloat16()

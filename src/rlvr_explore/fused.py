@@ -45,8 +45,10 @@ def _forward_kernel(z_ptr, ids_ptr, lse_ptr, logp_ptr, entropy_ptr, top_v_ptr, t
         inside = offsets < vocab
         z = tl.load(base + offsets, mask=inside, other=float("-inf")).to(tl.float32) * inv_tau
         m_new = tl.maximum(m, tl.max(z, 0))
-        scale = tl.exp(m - m_new)
-        e = tl.where(inside, tl.exp(z - m_new), 0.0)
+        # while every logit so far is -inf (a masked stretch of the vocabulary), shift by 0: -inf - -inf is NaN
+        shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+        scale = tl.exp(m - shift)
+        e = tl.where(inside, tl.exp(z - shift), 0.0)
         s = s * scale + tl.sum(e, 0)
         if ENTROPY:
             t = t * scale + tl.sum(e * tl.where(inside, z, 0.0), 0)
@@ -66,7 +68,8 @@ def _forward_kernel(z_ptr, ids_ptr, lse_ptr, logp_ptr, entropy_ptr, top_v_ptr, t
     tl.store(lse_ptr + row, lse)
     if HAS_IDS:
         y = tl.load(ids_ptr + row)
-        z_y = tl.load(base + y).to(tl.float32) * inv_tau
+        # an id outside the vocabulary (HF's -100 padding label) gives NaN, never a read past the row
+        z_y = tl.load(base + y, mask=(y >= 0) & (y < vocab), other=float("nan")).to(tl.float32) * inv_tau
         tl.store(logp_ptr + row, z_y - lse)
     if ENTROPY:
         tl.store(entropy_ptr + row, lse - t / s)
@@ -116,6 +119,7 @@ def forward(z: torch.Tensor, ids: torch.Tensor | None, top_n: int, with_entropy:
     ``candidates._forward_blocks`` returns them (float32; empty where not asked for)."""
     rows, vocab = z.shape
     z = z if z.stride(-1) == 1 else z.contiguous()
+    ids = None if ids is None else ids.contiguous()  # the kernel reads ids[row] at ids_ptr + row
     new = lambda *shape, kind=torch.float32: torch.empty(*shape, dtype=kind, device=z.device)  # noqa: E731
     slots = triton.next_power_of_2(max(top_n, 1))
     lse, logp, entropy = new(rows), new(rows if ids is not None else 0), new(rows if with_entropy else 0)
@@ -138,7 +142,7 @@ def backward(z: torch.Tensor, out: torch.Tensor, ids: torch.Tensor, lse: torch.T
     if top_n:
         g_top, top_ids = g_top.contiguous(), top_ids.contiguous()
     if rows:
-        _backward_kernel[(rows,)](z, out, ids, lse, entropy if g_entropy is not None else lse, g_logp.contiguous(),
+        _backward_kernel[(rows,)](z, out, ids.contiguous(), lse, entropy if g_entropy is not None else lse, g_logp.contiguous(),
                                   g_entropy.contiguous() if g_entropy is not None else lse,
                                   g_top if top_n else lse, top_ids if top_n else ids, vocab, z.stride(0), out.stride(0),
                                   1.0 / temperature, HAS_ENTROPY_GRAD=g_entropy is not None, TOP_N=top_n,
