@@ -138,11 +138,12 @@ def backward(z: torch.Tensor, out: torch.Tensor, ids: torch.Tensor, lse: torch.T
     """The gradient with respect to the rows of ``z``, written into ``out`` (same shape)."""
     rows, vocab = z.shape
     z = z if z.stride(-1) == 1 else z.contiguous()
+    ids = ids.contiguous()
     top_n = 0 if g_top is None else g_top.shape[-1]
     if top_n:
         g_top, top_ids = g_top.contiguous(), top_ids.contiguous()
     if rows:
-        _backward_kernel[(rows,)](z, out, ids.contiguous(), lse, entropy if g_entropy is not None else lse, g_logp.contiguous(),
+        _backward_kernel[(rows,)](z, out, ids, lse, entropy if g_entropy is not None else lse, g_logp.contiguous(),
                                   g_entropy.contiguous() if g_entropy is not None else lse,
                                   g_top if top_n else lse, top_ids if top_n else ids, vocab, z.stride(0), out.stride(0),
                                   1.0 / temperature, HAS_ENTROPY_GRAD=g_entropy is not None, TOP_N=top_n,
