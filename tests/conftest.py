@@ -26,6 +26,19 @@ def tiny_config(tmp_path):
     return make
 
 
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """The names of the ``rlvr_explore.fused`` entry points called from here on, in order ("forward",
+    "backward"), after the kernels' one-time self-check on the CPU (which calls them too)."""
+    fused = pytest.importorskip("rlvr_explore.fused")  # needs Triton
+    assert fused.works_on(torch.device("cpu"))
+    calls = []
+    for name in ("forward", "backward"):
+        monkeypatch.setattr(fused, name, lambda *a, _run=getattr(fused, name), _name=name, **k:
+                            calls.append(_name) or _run(*a, **k))
+    return calls
+
+
 def sideways_overflow(page: "Path", window: int) -> int | None:
     """How many pixels ``page`` scrolls sideways in headless Chromium at ``window`` pixels wide
     (0: none); None where Chromium is not installed."""

@@ -155,17 +155,11 @@ def test_the_kernels_check_themselves_once_per_device_and_a_failure_falls_back_t
     assert candidates._fused_kernels(torch.zeros(1), torch.float32, None) is None
 
 
-def test_the_verl_hook_takes_the_kernels_with_the_block_paths_columns(monkeypatch):
+def test_the_verl_hook_takes_the_kernels_with_the_block_paths_columns(monkeypatch, kernel_calls):
     """verl's model-output hook computes its columns through ``token_stats``, so on CUDA it runs
     the kernels, forward and backward, with the columns and gradients of the block path."""
-    from rlvr_explore import fused
     from rlvr_explore.integrations.verl.engine import candidate_columns
 
-    assert fused.works_on(torch.device("cpu"))  # its one-time self-check calls the kernels too
-    calls = []
-    for name in ("forward", "backward"):
-        monkeypatch.setattr(fused, name, lambda *a, _run=getattr(fused, name), _name=name, **k:
-                            calls.append(_name) or _run(*a, **k))
     g = torch.Generator().manual_seed(3)
     packed = torch.randn(1, 11, 5000, generator=g) * 2  # verl packs the micro-batch's tokens: (1, nnz, V)
 
@@ -176,7 +170,7 @@ def test_the_verl_hook_takes_the_kernels_with_the_block_paths_columns(monkeypatc
         return columns, logits.grad
 
     (ref, ref_grad), (got, got_grad) = both_paths(monkeypatch, run)
-    assert calls == ["forward", "backward"]
+    assert kernel_calls == ["forward", "backward"]
     assert ref.keys() == got.keys()
     for key in ref:
         exact = key.endswith("_id")

@@ -105,22 +105,17 @@ def test_trl_loss_equals_core_loss_on_identical_tensors(local_model, tmp_path):
     assert abs(float(core_loss)) > 1e-4
 
 
-def test_casp_through_trl_takes_the_fused_kernels_where_they_serve(local_model, tmp_path, monkeypatch):
+def test_casp_through_trl_takes_the_fused_kernels_where_they_serve(local_model, tmp_path, monkeypatch,
+                                                                   kernel_calls):
     """On CUDA ``token_stats`` runs the Triton kernels of ``rlvr_explore.fused`` (forced here, under
     Triton's interpreter): the subclass's CaSP loss reaches them forward and backward, with the
     loss and gradients of the block path."""
-    pytest.importorskip("triton")
-    from rlvr_explore import candidates, fused
+    from rlvr_explore import candidates
 
     # float32 logits (TRL autocasts to bf16 by default, even on a CPU), so the two paths agree to float32's tolerance
     trainer = make_trainer(local_model, tmp_path, "casp", casp_alpha=0.3, casp_lam=1.4, bf16=False)
     model, inputs = trainer.model, casp_batch(trainer.model.config.vocab_size)
     model.train()
-    assert fused.works_on(torch.device("cpu"))  # its one-time self-check calls the kernels too
-    calls = []
-    for name in ("forward", "backward"):
-        monkeypatch.setattr(fused, name, lambda *a, _run=getattr(fused, name), _name=name, **k:
-                            calls.append(_name) or _run(*a, **k))
 
     def loss_and_gradients(way):
         monkeypatch.setattr(candidates, "FUSED", way)
@@ -130,9 +125,9 @@ def test_casp_through_trl_takes_the_fused_kernels_where_they_serve(local_model, 
         return loss.detach(), [p.grad.clone() for p in model.parameters()]
 
     blocks_loss, blocks_grads = loss_and_gradients("never")
-    assert calls == []
+    assert kernel_calls == []
     kernels_loss, kernels_grads = loss_and_gradients("always")
-    assert calls == ["forward", "backward"]
+    assert kernel_calls == ["forward", "backward"]
     torch.testing.assert_close(kernels_loss, blocks_loss)
     for a, b in zip(kernels_grads, blocks_grads):
         torch.testing.assert_close(a, b)

@@ -16,8 +16,8 @@ builds a real model's architecture (e.g. qwen2.5-0.5b) with random weights, noth
            and settings (prompts in, texts out), at the demo's vocabulary and at Qwen2.5's
            (151,936), and an evaluation batch of 1,024 samples of one problem
   trainer  one RL step of the built-in trainer against TRL's GRPOTrainer and the project's TRL
-           subclass on the same tiny GPT-2, 64 completions of up to 16 tokens per step; beside
-           them the model's floor: its forwards, backward and optimiser step alone
+           subclass (GRPO, and CaSP) on the same tiny GPT-2, 64 completions of up to 16 tokens
+           per step; beside them the model's floor: its forwards, backward and optimiser step alone
 """
 
 from __future__ import annotations
